@@ -1,0 +1,106 @@
+"""Plain data shared by harvest, the stores and the status (no behaviour, no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TocEntry:
+    """One in-force article version listed in a code's table of contents."""
+
+    id: str  # LEGIARTI version id (the one to fetch)
+    cid: str  # LEGIARTI id of the article's first version
+    num: str | None
+    etat: str
+    section_path: str  # "Partie législative > Livre Ier > Titre II"
+
+
+@dataclass(frozen=True, slots=True)
+class CodeToc:
+    """A code's table of contents reduced to what a pass needs."""
+
+    code_id: str  # LEGITEXT cid
+    title: str  # from the API, never hand-written
+    modif_date: str | None  # top-level modifDate ("YYYY-MM-DD")
+    entries: tuple[TocEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Article:
+    """One row of legifrance_articles (keyed by the LEGIARTI version id)."""
+
+    id: str
+    cid: str
+    code_id: str
+    code_title: str
+    num: str | None
+    etat: str
+    date_debut: date | None
+    date_fin: date | None  # None = no end (32472144000000 sentinel)
+    section_path: str
+    text: str
+    html: str
+    nota: str | None
+    content_sha256: str
+    collected_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An in-force id the quality filter (or the API) turned down; remembered so it is not refetched."""
+
+    id: str
+    code_id: str
+    reason: str  # "too_short" | "empty" | "null_article" | "not_in_force" ...
+    length: int  # characters of cleaned text (0 when there is none)
+    rejected_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CodeMark:
+    """What the store remembers of a code between passes (MAINTENANCE uses it to skip work)."""
+
+    code_id: str
+    title: str | None
+    modif_date: str | None  # TOC modifDate at the last complete walk
+    last_update: str | None  # /list/code lastUpdate at the last complete walk
+    walked_at: datetime | None  # last complete TOC walk
+
+
+@dataclass(slots=True)
+class CodeProgress:
+    """Per-code progress of the current pass (mutable; copied into status snapshots)."""
+
+    code_id: str
+    title: str | None = None
+    total: int = 0  # in-force ids in the TOC
+    known: int = 0  # already in the store (stored or rejected)
+    fetched: int = 0
+    stored: int = 0
+    skipped: int = 0  # rejected by the quality filter / null article
+    failed: int = 0
+    state: str = "pending"  # pending | walking | fetching | done | unchanged | failed
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class PassSummary:
+    """Outcome of one pass; the CLI prints it as JSON."""
+
+    mode: str
+    codes: int = 0
+    requests: int = 0
+    toc_requests: int = 0
+    article_requests: int = 0
+    fetched: int = 0
+    stored: int = 0
+    skipped: int = 0
+    failed: int = 0
+    codes_failed: int = 0
+    codes_unchanged: int = 0
+    interrupted: bool = False
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    errors: list[str] = field(default_factory=list)
