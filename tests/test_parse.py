@@ -1,0 +1,295 @@
+"""collector.parse against real Légifrance responses (../shared fixtures) and edge shapes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collector.models import Article, CodeToc, Rejected, TocEntry
+from collector.parse import (
+    ArticleError,
+    TocError,
+    article_from_api,
+    content_sha256,
+    epoch_ms_to_date,
+    walk_toc,
+)
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
+MONNAIES = "LEGITEXT000006070666"
+ARCHITECTES = "LEGITEXT000006074232"
+
+
+def load(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def toc_of(fixtures: Path, code_id: str) -> CodeToc:
+    return walk_toc(load(fixtures / "codes" / f"{code_id}.json"), code_id)
+
+
+def raw_articles(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every article entry of a raw TOC (independent of walk_toc's implementation)."""
+    yield from node.get("articles") or []
+    for section in node.get("sections") or []:
+        yield from raw_articles(section)
+
+
+def version(fixtures: Path, cid: str, article_id: str) -> dict[str, Any]:
+    """One version (getArticle `article` shape) out of a getArticleByCid fixture."""
+    versions = load(fixtures / "articles" / f"{cid}.json")["listArticle"]
+    return next(v for v in versions if v["id"] == article_id)
+
+
+# ---- walk_toc on real TOCs ------------------------------------------------------------------
+def test_monnaies_toc_keeps_the_six_in_force_versions(real_fixtures: Path) -> None:
+    toc = toc_of(real_fixtures, MONNAIES)
+    assert toc.code_id == MONNAIES
+    assert toc.title == "Code des instruments monétaires et des médailles"  # from the API
+    assert toc.modif_date == "2009-05-14"
+    assert [e.id for e in toc.entries] == [
+        "LEGIARTI000006398192",
+        "LEGIARTI000006398201",
+        "LEGIARTI000020630534",
+        "LEGIARTI000006398225",
+        "LEGIARTI000006398239",
+        "LEGIARTI000006398351",
+    ]
+    by_id = {e.id: e for e in toc.entries}
+    # id != cid for modified articles: the in-force version is fetched, the cid kept.
+    assert by_id["LEGIARTI000020630534"].cid == "LEGIARTI000006398213"
+    assert by_id["LEGIARTI000020630534"].num == "11"
+    assert by_id["LEGIARTI000006398192"].section_path == (
+        "Chapitre I : Monnaies et médailles > Section I : Fabrication des monnaies et médailles"
+        " > Paragraphe II : Frappe des médailles."
+    )
+    assert by_id["LEGIARTI000006398351"].section_path == "Chapitre IV : Dispositions communes."
+    assert all(e.etat == "VIGUEUR" for e in toc.entries)
+
+
+def test_architectes_toc_counts_match_the_fixture_table(real_fixtures: Path) -> None:
+    raw = load(real_fixtures / "codes" / f"{ARCHITECTES}.json")
+    toc = walk_toc(raw, ARCHITECTES)
+    all_entries = list(raw_articles(raw))
+    assert len(all_entries) == 49
+    assert len({a["cid"] for a in all_entries}) == 49
+    assert len(toc.entries) == 48
+    assert len({e.cid for e in toc.entries}) == 48
+    assert toc.title == "Code de déontologie des architectes"
+    assert toc.modif_date == "1992-09-23"
+    first = toc.entries[0]
+    assert (first.num, first.section_path) == ("1", "Code de déontologie des architectes.")
+    deep = next(e for e in toc.entries if e.num == "10 bis")
+    assert deep.section_path == (
+        "TITRE II : Devoirs professionnels > CHAPITRE 1er : Règles générales"
+        " > Section 1 : Règles personnelles."
+    )
+    # intOrdre order: article numbers come out in the code's order.
+    assert [e.num for e in toc.entries][:12] == [
+        "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "10 bis", "11"
+    ]
+
+
+def test_toc_walk_orders_by_intordre_and_dedups_cids() -> None:
+    toc = {
+        "title": "Code de démonstration",
+        "modifDate": "2026-01-02",
+        "articles": [],
+        "sections": [
+            {
+                "title": "Titre II",
+                "intOrdre": 20,
+                "sections": [],
+                "articles": [
+                    {"id": "LEGIARTI000000000005", "cid": "LEGIARTI000000000005", "etat": "VIGUEUR", "num": "3", "intOrdre": 1},
+                ],
+            },
+            {
+                "title": "Titre Ier",
+                "intOrdre": 10,
+                "sections": [
+                    {
+                        "title": "  Chapitre   unique ",
+                        "intOrdre": 5,
+                        "sections": [],
+                        "articles": [
+                            # Same cid twice in force: keep the highest (latest) id.
+                            {"id": "LEGIARTI000000000009", "cid": "LEGIARTI000000000001", "etat": "VIGUEUR", "num": "2", "intOrdre": 2},
+                            {"id": "LEGIARTI000000000010", "cid": "LEGIARTI000000000001", "etat": "VIGUEUR", "num": "2", "intOrdre": 3},
+                            {"id": "LEGIARTI000000000007", "cid": "LEGIARTI000000000001", "etat": "VIGUEUR", "num": "2", "intOrdre": 4},
+                            {"id": "LEGIARTI000000000011", "cid": "LEGIARTI000000000011", "etat": "ABROGE", "num": "2 bis", "intOrdre": 5},
+                            {"id": "LEGIARTI000000000012", "cid": "LEGIARTI000000000012", "etat": "MODIFIE", "num": "2 ter", "intOrdre": 6},
+                        ],
+                    }
+                ],
+                "articles": [
+                    {"id": "LEGIARTI000000000003", "cid": "LEGIARTI000000000003", "etat": "VIGUEUR_DIFF", "num": "1", "intOrdre": 1},
+                ],
+            },
+        ],
+    }
+    result = walk_toc(toc, "LEGITEXT000099900001")
+    assert [(e.id, e.cid, e.num, e.section_path) for e in result.entries] == [
+        ("LEGIARTI000000000003", "LEGIARTI000000000003", "1", "Titre Ier"),
+        ("LEGIARTI000000000010", "LEGIARTI000000000001", "2", "Titre Ier > Chapitre unique"),
+        ("LEGIARTI000000000005", "LEGIARTI000000000005", "3", "Titre II"),
+    ]
+    assert result.entries[0].etat == "VIGUEUR_DIFF"
+
+
+def test_toc_walk_handles_deep_nesting_without_recursion() -> None:
+    node: dict[str, Any] = {
+        "title": "S3000",
+        "intOrdre": 1,
+        "sections": [],
+        "articles": [{"id": "LEGIARTI000000000001", "cid": "LEGIARTI000000000001", "etat": "VIGUEUR", "num": "1"}],
+    }
+    for depth in range(2999, 0, -1):
+        node = {"title": f"S{depth}", "intOrdre": 1, "sections": [node], "articles": []}
+    toc = walk_toc({"title": "Profond", "sections": [node]}, "LEGITEXT000099900002")
+    (entry,) = toc.entries
+    assert entry.section_path.startswith("S1 > S2 > S3 > ") and entry.section_path.endswith(" > S3000")
+
+
+def test_toc_walk_rejects_what_is_not_a_toc() -> None:
+    with pytest.raises(TocError):
+        walk_toc([], "LEGITEXT000099900003")  # type: ignore[arg-type]
+    with pytest.raises(TocError):
+        walk_toc({"title": "x", "sections": "nope"}, "LEGITEXT000099900003")
+    empty = walk_toc({"title": "Vide", "sections": [], "articles": None}, "LEGITEXT000099900003")
+    assert empty.entries == () and empty.modif_date is None
+
+
+# ---- dates ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("ms", "expected"),
+    [
+        (None, None),
+        (0, date(1970, 1, 1)),
+        (-552528000000, date(1952, 6, 29)),  # real dateDebut of the Monnaies code articles
+        (-34473600000, date(1968, 11, 28)),  # real dateFin of LEGIARTI000018554818
+        (1242259200000, date(2009, 5, 14)),
+        (32472144000000, None),  # the "no end" sentinel
+        (32472144000000 + 86_400_000, None),
+        (32472143999999, date(2998, 12, 31)),
+        (-5231606400000, date(1804, 3, 21)),  # Code civil start date
+        ("2024-01-31", date(2024, 1, 31)),
+        ("2999-01-01", None),
+        ("n'importe quoi", None),
+        (10**20, None),
+        (True, None),
+    ],
+)
+def test_epoch_ms_to_date(ms: Any, expected: date | None) -> None:
+    assert epoch_ms_to_date(ms) == expected
+
+
+def test_real_dates_from_fixtures(real_fixtures: Path) -> None:
+    # LEGIARTI000018554818: dateDebut -552528000000, dateFin -34473600000, both before 1970.
+    raw = load(real_fixtures / "articles" / "LEGIARTI000018554818.json")["listArticle"][0]
+    assert raw["dateDebut"] < 0 and raw["dateFin"] < 0
+    assert epoch_ms_to_date(raw["dateDebut"]) == date(1952, 6, 29)
+    assert epoch_ms_to_date(raw["dateFin"]) == date(1968, 11, 28)
+
+
+# ---- article_from_api on real getArticle objects --------------------------------------------
+def entry_of(toc: CodeToc, article_id: str) -> TocEntry:
+    return next(e for e in toc.entries if e.id == article_id)
+
+
+def test_real_in_force_article_becomes_an_article(real_fixtures: Path) -> None:
+    toc = toc_of(real_fixtures, MONNAIES)
+    entry = entry_of(toc, "LEGIARTI000006398192")
+    raw = version(real_fixtures, entry.cid, entry.id)
+    art = article_from_api(raw, entry, toc, 100, NOW)
+    assert isinstance(art, Article)
+    assert (art.id, art.cid, art.code_id) == ("LEGIARTI000006398192", "LEGIARTI000006398191", MONNAIES)
+    assert art.code_title == "Code des instruments monétaires et des médailles"
+    assert (art.num, art.etat) == ("9", "VIGUEUR")
+    assert art.date_debut == date(2006, 12, 27)
+    assert art.date_fin is None  # 32472144000000
+    assert art.section_path == entry.section_path
+    assert art.html == raw["texteHtml"]
+    assert art.text.startswith("Il est expressément défendu à toutes personnes")
+    assert "<" not in art.text and "  " not in art.text
+    assert art.nota is None  # "" in the API
+    assert art.content_sha256 == hashlib.sha256((art.text + "\x1e").encode()).hexdigest()
+    assert art.collected_at == NOW
+
+
+def test_pre_1970_start_date_of_a_real_article(real_fixtures: Path) -> None:
+    toc = toc_of(real_fixtures, MONNAIES)
+    entry = entry_of(toc, "LEGIARTI000006398351")
+    art = article_from_api(version(real_fixtures, entry.cid, entry.id), entry, toc, 100, NOW)
+    assert isinstance(art, Article)
+    assert art.date_debut == date(1952, 6, 29) and art.date_fin is None
+
+
+def test_short_real_article_rejected_at_100_kept_at_0(real_fixtures: Path) -> None:
+    toc = toc_of(real_fixtures, MONNAIES)
+    entry = entry_of(toc, "LEGIARTI000020630534")  # cid LEGIARTI000006398213
+    raw = version(real_fixtures, "LEGIARTI000006398213", entry.id)
+    rejected = article_from_api(raw, entry, toc, 100, NOW)
+    assert isinstance(rejected, Rejected)
+    assert (rejected.id, rejected.code_id, rejected.reason) == (entry.id, MONNAIES, "too_short")
+    assert rejected.length == len(
+        "Chacun des contrevenants aux dispositions de l'article 9 sera condamné à une amende de 3750 euros."
+    ) == 98
+    kept = article_from_api(raw, entry, toc, 0, NOW)
+    assert isinstance(kept, Article)
+    assert kept.text == (
+        "Chacun des contrevenants aux dispositions de l'article 9 sera condamné à une amende de 3750 euros."
+    )
+    assert kept.date_debut == date(2009, 5, 14)
+
+
+def test_every_in_force_real_article_converts(real_fixtures: Path) -> None:
+    toc = toc_of(real_fixtures, MONNAIES)
+    results = [article_from_api(version(real_fixtures, e.cid, e.id), e, toc, 100, NOW) for e in toc.entries]
+    assert [type(r).__name__ for r in results] == ["Article"] * 2 + ["Rejected"] + ["Article"] * 3
+
+
+def test_nota_text_fallback_and_hash() -> None:
+    toc = CodeToc(code_id="LEGITEXT000099900001", title="Code de démonstration", modif_date=None, entries=())
+    entry = TocEntry(id="LEGIARTI000099900001", cid="LEGIARTI000099900000", num="L1", etat="VIGUEUR", section_path="Titre Ier")
+    raw = {
+        "id": entry.id,
+        "etat": "VIGUEUR",
+        "num": None,
+        "texteHtml": "<p></p>",
+        "texte": "Texte brut\u00a0de l'article, assez long pour passer le filtre de qualité appliqué ici.",
+        "notaHtml": "<p>Conformément à l'article 3 :</p><p>entrée en vigueur le 1er janvier.</p>",
+        "nota": "ignored when notaHtml is usable",
+        "dateDebut": 1640995200000,
+        "dateFin": 1704067200000,
+    }
+    art = article_from_api(raw, entry, toc, 50, NOW)
+    assert isinstance(art, Article)
+    assert art.text == "Texte brut de l'article, assez long pour passer le filtre de qualité appliqué ici."
+    assert art.nota == "Conformément à l'article 3 :\nentrée en vigueur le 1er janvier."
+    assert art.num == "L1"  # from the TOC when the article has none
+    assert art.cid == "LEGIARTI000099900000"
+    assert (art.date_debut, art.date_fin) == (date(2022, 1, 1), date(2024, 1, 1))
+    assert art.content_sha256 == content_sha256(art.text, art.nota)
+    assert art.content_sha256 != content_sha256(art.text, None)
+    assert content_sha256("ab", None) != content_sha256("a", "b")
+
+
+def test_empty_article_reason_and_wrong_id() -> None:
+    toc = CodeToc(code_id="LEGITEXT000099900001", title="Code de démonstration", modif_date=None, entries=())
+    entry = TocEntry(id="LEGIARTI000099900001", cid="LEGIARTI000099900001", num="1", etat="VIGUEUR", section_path="")
+    rejected = article_from_api({"id": entry.id, "texteHtml": "<p></p>", "texte": ""}, entry, toc, 1, NOW)
+    assert isinstance(rejected, Rejected)
+    assert (rejected.reason, rejected.length) == ("empty", 0)
+    kept = article_from_api({"id": entry.id, "texteHtml": None, "texte": None}, entry, toc, 0, NOW)
+    assert isinstance(kept, Article) and kept.text == ""  # MIN_ARTICLE_CHARS=0 keeps everything
+    with pytest.raises(ArticleError):
+        article_from_api({"id": "LEGIARTI000099900002", "texte": "x"}, entry, toc, 0, NOW)
+    with pytest.raises(ArticleError):
+        article_from_api(None, entry, toc, 0, NOW)  # type: ignore[arg-type]
