@@ -1,0 +1,196 @@
+"""Model <-> row conversions shared by both backends (same columns, JSON-safe values)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, date, datetime
+from enum import Enum
+from typing import Any
+
+from collector.config import parse_mode
+from collector.models import Article, CodeMark, Rejected
+
+ARTICLE_COLUMNS: tuple[str, ...] = (
+    "id",
+    "cid",
+    "code_id",
+    "code_title",
+    "num",
+    "etat",
+    "date_debut",
+    "date_fin",
+    "section_path",
+    "text",
+    "html",
+    "nota",
+    "content_sha256",
+    "collected_at",
+)
+REJECTED_COLUMNS: tuple[str, ...] = ("id", "code_id", "reason", "length", "rejected_at")
+MARK_COLUMNS: tuple[str, ...] = ("code_id", "title", "modif_date", "last_update", "walked_at")
+STATE_FIELDS: tuple[str, ...] = ("running", "mode", "updated_at", "pid", "host")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso_ts(value: datetime | None) -> str | None:
+    """A timestamp as ISO 8601 in UTC with microseconds (naive values are taken as UTC)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def parse_ts(value: str | datetime | None) -> datetime | None:
+    """Parse an ISO timestamp from either backend (PostgreSQL prints '+00:00' or 'Z')."""
+    if value is None or isinstance(value, datetime):
+        return value if value is None or value.tzinfo else value.replace(tzinfo=UTC)
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def norm_ts(value: str | datetime | None) -> str | None:
+    """Normalise a stored timestamp to iso_ts() form, so both backends return the same text."""
+    return iso_ts(parse_ts(value))
+
+
+def iso_date(value: date | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, datetime):
+        return iso_ts(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def to_json(value: Any) -> str:
+    """Compact JSON (datetimes as ISO, enums as values), as sent over the wire."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+
+
+def json_safe(value: Any) -> Any:
+    """The same value made of plain JSON types (for jsonb columns over REST)."""
+    return json.loads(to_json(value))
+
+
+def article_row(a: Article) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "cid": a.cid,
+        "code_id": a.code_id,
+        "code_title": a.code_title,
+        "num": a.num,
+        "etat": a.etat,
+        "date_debut": iso_date(a.date_debut),
+        "date_fin": iso_date(a.date_fin),
+        "section_path": a.section_path,
+        "text": a.text,
+        "html": a.html,
+        "nota": a.nota,
+        "content_sha256": a.content_sha256,
+        "collected_at": iso_ts(a.collected_at),
+    }
+
+
+def rejected_row(r: Rejected) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "code_id": r.code_id,
+        "reason": r.reason,
+        "length": int(r.length),
+        "rejected_at": iso_ts(r.rejected_at),
+    }
+
+
+def mark_row(m: CodeMark) -> dict[str, Any]:
+    return {
+        "code_id": m.code_id,
+        "title": m.title,
+        "modif_date": m.modif_date,
+        "last_update": m.last_update,
+        "walked_at": iso_ts(m.walked_at),
+    }
+
+
+def mark_from_row(row: Mapping[str, Any]) -> CodeMark:
+    return CodeMark(
+        code_id=row["code_id"],
+        title=row.get("title"),
+        modif_date=row.get("modif_date"),
+        last_update=row.get("last_update"),
+        walked_at=parse_ts(row.get("walked_at")),
+    )
+
+
+def dedup(rows: Iterable[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """One row per key (the last one wins): PostgreSQL refuses an upsert touching a row twice."""
+    return list({row[key]: row for row in rows}.values())
+
+
+def split_articles_rejected(
+    articles: Sequence[Article], rejected: Sequence[Rejected]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows to write; an id both stored and rejected in one batch is stored (not rejected)."""
+    article_rows = dedup((article_row(a) for a in articles), "id")
+    stored = {row["id"] for row in article_rows}
+    rejected_rows = dedup((rejected_row(r) for r in rejected if r.id not in stored), "id")
+    return article_rows, rejected_rows
+
+
+def state_row(state: Mapping[str, Any]) -> dict[str, Any]:
+    """Split a state-file dict into the collector_state columns (+ `extra` for the rest)."""
+    if "running" not in state or "mode" not in state:
+        raise ValueError("scheduler state needs at least 'running' and 'mode'")
+    mode = parse_mode(state["mode"])
+    updated_at = state.get("updated_at")
+    if isinstance(updated_at, str):
+        updated_at = parse_ts(updated_at)
+    pid = state.get("pid")
+    return {
+        "running": bool(state["running"]),
+        "mode": mode.value,
+        "updated_at": iso_ts(updated_at),
+        "pid": int(pid) if pid is not None else None,
+        "host": state.get("host"),
+        "extra": json_safe({k: v for k, v in state.items() if k not in STATE_FIELDS}),
+    }
+
+
+def state_from_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    extra = row.get("extra") or {}
+    if isinstance(extra, str):
+        extra = json.loads(extra)
+    return {
+        **extra,
+        "running": bool(row["running"]),
+        "mode": row["mode"],
+        "updated_at": norm_ts(row.get("updated_at")),
+        "pid": row.get("pid"),
+        "host": row.get("host"),
+    }
+
+
+def run_from_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    def load(value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
+
+    return {
+        "id": int(row["id"]),
+        "mode": row["mode"],
+        "codes": load(row.get("codes")) or [],
+        "started_at": norm_ts(row.get("started_at")),
+        "finished_at": norm_ts(row.get("finished_at")),
+        "summary": load(row.get("summary")),
+        "progress": load(row.get("progress")),
+    }

@@ -1,0 +1,421 @@
+"""Supabase backend through supabase-py (PostgREST over HTTPS).
+
+- Writes are idempotent upserts (`on_conflict`, `return=minimal`, merge-duplicates), batched by
+  rows AND bytes, de-duplicated per batch (PostgreSQL refuses to touch a row twice in one
+  statement); a batch refused as too large (413) or too slow (57014) is halved and retried.
+- supabase-py retries nothing but GET/HEAD, so every call goes through `_call`, which retries
+  5xx, timeouts and connection errors with backoff. A bad key or a missing table is permanent:
+  StoreFatal, with a message that never contains the key.
+- Reads use keyset paging (`id > last ORDER BY id LIMIT 1000`) until an EMPTY page: pages stay
+  correct while the collector inserts (offsets would shift), each page is an index range scan,
+  and a server whose max-rows is below our page size cannot truncate the result silently
+  (a short page is not taken as the end).
+- commit_batch cannot be one transaction over REST, so it writes articles, then rejected ids,
+  then the run progress: a crash between two writes leaves progress behind the data, never
+  ahead of it, and the next pass skips what is stored.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+import httpx
+from postgrest.exceptions import APIError
+from supabase import Client, ClientOptions, SupabaseException, create_client
+
+from collector.models import Article, CodeMark, Rejected
+from collector.store.base import Lease, StoreError, StoreFatal
+from collector.store.rows import (
+    iso_ts,
+    json_safe,
+    mark_from_row,
+    mark_row,
+    parse_ts,
+    run_from_row,
+    split_articles_rejected,
+    state_from_row,
+    state_row,
+    to_json,
+    utcnow,
+)
+
+T = TypeVar("T")
+
+PAGE_SIZE = 1000  # hosted Supabase's default max-rows
+MIGRATION = "supabase/migrations/0001_collector.sql"
+
+_TRANSIENT_STATUS = {"408", "425", "429", "500", "502", "503", "504", "520", "522", "524"}
+_AUTH_CODES = {"PGRST300", "PGRST301", "PGRST302", "PGRST303", "42501", "401", "403"}
+_SCHEMA_CODES = {"42P01", "42883", "42703", "PGRST106", "PGRST202", "PGRST204", "PGRST205", "404"}
+_TOO_LARGE_CODES = {"413", "57014", "54000"}
+
+
+def default_backoff(attempt: int) -> float:
+    """Seconds to wait after failed attempt number `attempt` (1, 2, ...): 0.5, 1, 2, 4 ... <= 30, jittered."""
+    return min(30.0, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
+
+class _TooLarge(Exception):
+    """A write the server refused for its size or duration: the caller halves the batch."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def _is_transient_code(code: str) -> bool:
+    # PGRST000-003: database unreachable / schema cache loading / pool timeout (HTTP 503/504);
+    # SQLSTATE 08 connection, 40001/40P01 serialization/deadlock, 53 resources, 57P0x shutdown.
+    return (
+        code in _TRANSIENT_STATUS
+        or code in {"PGRST000", "PGRST001", "PGRST002", "PGRST003", "40001", "40P01"}
+        or code.startswith(("08", "53", "57P"))
+    )
+
+
+def _is_auth_error(code: str, message: str) -> bool:
+    lowered = message.lower()
+    return code in _AUTH_CODES or any(
+        marker in lowered for marker in ("invalid api key", "no api key", "jwt", "jws", "unauthorized")
+    )
+
+
+class SupabaseStore:
+    """The Store protocol over the tables of supabase/migrations/0001_collector.sql."""
+
+    def __init__(
+        self,
+        url: str,
+        key: str,
+        *,
+        client: Client | None = None,
+        http_client: httpx.Client | None = None,
+        batch_rows: int = 500,
+        batch_bytes: int = 1_500_000,
+        max_attempts: int = 5,
+        backoff: Callable[[int], float] = default_backoff,
+        timeout_s: float = 30.0,
+        page_size: int = PAGE_SIZE,
+    ) -> None:
+        if not key:
+            raise StoreFatal("the Supabase key is empty: set SUPABASE_SERVICE_ROLE_KEY")
+        host = urlparse(url or "").hostname
+        if not host:
+            raise StoreFatal(f"SUPABASE_URL {url!r} is not a valid URL (expected https://<project>.supabase.co)")
+        if batch_rows < 1 or batch_bytes < 1 or max_attempts < 1 or not 1 <= page_size:
+            raise ValueError("batch_rows, batch_bytes, max_attempts and page_size must be >= 1")
+        self.label = f"Supabase ({host})"
+        self._key = key
+        self._batch_rows = batch_rows
+        self._batch_bytes = batch_bytes
+        self._max_attempts = max_attempts
+        self._backoff = backoff
+        self._page_size = page_size
+        self._owned_http: httpx.Client | None = None
+        if client is None:
+            if http_client is None:
+                # HTTP/1.1: supabase-py's default HTTP/2 client misbehaves when shared by threads.
+                http_client = httpx.Client(http2=False, timeout=httpx.Timeout(timeout_s, connect=10.0))
+                self._owned_http = http_client
+            options = ClientOptions(
+                httpx_client=http_client,
+                auto_refresh_token=False,
+                persist_session=False,
+                postgrest_client_retry=False,  # we retry every method ourselves (see _call)
+            )
+            try:
+                client = create_client(url, key, options=options)
+            except SupabaseException as exc:
+                self._close_http()
+                raise StoreFatal(f"cannot create the Supabase client for {url!r}: {exc.message}") from None
+        self._client = client
+        # supabase-py builds its PostgREST client lazily without a lock: build it now, in one thread.
+        _ = client.postgrest
+
+    # ---- error handling and retries ----------------------------------------------------------
+    def _mask(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key else text
+
+    def _describe(self, exc: APIError) -> str:
+        parts = [f"{exc.code}" if exc.code else "error", exc.message or ""]
+        if exc.hint:
+            parts.append(f"(hint: {exc.hint})")
+        return self._mask(" ".join(p for p in parts if p))[:500]
+
+    def _call(self, what: str, request: Callable[[], T], *, splittable: bool = False) -> T:
+        """Run one PostgREST request with retries; map failures to StoreError/StoreFatal."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return request()
+            except APIError as exc:
+                code = str(exc.code or "")
+                message = str(exc.message or "")
+                if _is_auth_error(code, message):
+                    raise StoreFatal(
+                        f"Supabase refused the key while {what} ({code or 'HTTP 401/403'}): "
+                        "check that SUPABASE_SERVICE_ROLE_KEY is this project's service_role "
+                        "(or secret) key, not the anon/publishable one"
+                    ) from None
+                if code in _SCHEMA_CODES:
+                    raise StoreFatal(
+                        f"Supabase is missing a collector table, column or function while {what} "
+                        f"({self._describe(exc)}): run {MIGRATION} in the Supabase SQL editor"
+                    ) from None
+                if splittable and code in _TOO_LARGE_CODES:
+                    raise _TooLarge(code) from None
+                if not (_is_transient_code(code) or code in _TOO_LARGE_CODES) or attempt >= self._max_attempts:
+                    raise StoreError(
+                        f"Supabase error while {what} after {attempt} attempt(s): {self._describe(exc)}"
+                    ) from None
+            except httpx.TransportError as exc:  # timeouts, connection refused/reset, protocol errors
+                if attempt >= self._max_attempts:
+                    raise StoreError(
+                        f"Supabase unreachable while {what} after {attempt} attempt(s): "
+                        f"{type(exc).__name__}: {self._mask(str(exc))[:200]}"
+                    ) from None
+            time.sleep(self._backoff(attempt))
+
+    # ---- generic writes and reads ------------------------------------------------------------
+    def _batches(self, rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+        """Consecutive slices of at most batch_rows rows and batch_bytes bytes of JSON."""
+        batch: list[dict[str, Any]] = []
+        size = 2  # "[]"
+        for row in rows:
+            row_size = len(to_json(row).encode()) + 1
+            if batch and (len(batch) >= self._batch_rows or size + row_size > self._batch_bytes):
+                yield batch
+                batch, size = [], 2
+            batch.append(row)
+            size += row_size
+        if batch:
+            yield batch
+
+    def _upsert(self, table: str, rows: list[dict[str, Any]], on_conflict: str) -> None:
+        for batch in self._batches(rows):
+            self._upsert_batch(table, batch, on_conflict)
+
+    def _upsert_batch(self, table: str, batch: list[dict[str, Any]], on_conflict: str) -> None:
+        what = f"writing {len(batch)} row(s) to {table}"
+        try:
+            self._call(
+                what,
+                lambda: self._client.table(table)
+                .upsert(batch, on_conflict=on_conflict, returning="minimal")
+                .execute(),
+                splittable=True,
+            )
+        except _TooLarge as exc:
+            if len(batch) == 1:
+                raise StoreError(
+                    f"Supabase refused one {table} row ({on_conflict}={batch[0].get(on_conflict)!r}) "
+                    f"even alone (code {exc.code}: too large or too slow to write)"
+                ) from None
+            half = len(batch) // 2
+            self._upsert_batch(table, batch[:half], on_conflict)
+            self._upsert_batch(table, batch[half:], on_conflict)
+
+    def _select_all(
+        self,
+        table: str,
+        columns: str,
+        key: str,
+        filters: Callable[[Any], Any] = lambda q: q,
+    ) -> Iterator[dict[str, Any]]:
+        """Every matching row, keyset-paged on `key` until an empty page (see module doc)."""
+        last: str | None = None
+        while True:
+
+            def page(after: str | None = last) -> Any:
+                query = filters(self._client.table(table).select(columns))
+                if after is not None:
+                    query = query.gt(key, after)
+                return query.order(key).limit(self._page_size).execute()
+
+            rows = self._call(f"reading {table}", page).data
+            if not rows:
+                return
+            yield from rows
+            last = rows[-1][key]
+
+    def _count(self, table: str) -> int:
+        response = self._call(
+            f"counting {table}",
+            lambda: self._client.table(table).select("id", count="exact", head=True).execute(),
+        )
+        return int(response.count or 0)
+
+    # ---- articles ----------------------------------------------------------------------------
+    def known_ids(self, code_id: str, min_chars: int) -> set[str]:
+        ids = {
+            row["id"]
+            for row in self._select_all("legifrance_articles", "id", "id", lambda q: q.eq("code_id", code_id))
+        }
+        ids.update(
+            row["id"]
+            for row in self._select_all(
+                "legifrance_rejected",
+                "id",
+                "id",
+                lambda q: q.eq("code_id", code_id).lt("length", int(min_chars)),
+            )
+        )
+        return ids
+
+    def commit_batch(
+        self,
+        articles: Sequence[Article],
+        rejected: Sequence[Rejected] = (),
+        run_id: int | None = None,
+        run_progress: dict[str, Any] | None = None,
+    ) -> None:
+        # Order matters (no transaction over REST): data first, progress last. The database
+        # trigger removes stored ids from legifrance_rejected in the article upsert itself.
+        article_rows, rejected_rows = split_articles_rejected(articles, rejected)
+        if article_rows:
+            self._upsert("legifrance_articles", article_rows, "id")
+        if rejected_rows:
+            self._upsert("legifrance_rejected", rejected_rows, "id")
+        if run_id is not None and run_progress is not None:
+            progress = json_safe(run_progress)
+            self._call(
+                f"saving the progress of run {run_id}",
+                lambda: self._client.table("collector_runs")
+                .update({"progress": progress}, returning="minimal")
+                .eq("id", run_id)
+                .execute(),
+            )
+
+    def count_articles(self) -> int:
+        return self._count("legifrance_articles")
+
+    def count_rejected(self) -> int:
+        return self._count("legifrance_rejected")
+
+    def iter_article_ids(self) -> Iterator[str]:
+        for row in self._select_all("legifrance_articles", "id", "id"):
+            yield row["id"]
+
+    # ---- code marks --------------------------------------------------------------------------
+    def get_code_marks(self) -> dict[str, CodeMark]:
+        rows = self._select_all("collector_code_marks", "*", "code_id")
+        return {row["code_id"]: mark_from_row(row) for row in rows}
+
+    def set_code_mark(self, mark: CodeMark) -> None:
+        self._upsert("collector_code_marks", [mark_row(mark)], "code_id")
+
+    # ---- runs --------------------------------------------------------------------------------
+    def start_run(self, mode: str, codes: Sequence[str]) -> int:
+        # An insert is not idempotent: a retry after a lost response can leave one orphan run
+        # row (never finished). Harmless, and better than failing the pass.
+        row = {"mode": str(getattr(mode, "value", mode)), "codes": list(codes), "started_at": iso_ts(utcnow())}
+        response = self._call(
+            "recording the start of a run",
+            lambda: self._client.table("collector_runs").insert(row, returning="representation").execute(),
+        )
+        return int(response.data[0]["id"])
+
+    def finish_run(self, run_id: int, summary: dict[str, Any]) -> None:
+        values = {"finished_at": iso_ts(utcnow()), "summary": json_safe(summary)}
+        self._call(
+            f"recording the end of run {run_id}",
+            lambda: self._client.table("collector_runs").update(values, returning="minimal").eq("id", run_id).execute(),
+        )
+
+    def last_runs(self, limit: int = 10) -> list[dict[str, Any]]:
+        response = self._call(
+            "reading the last runs",
+            lambda: self._client.table("collector_runs")
+            .select("*")
+            .order("id", desc=True)
+            .limit(max(1, min(int(limit), PAGE_SIZE)))
+            .execute(),
+        )
+        return [run_from_row(row) for row in response.data]
+
+    # ---- request counters --------------------------------------------------------------------
+    def add_requests(self, window_keys: Sequence[str], n: int) -> None:
+        # A retry after a lost response may count twice: over-counting is the safe side of a budget.
+        if n < 0:
+            raise ValueError(f"add_requests: n must be >= 0, got {n}")
+        keys = sorted(set(window_keys))
+        if not keys or n == 0:
+            return
+        self._call(
+            "counting requests",
+            lambda: self._client.rpc("collector_add_requests", {"p_keys": keys, "p_n": n}).execute(),
+        )
+
+    def get_requests(self, window_keys: Sequence[str]) -> dict[str, int]:
+        keys = list(dict.fromkeys(window_keys))
+        if not keys:
+            return {}
+        response = self._call(
+            "reading request counters",
+            lambda: self._client.table("collector_request_counters")
+            .select("window_key,count")
+            .in_("window_key", keys)
+            .execute(),
+        )
+        found = {row["window_key"]: int(row["count"]) for row in response.data}
+        return {key: found.get(key, 0) for key in keys}
+
+    # ---- desired state mirror ----------------------------------------------------------------
+    def save_state(self, state: dict[str, Any]) -> None:
+        row = {"id": True, **state_row(state)}
+        self._upsert("collector_state", [row], "id")
+
+    def load_state(self) -> dict[str, Any] | None:
+        response = self._call(
+            "reading the scheduler state",
+            lambda: self._client.table("collector_state").select("*").eq("id", True).limit(1).execute(),
+        )
+        return state_from_row(response.data[0]) if response.data else None
+
+    # ---- lease -------------------------------------------------------------------------------
+    def acquire_lease(self, owner: str, ttl_seconds: float) -> Lease:
+        if not owner:
+            raise ValueError("acquire_lease: owner must be a non-empty string")
+        if not ttl_seconds > 0:
+            raise ValueError(f"acquire_lease: ttl_seconds must be > 0, got {ttl_seconds}")
+        params = {"p_owner": owner, "p_ttl_seconds": float(ttl_seconds)}
+        response = self._call(
+            "taking the collector lease",
+            lambda: self._client.rpc("collector_acquire_lease", params).execute(),
+        )
+        if not response.data:
+            raise StoreError("collector_acquire_lease returned no row")
+        row = response.data[0]
+        expires = parse_ts(row["expires_at"])
+        assert expires is not None
+        return Lease(owner=row["owner"], expires_at=expires, acquired=bool(row["acquired"]))
+
+    def release_lease(self, owner: str) -> None:
+        self._call(
+            "releasing the collector lease",
+            lambda: self._client.rpc("collector_release_lease", {"p_owner": owner}).execute(),
+        )
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    def check(self) -> None:
+        """One cheap read: StoreFatal at once for a bad key or a missing migration."""
+        self._call(
+            "checking the collector tables",
+            lambda: self._client.table("collector_state").select("id").limit(1).execute(),
+        )
+
+    def _close_http(self) -> None:
+        if self._owned_http is not None:
+            self._owned_http.close()
+            self._owned_http = None
+
+    def close(self) -> None:
+        self._close_http()
+
+    def __repr__(self) -> str:
+        return f"SupabaseStore({self.label!r})"
