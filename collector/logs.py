@@ -9,7 +9,10 @@ so structlog events and foreign records (httpx, uvicorn, streamlit, ...) share o
 
 Only two processors are ours: `SecretMasker` (secret values and secret-looking keys -> "***",
 values made JSON-safe) and `LogBuffer` (the last N records as plain dicts). They run after the
-exception is rendered to text, so tracebacks are masked too, and before rendering.
+exception is rendered to text, so tracebacks are masked too, and before rendering. structlog
+events are also masked before they become a LogRecord, so no other handler sees a raw secret;
+a foreign (stdlib) record is masked in our handler only (other handlers on the root logger, which
+production does not add, format it themselves).
 """
 
 from __future__ import annotations
@@ -211,6 +214,7 @@ def configure_logging(settings: Settings, *, stream: IO[str] | None = None) -> L
         else structlog.processors.JSONRenderer(ensure_ascii=False)
     )
     timestamper = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    masker = SecretMasker(settings.secrets())
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=[
             structlog.contextvars.merge_contextvars,
@@ -222,7 +226,7 @@ def configure_logging(settings: Settings, *, stream: IO[str] | None = None) -> L
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
-            SecretMasker(settings.secrets()),
+            masker,
             _BUFFER,
             renderer,
         ],
@@ -249,6 +253,9 @@ def configure_logging(settings: Settings, *, stream: IO[str] | None = None) -> L
                 timestamper,
                 structlog.processors.StackInfoRenderer(),
                 structlog.processors.format_exc_info,
+                # Masked before the event becomes a LogRecord: other root handlers (pytest's
+                # capture, a library's) only ever see masked values.
+                masker,
                 structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
             ],
             logger_factory=structlog.stdlib.LoggerFactory(),
