@@ -1,0 +1,496 @@
+"""CollectorScheduler: threading, state saving, errors and the lease.
+
+The threading tests inject a tiny fake `run_pass` (it walks "articles" and honours the
+interrupt event like harvest does); everything else is real: the SQLite store, the state file
+in tmp_path, the request budget. The integration tests at the end run the real harvest against
+the in-process emulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collector.config import InvalidMode, Mode, Settings
+from collector.legifrance import LegifranceAuthError
+from collector.models import PassSummary
+from collector.ratelimit import RequestBudget
+from collector.scheduler import THREAD_NAME, CollectorScheduler, LeaseHeld
+from collector.state import StateFile, StateKeeper, defaults_from_settings
+from collector.status import StatusBoard, utcnow
+from collector.store.base import StoreError, StoreFatal
+from collector.store.sqlite import SqliteStore
+
+MAINT = ("LEGITEXT000099900001", "LEGITEXT000099900002")
+MASSIVE = MAINT + ("LEGITEXT000099900003",)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, step: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+def collector_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == THREAD_NAME]
+
+
+class NullClient:
+    """The fake run_pass never uses the client; the scheduler only creates and closes it."""
+
+    closed = 0
+
+    async def aclose(self) -> None:
+        NullClient.closed += 1
+
+
+@dataclass
+class FakePasses:
+    """A run_pass stand-in: `steps` articles of `step` s each, checking `interrupt` between
+    articles (or ignoring it, like a request that hangs); records every call."""
+
+    step: float = 0.02
+    steps: int = 10**6
+    honour_interrupt: bool = True
+    error: BaseException | None = None
+    calls: list[tuple[Mode, tuple[str, ...]]] = field(default_factory=list)
+    results: list[PassSummary] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    active: int = 0
+    max_active: int = 0
+
+    async def __call__(self, mode: Mode, codes: Sequence[str], *, client: Any, store: Any,
+                       status: StatusBoard, options: Any, interrupt: asyncio.Event) -> PassSummary:
+        with self.lock:
+            self.calls.append((mode, tuple(codes)))
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+        try:
+            if self.error is not None:
+                raise self.error
+            summary = PassSummary(mode=str(mode), codes=len(codes))
+            for _ in range(self.steps):
+                if interrupt.is_set() and self.honour_interrupt:
+                    summary.interrupted = True
+                    break
+                await asyncio.sleep(self.step)
+                summary.fetched += 1
+            self.results.append(summary)
+            return summary
+        finally:
+            with self.lock:
+                self.active -= 1
+
+    def modes(self) -> list[Mode]:
+        with self.lock:
+            return [m for m, _ in self.calls]
+
+
+@dataclass
+class Rig:
+    settings: Settings
+    store: SqliteStore
+    status: StatusBoard
+    keeper: StateKeeper
+    passes: FakePasses
+    budget: RequestBudget
+    made: list[CollectorScheduler] = field(default_factory=list)
+
+    def scheduler(self, **options: Any) -> CollectorScheduler:
+        run_pass = options.pop("run_pass", self.passes)
+        sched = CollectorScheduler(
+            self.settings,
+            state=options.pop("state", self.keeper),
+            store=options.pop("store", self.store),
+            status=options.pop("status", self.status),
+            client_factory=options.pop("client_factory", lambda budget: NullClient()),
+            budget=self.budget,
+            run_pass=run_pass,
+            **options,
+        )
+        self.made.append(sched)
+        return sched
+
+    def saved(self) -> dict[str, Any] | None:
+        path = self.settings.state_file
+        return json.loads(path.read_text()) if path.exists() else None
+
+
+def make_settings(tmp_path: Path, **changes: Any) -> Settings:
+    base = Settings(
+        state_file=tmp_path / "state" / "scheduler_state.json",
+        db_path=tmp_path / "collector.sqlite3",
+        maintenance_codes=MAINT,
+        massive_codes=MASSIVE,
+        maintenance_interval_minutes=120,
+        massive_interval_minutes=10,
+    )
+    return replace(base, **changes)
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    settings = make_settings(tmp_path)
+    store = SqliteStore(settings.db_path)
+    keeper = StateKeeper(StateFile(settings.state_file, defaults_from_settings(settings)), store)
+    budget = RequestBudget(15, 24_000, 280_000, 4, ledger=store)
+    r = Rig(settings, store, StatusBoard(), keeper, FakePasses(), budget)
+    yield r
+    for sched in r.made:
+        sched.shutdown(5)
+    assert not collector_threads(), "a collector thread outlived its test"
+    store.close()
+
+
+# ---- start / stop -----------------------------------------------------------------------------
+def test_start_stop_are_idempotent_and_saved_before_returning(rig: Rig) -> None:
+    sched = rig.scheduler()
+    sched.start()
+    assert rig.saved()["running"] is True  # saved before start() returned
+    sched.start()
+    assert wait_until(lambda: len(rig.passes.calls) == 1)
+    assert len(collector_threads()) == 1
+    snap = sched.status()
+    assert snap.running and snap.alive and snap.mode == "MAINTENANCE"
+    assert snap.phase == "harvesting" and snap.state_saved
+
+    sched.stop()
+    assert rig.saved()["running"] is False
+    sched.stop()
+    assert sched.join(5)
+    assert not collector_threads()
+    assert rig.passes.results[-1].interrupted
+    snap = sched.status()
+    assert not snap.running and not snap.alive and snap.phase == "idle"
+    assert rig.store.load_state()["running"] is False  # mirrored in the store too
+
+
+def test_hammering_from_eight_threads_never_makes_two_collector_threads(rig: Rig) -> None:
+    rig.passes.step = 0.005
+    sched = rig.scheduler()
+    seen_max = 0
+    stop_watch = threading.Event()
+
+    def watch() -> None:
+        nonlocal seen_max
+        while not stop_watch.wait(0.0005):
+            seen_max = max(seen_max, len(collector_threads()))
+
+    def hammer(seed: int) -> None:
+        rnd = random.Random(seed)
+        for _ in range(15):
+            action = rnd.choice(("start", "stop", "mode"))
+            if action == "start":
+                sched.start()
+            elif action == "stop":
+                sched.stop()
+            else:
+                sched.set_mode(rnd.choice((Mode.MASSIVE, Mode.MAINTENANCE)))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    workers = [threading.Thread(target=hammer, args=(seed,)) for seed in range(8)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    # the file holds the last call: the in-memory desired state set under the same lock
+    saved = rig.saved()
+    assert saved == {**saved, "running": sched.running, "mode": sched.mode.value}
+    sched.set_mode(Mode.MASSIVE)
+    sched.start()
+    assert rig.saved()["running"] is True and rig.saved()["mode"] == "MASSIVE"
+    assert wait_until(lambda: rig.passes.modes()[-1:] == [Mode.MASSIVE])
+    sched.stop()
+    assert sched.join(5)
+    stop_watch.set()
+    watcher.join()
+    assert seen_max <= 1
+    assert rig.passes.max_active <= 1
+    assert rig.saved()["running"] is False and rig.saved()["mode"] == "MASSIVE"
+
+
+def test_start_while_the_thread_is_stopping_reuses_or_replaces_it(rig: Rig) -> None:
+    sched = rig.scheduler()
+    for _ in range(20):
+        sched.start()
+        sched.stop()
+        sched.start()
+        assert len(collector_threads()) <= 1
+    assert wait_until(lambda: sched.status().phase == "harvesting")
+    assert len(collector_threads()) == 1
+    assert rig.passes.max_active == 1
+
+
+def test_stop_interrupts_a_pass_that_ignores_the_interrupt(rig: Rig) -> None:
+    # A pass stuck in a request that never checks the event: cancelled after the grace period.
+    rig.passes.honour_interrupt = False
+    sched = rig.scheduler(interrupt_grace=0.5)
+    sched.start()
+    assert wait_until(lambda: len(rig.passes.calls) == 1)
+    t0 = time.monotonic()
+    sched.stop()
+    assert sched.join(3.0), "stop did not take effect"  # contract: within 2 s (+ slack for a busy CI)
+    assert time.monotonic() - t0 >= 0.4  # it waited for the pass to commit first
+    assert rig.passes.active == 0
+
+
+# ---- modes ------------------------------------------------------------------------------------
+def test_mode_change_interrupts_the_pass_and_starts_the_new_mode_at_once(rig: Rig) -> None:
+    sched = rig.scheduler()
+    sched.start()
+    assert wait_until(lambda: len(rig.passes.calls) == 1)
+    sched.set_mode("MASSIVE")
+    assert rig.saved()["mode"] == "MASSIVE"
+    assert wait_until(lambda: len(rig.passes.calls) == 2, timeout=3.0)
+    assert rig.passes.calls[0] == (Mode.MAINTENANCE, MAINT)
+    assert rig.passes.calls[1] == (Mode.MASSIVE, MASSIVE)
+    assert rig.passes.results[0].interrupted  # stopped between two "articles"
+    assert sched.status().mode == "MASSIVE"
+
+
+def test_mode_change_while_waiting_between_passes_runs_a_pass_at_once(rig: Rig) -> None:
+    rig.passes.steps = 2
+    sched = rig.scheduler()
+    sched.start()
+    assert wait_until(lambda: sched.status().phase == "waiting")
+    snap = sched.status()
+    assert snap.next_run_at is not None and snap.last_run_at is not None
+    assert snap.next_run_at - snap.last_run_at >= timedelta(minutes=119)
+    sched.set_mode(Mode.MASSIVE)
+    assert wait_until(lambda: len(rig.passes.calls) == 2, timeout=3.0)
+    assert rig.passes.calls[1][0] is Mode.MASSIVE
+    assert wait_until(lambda: sched.status().phase == "waiting")
+    snap = sched.status()
+    assert timedelta(minutes=9) <= snap.next_run_at - snap.last_run_at <= timedelta(minutes=11)
+
+
+def test_invalid_mode_raises_and_changes_nothing(rig: Rig) -> None:
+    sched = rig.scheduler()
+    sched.set_mode(Mode.MASSIVE)
+    before = rig.settings.state_file.read_bytes()
+    for bad in ("massive", "TURBO", "", None, 3):
+        with pytest.raises(InvalidMode, match="expected one of"):
+            sched.set_mode(bad)  # type: ignore[arg-type]
+    assert sched.mode is Mode.MASSIVE
+    assert rig.settings.state_file.read_bytes() == before
+
+
+# ---- saving -----------------------------------------------------------------------------------
+def test_state_save_failure_shows_in_status_and_the_action_still_happens(tmp_path: Path, rig: Rig) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the state folder should be")
+    settings = replace(rig.settings, state_file=blocker / "state.json")
+    keeper = StateKeeper(StateFile(settings.state_file, defaults_from_settings(settings)), rig.store)
+    sched = rig.scheduler(state=keeper)
+    sched.start()
+    snap = sched.status()
+    assert snap.running and not snap.state_saved
+    assert snap.state_error and "state.json" in snap.state_error
+    assert wait_until(lambda: len(rig.passes.calls) == 1)  # it runs anyway
+    sched.stop()
+    assert sched.join(5)
+    assert not sched.status().state_saved
+
+
+def test_shutdown_keeps_the_saved_state_running_and_releases_the_lease(rig: Rig) -> None:
+    sched = rig.scheduler()
+    sched.set_mode(Mode.MASSIVE)
+    sched.start()
+    assert wait_until(lambda: len(rig.passes.calls) == 1)
+    saved = rig.saved()
+    assert sched.shutdown(timeout=10)
+    assert not collector_threads()
+    assert rig.saved() == saved and saved["running"] is True and saved["mode"] == "MASSIVE"
+    assert rig.passes.results[-1].interrupted
+    assert rig.store.acquire_lease("someone-else", 30).acquired  # released, not left to expire
+    # resume in a "new process" picks the saved state up
+    rig.store.release_lease("someone-else")
+    again = rig.scheduler(status=StatusBoard())
+    again.resume()
+    assert wait_until(lambda: len(rig.passes.calls) == 2)
+    assert rig.passes.calls[-1][0] is Mode.MASSIVE and again.status().running
+
+
+def test_resume_with_no_saved_state_uses_the_env_defaults(tmp_path: Path, rig: Rig) -> None:
+    sched = rig.scheduler()
+    sched.resume()
+    assert not sched.alive and not sched.running
+    assert rig.saved() is None  # resume writes nothing
+
+    settings = replace(rig.settings, enable_scheduler=True, default_mode=Mode.MASSIVE)
+    keeper = StateKeeper(StateFile(settings.state_file, defaults_from_settings(settings)), None)
+    auto = CollectorScheduler(settings, state=keeper, store=rig.store, status=StatusBoard(),
+                              client_factory=lambda b: NullClient(), budget=rig.budget, run_pass=rig.passes)
+    rig.made.append(auto)
+    auto.resume()
+    assert wait_until(lambda: len(rig.passes.calls) == 1)
+    assert rig.passes.calls[0][0] is Mode.MASSIVE
+
+
+def test_reset_clears_the_state_and_applies_the_defaults(tmp_path: Path, rig: Rig) -> None:
+    sched = rig.scheduler()
+    sched.set_mode(Mode.MASSIVE)
+    sched.start()
+    assert wait_until(lambda: len(rig.passes.calls) == 1)
+    sched.reset()  # ENABLE_SCHEDULER=false, SIPHONNAGE_MODE=MAINTENANCE
+    assert rig.saved() is None
+    assert sched.join(5)
+    assert not sched.running and sched.mode is Mode.MAINTENANCE
+    assert rig.keeper.load().source == "defaults"
+
+    settings = replace(rig.settings, enable_scheduler=True)
+    keeper = StateKeeper(StateFile(settings.state_file, defaults_from_settings(settings)), rig.store)
+    auto = rig.scheduler(state=keeper)
+    auto.settings = settings
+    auto.set_mode(Mode.MASSIVE)
+    auto.reset()  # ENABLE_SCHEDULER=true: runs in the default mode, like a fresh process would
+    assert rig.saved() is None
+    assert wait_until(lambda: rig.passes.modes()[-1:] == [Mode.MAINTENANCE])
+    assert auto.running and auto.alive
+
+
+# ---- errors -----------------------------------------------------------------------------------
+def test_auth_error_parks_the_thread_in_error_without_spinning(rig: Rig) -> None:
+    rig.passes.error = LegifranceAuthError("credentials refused (401): check LEGIFRANCE_CLIENT_ID")
+    sched = rig.scheduler(fatal_retry_seconds=60)
+    sched.start()
+    assert wait_until(lambda: sched.status().phase == "error")
+    time.sleep(1.0)
+    snap = sched.status()
+    assert len(rig.passes.calls) == 1  # no retry loop
+    assert snap.running and snap.alive
+    assert "LegifranceAuthError" in (snap.last_error or "") and "credentials refused" in snap.last_error
+    assert rig.saved()["running"] is True
+    sched.start()  # a button press retries at once
+    assert wait_until(lambda: len(rig.passes.calls) == 2, timeout=3)
+    rig.passes.error = None
+    sched.start()
+    assert wait_until(lambda: sched.status().phase == "harvesting")
+    sched.stop()
+    assert sched.join(3)
+
+
+def test_store_fatal_is_an_error_phase_too(rig: Rig) -> None:
+    rig.passes.error = StoreFatal("table legifrance_articles missing")
+    sched = rig.scheduler()
+    sched.start()
+    assert wait_until(lambda: sched.status().phase == "error")
+    time.sleep(0.5)
+    assert len(rig.passes.calls) == 1
+    sched.stop()
+    assert sched.join(3)  # the error wait is interruptible
+
+
+def test_transient_errors_back_off(rig: Rig) -> None:
+    rig.passes.error = StoreError("database is locked")
+    sched = rig.scheduler(backoff=(0.2, 0.4))
+    sched.start()
+    time.sleep(1.5)
+    calls = len(rig.passes.calls)
+    assert 2 <= calls <= 6  # 0.2, 0.4, 0.4, ... not a tight loop
+    assert "database is locked" in (sched.status().last_error or "")
+    sched.stop()
+    assert sched.join(3)
+
+
+def test_errors_never_show_a_secret(rig: Rig) -> None:
+    settings = replace(rig.settings, client_id="id", client_secret="s3cr3t-value-123")
+    rig.passes.error = LegifranceAuthError("bad client s3cr3t-value-123")
+    sched = rig.scheduler()
+    sched.settings = settings
+    sched.start()
+    assert wait_until(lambda: sched.status().phase == "error")
+    snap = sched.status()
+    assert "s3cr3t-value-123" not in json.dumps(snap.to_dict(), default=str)
+    assert "***" in (snap.last_error or "")
+
+
+# ---- lease ------------------------------------------------------------------------------------
+def test_standby_while_another_owner_holds_the_lease_then_takeover(rig: Rig) -> None:
+    held = rig.store.acquire_lease("other-host:42:20261128T120000Z", ttl_seconds=1.5)
+    assert held.acquired
+    sched = rig.scheduler(lease_renew_every=5.0)
+    sched.start()
+    assert wait_until(lambda: sched.status().phase == "standby")
+    snap = sched.status()
+    assert "standby: collector held by other-host:42:20261128T120000Z until" in (snap.detail or "")
+    assert rig.passes.calls == []
+    assert wait_until(lambda: len(rig.passes.calls) == 1, timeout=6)  # lease expired: taken over
+    assert sched.status().phase == "harvesting"
+
+
+def test_two_schedulers_on_one_sqlite_file(tmp_path: Path, rig: Rig) -> None:
+    other_store = SqliteStore(rig.settings.db_path)  # a second "process" on the same file
+    try:
+        other_passes = FakePasses()
+        a = rig.scheduler(owner="host-a:1:t", lease_ttl=2.0, lease_renew_every=0.3)
+        b = rig.scheduler(owner="host-b:2:t", store=other_store, status=StatusBoard(),
+                          run_pass=other_passes, lease_ttl=2.0, lease_renew_every=0.3)
+        a.start()
+        assert wait_until(lambda: len(rig.passes.calls) == 1)
+        b.start()
+        assert wait_until(lambda: b.status().phase == "standby")
+        assert "held by host-a:1:t" in (b.status().detail or "")
+        time.sleep(1.0)  # a keeps renewing: b stays in standby
+        assert other_passes.calls == [] and b.status().phase == "standby"
+
+        a.stop()  # releases the lease: b takes over within one renewal period
+        assert a.join(3)
+        assert wait_until(lambda: len(other_passes.calls) == 1, timeout=3)
+
+        # The lease is stolen under b's feet: the renewal sees it and b goes to standby.
+        with sqlite3.connect(rig.settings.db_path) as conn:
+            until = (utcnow() + timedelta(seconds=30)).isoformat()
+            conn.execute("UPDATE collector_lease SET owner = 'thief:9:t', expires_at = ?", (until,))
+        assert wait_until(lambda: b.status().phase == "standby", timeout=3)
+        assert other_passes.results[-1].interrupted
+        assert "held by thief:9:t" in (b.status().detail or "")
+        b.stop()
+        assert b.join(3)
+    finally:
+        for s in rig.made:
+            s.shutdown(5)
+        other_store.close()
+
+
+def test_run_once_refuses_when_the_lease_is_held(rig: Rig) -> None:
+    rig.store.acquire_lease("other-host:1:t", ttl_seconds=30)
+    sched = rig.scheduler()
+    with pytest.raises(LeaseHeld, match="other-host:1:t"):
+        asyncio.run(sched.run_once(Mode.MAINTENANCE))
+    assert rig.passes.calls == []
+
+
+def test_run_once_runs_one_pass_and_releases_the_lease(rig: Rig) -> None:
+    rig.passes.steps = 3
+    sched = rig.scheduler()
+    summary = asyncio.run(sched.run_once(Mode.MASSIVE))
+    assert summary.codes == len(MASSIVE) and not summary.interrupted
+    assert rig.passes.calls == [(Mode.MASSIVE, MASSIVE)]
+    assert rig.store.acquire_lease("someone-else", 30).acquired
+    assert not collector_threads()
+
+
+# ---- status -----------------------------------------------------------------------------------
+def test_status_publishes_budget_and_store_counters(rig: Rig) -> None:
+    sched = rig.scheduler(counters_every=0.2, publish_every=0.1)
+    snap = sched.status()
+    assert snap.budget["hour_limit"] == 24_000 and snap.stored_total == 0
+    sched.start()
+    assert wait_until(lambda: sched.status().budget.get("max_in_flight") == 4)
+    assert sched.status().throughput  # counter samples for the page's chart
