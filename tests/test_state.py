@@ -13,6 +13,7 @@ import re
 import shutil
 import resource
 import signal
+import sqlite3
 import stat
 import tempfile
 import threading
@@ -35,6 +36,7 @@ from collector.state import (
     StateSaveError,
     defaults_from_settings,
 )
+from collector.store.sqlite import SqliteStore
 
 DEFAULTS = SchedulerState(running=False, mode=Mode.MAINTENANCE)
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
@@ -475,25 +477,6 @@ def test_concurrent_saves_never_show_a_reader_a_torn_file(path: Path) -> None:
 # ---- StateKeeper ------------------------------------------------------------------------------------
 
 
-class MemoryStore:
-    """Stand-in for the store's state mirror until collector/store/sqlite.py exists."""
-
-    def __init__(self) -> None:
-        self.row: dict[str, Any] | None = None
-        self.fail_save: Exception | None = None
-        self.fail_load: Exception | None = None
-
-    def save_state(self, state: dict[str, Any]) -> None:
-        if self.fail_save:
-            raise self.fail_save
-        self.row = dict(state)
-
-    def load_state(self) -> dict[str, Any] | None:
-        if self.fail_load:
-            raise self.fail_load
-        return None if self.row is None else dict(self.row)
-
-
 class Clock:
     def __init__(self, start: datetime = T0) -> None:
         self.now = start
@@ -503,15 +486,32 @@ class Clock:
 
 
 @pytest.fixture
-def store() -> MemoryStore:
-    return MemoryStore()
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    """The real SQLite store (its collector_state row is the mirror)."""
+    opened = SqliteStore(tmp_path / "collector.sqlite3")
+    yield opened
+    opened.close()
+
+
+def write_raw_state_row(store: SqliteStore, **columns: Any) -> None:
+    """Put a row the store API would refuse (bypassing its CHECK constraints) into collector_state."""
+    conn = sqlite3.connect(store.path)
+    try:
+        conn.execute("PRAGMA ignore_check_constraints = ON")
+        conn.execute(
+            "INSERT OR REPLACE INTO collector_state (id, running, mode, updated_at) VALUES (1, ?, ?, ?)",
+            (columns["running"], columns["mode"], columns["updated_at"]),
+        )
+        conn.commit()
+    finally:
+        conn.close()
 
 
 def keeper_for(path: Path, store: Any, clock: Clock | None = None, defaults: SchedulerState = DEFAULTS) -> StateKeeper:
     return StateKeeper(StateFile(path, defaults), store, clock=clock or Clock(), pid=7, host="h")
 
 
-def test_save_stamps_and_mirrors_to_the_store(path: Path, store: MemoryStore) -> None:
+def test_save_stamps_and_mirrors_to_the_store(path: Path, store: SqliteStore) -> None:
     keeper = keeper_for(path, store)
     saved = keeper.save(True, Mode.MASSIVE)
     assert saved == SchedulerState(True, Mode.MASSIVE, T0, 7, "h")
@@ -521,7 +521,7 @@ def test_save_stamps_and_mirrors_to_the_store(path: Path, store: MemoryStore) ->
     assert keeper.load() == LoadResult(saved, "file")
 
 
-def test_stamps_strictly_increase_under_a_frozen_clock(path: Path, store: MemoryStore) -> None:
+def test_stamps_strictly_increase_under_a_frozen_clock(path: Path, store: SqliteStore) -> None:
     keeper = keeper_for(path, store)
     first = keeper.save(True, Mode.MASSIVE)
     second = keeper.save(False, Mode.MASSIVE)
@@ -530,16 +530,16 @@ def test_stamps_strictly_increase_under_a_frozen_clock(path: Path, store: Memory
     assert keeper.load().state == second
 
 
-def test_save_rejects_bad_arguments(path: Path, store: MemoryStore) -> None:
+def test_save_rejects_bad_arguments(path: Path, store: SqliteStore) -> None:
     keeper = keeper_for(path, store)
     with pytest.raises(InvalidMode):
         keeper.save(True, "massive")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         keeper.save("yes", Mode.MASSIVE)  # type: ignore[arg-type]
-    assert not path.exists() and store.row is None
+    assert not path.exists() and store.load_state() is None
 
 
-def test_newer_store_record_wins_over_an_older_file(path: Path, store: MemoryStore) -> None:
+def test_newer_store_record_wins_over_an_older_file(path: Path, store: SqliteStore) -> None:
     clock = Clock()
     keeper_for(path, store, clock).save(False, Mode.MAINTENANCE)
     newer = SchedulerState(True, Mode.MASSIVE, T0 + timedelta(minutes=5), 99, "other-instance")
@@ -547,14 +547,14 @@ def test_newer_store_record_wins_over_an_older_file(path: Path, store: MemorySto
     assert keeper_for(path, store).load() == LoadResult(newer, "store")
 
 
-def test_newer_file_wins_over_an_older_store_record(path: Path, store: MemoryStore) -> None:
+def test_newer_file_wins_over_an_older_store_record(path: Path, store: SqliteStore) -> None:
     store.save_state(SchedulerState(True, Mode.MASSIVE, T0 - timedelta(hours=1)).to_json())
     saved = SchedulerState(False, Mode.MAINTENANCE, T0, 7, "h")
     StateFile(path, DEFAULTS).save(saved)
     assert keeper_for(path, store).load() == LoadResult(saved, "file")
 
 
-def test_missing_file_uses_the_store_record(path: Path, store: MemoryStore) -> None:
+def test_missing_file_uses_the_store_record(path: Path, store: SqliteStore) -> None:
     """After a redeploy wiped the filesystem: the store says what the user wanted."""
     keeper_for(path, store).save(True, Mode.MASSIVE)
     path.unlink()
@@ -562,7 +562,7 @@ def test_missing_file_uses_the_store_record(path: Path, store: MemoryStore) -> N
     assert (result.source, result.state.running, result.state.mode) == ("store", True, Mode.MASSIVE)
 
 
-def test_bad_file_uses_the_store_record_and_still_reports_the_file(path: Path, store: MemoryStore) -> None:
+def test_bad_file_uses_the_store_record_and_still_reports_the_file(path: Path, store: SqliteStore) -> None:
     keeper_for(path, store).save(True, Mode.MASSIVE)
     path.write_text("garbage")
     result = keeper_for(path, store).load()
@@ -571,39 +571,44 @@ def test_bad_file_uses_the_store_record_and_still_reports_the_file(path: Path, s
     assert result.moved_to is not None and result.moved_to.read_text() == "garbage"
 
 
-def test_unreachable_store_at_load_falls_back_to_the_file(path: Path, store: MemoryStore) -> None:
+def test_unreachable_store_at_load_falls_back_to_the_file(path: Path, store: SqliteStore) -> None:
     saved = keeper_for(path, store).save(True, Mode.MASSIVE)
-    store.fail_load = ConnectionError("connection refused")
+    store.close()  # every call now raises StoreError, as an unreachable database would
     with capture_logs() as logs:
         result = keeper_for(path, store).load()
     assert (result.state, result.source) == (saved, "file")
-    assert result.store_problem == "store unreachable: ConnectionError: connection refused"
+    assert result.store_problem == f"store unreachable: StoreError: {store.label} is closed"
     [warning] = warnings_of(logs, "state_store_unreachable")
     assert warning["using"] == "file"
 
 
-def test_invalid_store_record_is_ignored_with_a_warning(path: Path, store: MemoryStore) -> None:
-    store.row = {"running": "yes", "mode": "MASSIVE", "updated_at": "2099-01-01T00:00:00+00:00"}
+def test_invalid_store_record_is_ignored_with_a_warning(path: Path, store: SqliteStore) -> None:
+    write_raw_state_row(store, running=1, mode="massive", updated_at="2099-01-01T00:00:00+00:00")
     with capture_logs() as logs:
         result = keeper_for(path, store).load()
-    assert result.source == "defaults" and result.store_problem is not None
+    assert result.source == "defaults"
+    assert result.store_problem is not None and "invalid mode 'massive'" in result.store_problem
     assert warnings_of(logs, "state_store_invalid")
 
 
-def test_store_failure_on_save_keeps_the_file_and_is_reported(path: Path, store: MemoryStore) -> None:
+def test_store_failure_on_save_keeps_the_file_and_is_reported(path: Path, store: SqliteStore) -> None:
     keeper = keeper_for(path, store)
-    store.fail_save = TimeoutError("write timed out")
+    store.close()
     with capture_logs() as logs:
         saved = keeper.save(True, Mode.MASSIVE)
     assert StateFile(path, DEFAULTS).load().state == saved
-    assert keeper.last_store_error == "store copy not updated: TimeoutError: write timed out"
+    assert keeper.last_store_error == f"store copy not updated: StoreError: {store.label} is closed"
     assert warnings_of(logs, "state_store_save_failed")
-    store.fail_save = None
-    keeper.save(False, Mode.MASSIVE)
-    assert keeper.last_store_error is None
+    keeper.store = reopened = SqliteStore(store.path)
+    try:
+        again = keeper.save(False, Mode.MASSIVE)
+        assert keeper.last_store_error is None
+        assert SchedulerState.from_json(reopened.load_state()) == again
+    finally:
+        reopened.close()
 
 
-def test_file_failure_on_save_still_mirrors_and_raises(path: Path, store: MemoryStore) -> None:
+def test_file_failure_on_save_still_mirrors_and_raises(path: Path, store: SqliteStore) -> None:
     path.mkdir()
     keeper = keeper_for(path, store)
     with pytest.raises(StateSaveError) as info:
@@ -614,14 +619,14 @@ def test_file_failure_on_save_still_mirrors_and_raises(path: Path, store: Memory
     assert SchedulerState.from_json(store.load_state()) == exc.state
 
 
-def test_both_failing_says_so(path: Path, store: MemoryStore) -> None:
+def test_both_failing_says_so(path: Path, store: SqliteStore) -> None:
     path.mkdir()
-    store.fail_save = ConnectionError("down")
+    store.close()
     with pytest.raises(StateSaveError, match=r"the store copy could not be updated either"):
         keeper_for(path, store).save(True, Mode.MASSIVE)
 
 
-def test_clear_returns_to_the_defaults_of_the_next_boot(path: Path, store: MemoryStore) -> None:
+def test_clear_returns_to_the_defaults_of_the_next_boot(path: Path, store: SqliteStore) -> None:
     keeper = keeper_for(path, store)
     keeper.save(True, Mode.MASSIVE)
     keeper.clear()
@@ -634,13 +639,13 @@ def test_clear_returns_to_the_defaults_of_the_next_boot(path: Path, store: Memor
     assert keeper.load().state.mode is Mode.MASSIVE
 
 
-def test_concurrent_keeper_saves_leave_file_and_store_in_agreement(path: Path, store: MemoryStore) -> None:
+def test_concurrent_keeper_saves_leave_file_and_store_in_agreement(path: Path, store: SqliteStore) -> None:
     keeper = StateKeeper(StateFile(path, DEFAULTS), store)
     barrier = threading.Barrier(6)
 
     def save(n: int) -> None:
         barrier.wait(timeout=30)
-        for i in range(20):
+        for i in range(10):
             keeper.save((n + i) % 2 == 0, Mode.MASSIVE if n % 2 else Mode.MAINTENANCE)
 
     threads = [threading.Thread(target=save, args=(n,)) for n in range(6)]
