@@ -164,7 +164,10 @@ def translate_sqlite_error(exc: sqlite3.Error, path: Path, busy_timeout_s: float
             "move it away to start a new database, or set COLLECTOR_DB to another path"
         )
     if name.startswith("SQLITE_IOERR"):
-        return StoreFatal(f"I/O error on {where} ({text}): check the disk and that the file is still there")
+        return StoreFatal(
+            f"I/O error on {where} ({text}): check the free disk space, that the file and its "
+            "directory still exist, and the disk itself"
+        )
     return StoreError(f"{where}: {text}")
 
 
@@ -176,6 +179,8 @@ class _Pool:
         self._max_idle = max_idle
         self._idle: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+        self._closed = False
+        self._flush_wal = False
 
     def take(self) -> sqlite3.Connection:
         with self._lock:
@@ -184,18 +189,30 @@ class _Pool:
         return self._factory()
 
     def give_back(self, conn: sqlite3.Connection, healthy: bool) -> None:
-        if healthy and not conn.in_transaction:
-            with self._lock:
-                if len(self._idle) < self._max_idle:
-                    self._idle.append(conn)
-                    return
-        conn.close()
-
-    def close(self) -> None:
         with self._lock:
+            if healthy and not conn.in_transaction and not self._closed and len(self._idle) < self._max_idle:
+                self._idle.append(conn)
+                return
+        self._close_one(conn)
+
+    def close(self, *, flush_wal: bool = False) -> None:
+        """Close every connection; `flush_wal` first empties the -wal file (see _close_one)."""
+        with self._lock:
+            self._closed, self._flush_wal = True, flush_wal
             idle, self._idle = self._idle, []
         for conn in idle:
-            conn.close()
+            self._close_one(conn)
+
+    def _close_one(self, conn: sqlite3.Connection) -> None:
+        # When the database file was removed or replaced, SQLite does not delete the -wal file
+        # on close, and its frames would be replayed over whatever file is at the path next.
+        # A TRUNCATE checkpoint moves them into the old inode and leaves an empty -wal.
+        if self._flush_wal:
+            try:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass
+        conn.close()
 
 
 class SqliteStore:
@@ -280,7 +297,7 @@ class SqliteStore:
                 identity = None
             if identity == self._identity:
                 return self._pool
-            self._pool.close()
+            self._pool.close(flush_wal=True)
             self._pool = None
             what = "removed" if identity is None else "replaced by another file"
             raise StoreFatal(
