@@ -511,13 +511,11 @@ class CollectorScheduler:
             s.phase, s.detail = "harvesting", f"{mode} pass over {len(codes)} codes"
             s.next_run_at, s.codes = None, []
             s.pass_fetched = s.pass_stored = s.pass_skipped = s.pass_failed = 0
-        log.info("pass started", mode=str(mode), codes=len(codes))
         try:
             summary = await self._supervised_pass(mode, codes, client, interrupt)
         finally:
             self._interrupt = self._pass_mode = None
             self._set(last_run_at=self._clock(), current_code=None)
-        log.info("pass finished", **summary_dict(summary))
         return summary
 
     async def _supervised_pass(
@@ -582,7 +580,6 @@ class CollectorScheduler:
                 codes = tuple(self.settings.codes_for(mode))
                 self._set(phase="harvesting", detail=f"{mode} pass over {len(codes)} codes")
                 summary = await self._supervised_pass(mode, codes, client, interrupt)
-            log.info("pass finished", **summary_dict(summary))
             return summary
         finally:
             await self._close(client)

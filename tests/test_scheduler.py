@@ -494,3 +494,102 @@ def test_status_publishes_budget_and_store_counters(rig: Rig) -> None:
     sched.start()
     assert wait_until(lambda: sched.status().budget.get("max_in_flight") == 4)
     assert sched.status().throughput  # counter samples for the page's chart
+
+
+# ---- real harvest against the in-process emulator ----------------------------------------------
+@dataclass
+class Live:
+    scheduler: CollectorScheduler
+    demo: Any  # DemoServer
+    store: SqliteStore
+    budget: RequestBudget
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[Callable[..., Live]]:
+    from collector.demo import DEMO_MAINTENANCE_CODES, DEMO_MASSIVE_CODES, DemoConfig, demo_transport
+    from collector.legifrance import LegifranceClient
+
+    made: list[tuple[CollectorScheduler, SqliteStore]] = []
+
+    def build(*, latency_ms: float = 0.0, per_second: int = 200, per_hour: int = 24_000,
+              max_in_flight: int = 4) -> Live:
+        settings = make_settings(tmp_path, maintenance_codes=DEMO_MAINTENANCE_CODES,
+                                 massive_codes=DEMO_MASSIVE_CODES, max_in_flight=max_in_flight)
+        store = SqliteStore(settings.db_path)
+        transport = demo_transport(DemoConfig(latency_ms=latency_ms))
+        budget = RequestBudget(per_second, per_hour, 280_000, max_in_flight, ledger=store)
+        sched = CollectorScheduler(
+            settings,
+            state=StateKeeper(StateFile(settings.state_file, defaults_from_settings(settings)), store),
+            store=store,
+            status=StatusBoard(),
+            client_factory=lambda b: LegifranceClient.from_settings(settings, b, transport=transport),
+            budget=budget,
+        )
+        made.append((sched, store))
+        return Live(sched, transport.server, store, budget)
+
+    yield build
+    for sched, store in made:
+        sched.shutdown(5)
+        store.close()
+    assert not collector_threads()
+
+
+def test_live_pass_stores_articles_and_publishes_counters(live: Callable[..., Live]) -> None:
+    rt = live()
+    rt.scheduler._counters_every = 0.2  # noqa: SLF001 - see the counters sooner than in production
+    rt.scheduler.start()
+    assert wait_until(lambda: rt.scheduler.status().phase == "waiting", timeout=60)
+    snap = rt.scheduler.status()
+    assert rt.store.count_articles() > 0
+    assert wait_until(lambda: rt.scheduler.status().stored_total == rt.store.count_articles(), timeout=5)
+    run = rt.store.last_runs(1)[0]
+    assert run["mode"] == "MAINTENANCE" and run["summary"]["stored"] == rt.store.count_articles()
+    assert snap.budget["hour_used"] >= run["summary"]["requests"]
+    assert snap.next_run_at is not None
+
+
+def test_live_stop_during_a_slow_request(live: Callable[..., Live]) -> None:
+    rt = live(latency_ms=20_000)  # every API request takes 20 s
+    rt.scheduler.start()
+    assert wait_until(lambda: rt.budget.snapshot().in_flight >= 1, timeout=10)
+    time.sleep(0.2)
+    t0 = time.monotonic()
+    rt.scheduler.stop()
+    assert rt.scheduler.join(3.0), "stop did not take effect"  # contract 2 s, + slack for CI
+    assert time.monotonic() - t0 < 3.0
+    assert rt.scheduler.status().phase == "idle"
+    assert rt.store.acquire_lease("next-owner", 30).acquired  # lease released on the way out
+
+
+def test_live_stop_during_a_budget_wait(live: Callable[..., Live]) -> None:
+    rt = live(per_hour=5)  # spent after 5 requests: the pass waits for the next UTC hour
+    rt.scheduler._publish_every = 0.1  # noqa: SLF001
+    rt.scheduler.start()
+    assert wait_until(lambda: rt.scheduler.status().phase == "waiting for budget", timeout=15)
+    snap = rt.scheduler.status()
+    assert "hour budget" in (snap.detail or "") and snap.budget["waiting_for"] == "hour"
+    rt.scheduler.stop()
+    assert rt.scheduler.join(3.0)
+    # what was fetched before the wait is committed
+    assert rt.store.count_articles() + rt.store.count_rejected() >= 1
+
+
+def test_live_mode_change_takes_effect_between_articles(live: Callable[..., Live]) -> None:
+    from collector.demo import DEMO_MASSIVE_CODES
+
+    rt = live(latency_ms=40, max_in_flight=2)
+    rt.scheduler.start()
+    assert wait_until(lambda: rt.scheduler.status().pass_stored + rt.store.count_articles() > 0, timeout=30)
+    rt.scheduler.set_mode(Mode.MASSIVE)
+    t0 = time.monotonic()
+    assert wait_until(lambda: rt.store.last_runs(1)[0]["mode"] == "MASSIVE", timeout=5)
+    assert time.monotonic() - t0 < 3.0  # not at the end of the pass (it has ~150 articles left)
+    first = rt.store.last_runs(2)[1]
+    assert first["mode"] == "MAINTENANCE" and first["summary"]["interrupted"] is True
+    assert rt.store.count_articles() >= first["summary"]["stored"] > 0  # its batch was committed
+    assert rt.store.last_runs(1)[0]["codes"] == list(DEMO_MASSIVE_CODES)
+    rt.scheduler.stop()
+    assert rt.scheduler.join(3.0)

@@ -1,0 +1,221 @@
+"""CLI: `python -m collector {status,run,reset,demo-server}` (the contracts are in design.md).
+
+Exit codes: 0 ok; 2 bad configuration or arguments; 3 authentication refused by the API;
+4 permanent store failure; 5 another collector holds the store lease; 1 anything else.
+Logs go to stderr; stdout carries only the JSON results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from collector.config import ConfigError, InvalidMode, Mode, Settings, parse_mode
+
+EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_AUTH, EXIT_STORE, EXIT_LEASE = 0, 1, 2, 3, 4, 5
+SHUTDOWN_TIMEOUT = 8.0  # seconds; SIGTERM must end the process within 10 s
+
+AUTH_HINT = (
+    "check LEGIFRANCE_CLIENT_ID / LEGIFRANCE_CLIENT_SECRET, LEGIFRANCE_OAUTH_URL, and that the "
+    "application is subscribed to the Légifrance API in the PISTE console"
+)
+
+
+class CliError(Exception):
+    """A failure reported as one line on stderr with its exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _mode(value: str) -> Mode:
+    try:
+        return parse_mode(value.strip().upper())
+    except InvalidMode as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m collector", description="Légifrance collector")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("status", help="print the status as one JSON object (starts nothing)")
+    run = commands.add_parser("run", help="run the collector in the foreground")
+    run.add_argument("--mode", type=_mode, help="MASSIVE or MAINTENANCE (saved as the desired mode)")
+    run.add_argument("--once", action="store_true", help="run a single pass, print its summary as JSON")
+    commands.add_parser("reset", help="clear the saved state (back to ENABLE_SCHEDULER / SIPHONNAGE_MODE)")
+    demo = commands.add_parser("demo-server", help="serve the offline Légifrance emulator on 127.0.0.1")
+    from collector.demo.server import add_demo_server_arguments
+
+    add_demo_server_arguments(demo)
+    return parser
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        raise CliError(f"configuration error: {exc}", EXIT_CONFIG) from None
+
+
+def _print_json(data: dict[str, Any]) -> None:
+    print(json.dumps(data, ensure_ascii=False, default=str), flush=True)
+
+
+def cmd_status(_: argparse.Namespace) -> int:
+    from collector.logs import configure_logging
+    from collector.runtime import status_payload, with_demo_codes
+    from collector.store import open_store
+
+    settings = with_demo_codes(_settings())
+    configure_logging(settings)
+    store = open_store(settings)
+    try:
+        _print_json(status_payload(settings, store))
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def cmd_reset(_: argparse.Namespace) -> int:
+    from collector.logs import configure_logging
+    from collector.state import StateFile, StateKeeper, defaults_from_settings
+    from collector.store import open_store
+
+    settings = _settings()
+    configure_logging(settings)
+    store = open_store(settings)
+    try:
+        defaults = defaults_from_settings(settings)
+        StateKeeper(StateFile(settings.state_file, defaults), store).clear()
+    finally:
+        store.close()
+    _print_json(
+        {"reset": True, "state_file": str(settings.state_file),
+         "running": defaults.running, "mode": defaults.mode.value}
+    )
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from collector.runtime import build_runtime
+
+    runtime = build_runtime(_settings(), resume=False)
+    try:
+        scheduler = runtime.scheduler
+        scheduler.load()
+        if args.mode is not None:
+            scheduler.set_mode(args.mode)
+            snap = scheduler.status()
+            if not snap.state_saved:
+                print(f"warning: mode not saved: {snap.state_error}", file=sys.stderr, flush=True)
+        if args.once:
+            return _run_once(runtime, scheduler.mode)
+        return _run_forever(runtime)
+    finally:
+        runtime.close(SHUTDOWN_TIMEOUT)
+
+
+def _run_once(runtime: Any, mode: Mode) -> int:
+    from collector.scheduler import summary_dict
+
+    async def main() -> Any:
+        interrupt = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, interrupt.set)
+        return await runtime.scheduler.run_once(mode, interrupt=interrupt)
+
+    summary = asyncio.run(main())
+    _print_json(summary_dict(summary))
+    return EXIT_OK
+
+
+def _run_forever(runtime: Any) -> int:
+    """Start (saving running=true) and run until SIGTERM/SIGINT or a fatal error; the saved
+    state stays running so the next start resumes."""
+    done = threading.Event()
+    fatal: list[BaseException] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        done.set()
+
+    def on_fatal(exc: BaseException) -> None:
+        fatal.append(exc)
+        done.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        runtime.scheduler.on_fatal(on_fatal)
+        runtime.scheduler.start()
+        done.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if fatal:
+        raise fatal[0]
+    return EXIT_OK
+
+
+def cmd_demo_server(args: argparse.Namespace) -> int:
+    from collector.demo.server import run_demo_server
+
+    result = run_demo_server(args)
+    return int(result or 0)
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "status": cmd_status,
+    "run": cmd_run,
+    "reset": cmd_reset,
+    "demo-server": cmd_demo_server,
+}
+
+
+def _classify(exc: BaseException) -> CliError:
+    """One clear line and an exit code for the errors a user can act on."""
+    from collector.legifrance import LegifranceAuthError
+    from collector.scheduler import LeaseHeld
+    from collector.state import StateSaveError
+    from collector.store.base import StoreError, StoreFatal
+
+    if isinstance(exc, CliError):
+        return exc
+    if isinstance(exc, ConfigError):
+        return CliError(f"configuration error: {exc}", EXIT_CONFIG)
+    if isinstance(exc, LegifranceAuthError):
+        return CliError(f"authentication refused by the API: {exc} ({AUTH_HINT})", EXIT_AUTH)
+    if isinstance(exc, StoreFatal):
+        return CliError(f"store error (permanent): {exc}", EXIT_STORE)
+    if isinstance(exc, LeaseHeld):
+        return CliError(str(exc), EXIT_LEASE)
+    if isinstance(exc, (StoreError, StateSaveError)):
+        return CliError(f"{type(exc).__name__}: {exc}", EXIT_ERROR)
+    return CliError(f"unexpected error: {type(exc).__name__}: {exc}", EXIT_ERROR)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except Exception as exc:  # noqa: BLE001 - every failure ends as one clear line
+        error = _classify(exc)
+        message = " ".join(str(error).split())  # one line
+        try:
+            secrets = Settings.from_env().secrets()
+        except ConfigError:
+            secrets = ()
+        for secret in secrets:
+            message = message.replace(secret, "***")
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        return error.code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

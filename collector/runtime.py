@@ -1,0 +1,249 @@
+"""The process-wide runtime: settings -> logging, store, state, budget, client, scheduler.
+
+`build_runtime()` wires everything and auto-resumes from the saved state; `get_runtime()` is
+the one `st.cache_resource` accessor the page and the st.App lifespan both call;
+`status_payload()` is the JSON of `python -m collector status` and `GET /aspirage/status`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import httpx
+import streamlit as st
+import structlog
+
+from collector import config
+from collector.config import Mode, Settings
+from collector.legifrance import LegifranceClient
+from collector.logs import LogBuffer, configure_logging
+from collector.ratelimit import RequestBudget, window_keys
+from collector.scheduler import CollectorScheduler
+from collector.state import SchedulerState, StateFile, StateKeeper, defaults_from_settings
+from collector.status import StatusBoard, StatusSnapshot, utcnow
+from collector.store import open_store
+from collector.store.base import Store
+
+log = structlog.get_logger("collector.runtime")
+
+
+@dataclass
+class Runtime:
+    """Everything one process runs with. `close()` stops the collector and the store."""
+
+    settings: Settings
+    store: Store
+    scheduler: CollectorScheduler
+    status: StatusBoard
+    logs: LogBuffer
+    demo: Any = None  # the in-process emulator's DemoServer (demo source only)
+    _closed: bool = field(default=False, init=False, repr=False)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the thread (saved state untouched, lease released), then close the store."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.scheduler.shutdown(timeout)
+        finally:
+            self.store.close()
+            log.info("runtime closed")
+
+
+def with_demo_codes(settings: Settings) -> Settings:
+    """In demo mode, the emulator's own code ids replace the built-in (real) code lists;
+    lists set through MAINTENANCE_CODES / MASSIVE_CODES (anything but the built-ins) stay."""
+    if not settings.is_demo:
+        return settings
+    from collector.demo.corpus import DEMO_MAINTENANCE_CODES, DEMO_MASSIVE_CODES
+
+    changes: dict[str, tuple[str, ...]] = {}
+    if settings.maintenance_codes == config.MAINTENANCE_CODES:
+        changes["maintenance_codes"] = tuple(DEMO_MAINTENANCE_CODES)
+    if settings.massive_codes == config.MASSIVE_CODES:
+        changes["massive_codes"] = tuple(DEMO_MASSIVE_CODES)
+    return dataclasses.replace(settings, **changes) if changes else settings
+
+
+def build_runtime(
+    settings: Settings | None = None,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    resume: bool = True,
+    scheduler_options: Mapping[str, Any] | None = None,
+) -> Runtime:
+    """Wire the runtime. `settings` default to the environment (ConfigError names the bad
+    variable); `transport` replaces the network (or the in-process emulator in demo mode);
+    `resume` starts the collector when the saved state says running; `scheduler_options`
+    are extra CollectorScheduler keyword arguments (tests: lease timings, run_pass, ...)."""
+    settings = with_demo_codes(settings or Settings.from_env())
+    logs = configure_logging(settings)
+    store = open_store(settings)
+    try:
+        if settings.is_demo and transport is None:
+            from collector.demo import DemoConfig, demo_transport
+
+            transport = demo_transport(DemoConfig())  # one emulator for the process's life
+        demo = getattr(transport, "server", transport) if settings.is_demo else None
+
+        def client_factory(budget: RequestBudget) -> LegifranceClient:
+            return LegifranceClient.from_settings(settings, budget, transport=transport)
+
+        budget = RequestBudget(
+            settings.max_requests_per_second,
+            settings.max_requests_per_hour,
+            settings.max_daily_requests,
+            settings.max_in_flight,
+            ledger=store,
+        )
+        status = StatusBoard()
+        keeper = StateKeeper(StateFile(settings.state_file, defaults_from_settings(settings)), store)
+        scheduler = CollectorScheduler(
+            settings,
+            state=keeper,
+            store=store,
+            status=status,
+            client_factory=client_factory,
+            budget=budget,
+            **dict(scheduler_options or {}),
+        )
+        log.info(
+            "runtime ready",
+            source=settings.source_label,
+            store=store.label,
+            state_file=str(settings.state_file),
+            maintenance_codes=len(settings.maintenance_codes),
+            massive_codes=len(settings.massive_codes),
+            owner=scheduler.owner,
+        )
+        if settings.is_demo:
+            log.warning("source=DEMO: synthetic articles from the offline emulator, not real law")
+        runtime = Runtime(settings, store, scheduler, status, logs, demo)
+        if resume:
+            scheduler.resume()
+        return runtime
+    except BaseException:
+        store.close()
+        raise
+
+
+def _release(runtime: Runtime) -> None:
+    runtime.close()
+
+
+@st.cache_resource(show_spinner=False, on_release=_release)
+def get_runtime() -> Runtime:
+    """The process-wide runtime (built once, resumed from the saved state); the page and
+    the st.App lifespan both call this. Clearing the cache closes the old runtime."""
+    return build_runtime()
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def status_payload(
+    source: Runtime | Settings,
+    store: Store | None = None,
+    snapshot: StatusSnapshot | None = None,
+    *,
+    state: SchedulerState | None = None,
+) -> dict[str, Any]:
+    """The status JSON (no secrets): `status_payload(runtime)` for a live process, or
+    `status_payload(settings, store)` from the saved state and the store alone (CLI)."""
+    if isinstance(source, Runtime):
+        settings, store, snapshot = source.settings, source.store, source.scheduler.status()
+    else:
+        settings = source
+    if store is None:
+        raise TypeError("status_payload(settings, store, ...) needs the store")
+    payload: dict[str, Any] = {}
+    if snapshot is not None:
+        running, mode = snapshot.running, snapshot.mode
+    else:
+        if state is None:
+            loaded = StateKeeper(StateFile(settings.state_file, defaults_from_settings(settings)), store).load()
+            state = loaded.state
+            payload["state_source"] = loaded.source
+            if loaded.problem:
+                payload["state_problem"] = loaded.problem
+        running, mode = state.running, str(state.mode)
+    payload = {
+        "running": running,
+        "mode": mode,
+        "massive_active": bool(running and mode == Mode.MASSIVE.value),
+        "timestamp": utcnow().isoformat(),
+        "source": settings.source_label,
+        "store": store.label,
+        **payload,
+    }
+    payload.update(_counters(settings, store, snapshot))
+    if snapshot is not None:
+        payload.update(
+            phase=snapshot.phase,
+            detail=snapshot.detail,
+            alive=snapshot.alive,
+            current_code=snapshot.current_code,
+            last_error=snapshot.last_error,
+            last_error_at=_iso(snapshot.last_error_at),
+            last_run_at=_iso(snapshot.last_run_at),
+            next_run_at=_iso(snapshot.next_run_at),
+            state_saved=snapshot.state_saved,
+            state_error=snapshot.state_error,
+        )
+    return _masked(payload, settings.secrets())
+
+
+def _counters(settings: Settings, store: Store, snapshot: StatusSnapshot | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    try:
+        if snapshot is not None and snapshot.budget:
+            b = snapshot.budget
+            hour_used, day_used = int(b["hour_used"]), int(b["day_used"])
+        else:
+            hour_key, day_key = window_keys(time.time())
+            spent = store.get_requests([hour_key, day_key])
+            hour_used, day_used = int(spent.get(hour_key, 0)), int(spent.get(day_key, 0))
+        out["requests"] = {
+            "hour": {"used": hour_used, "limit": settings.max_requests_per_hour},
+            "day": {"used": day_used, "limit": settings.max_daily_requests},
+        }
+        if snapshot is not None:  # refreshed every few seconds by the scheduler
+            out["articles_stored"], out["articles_rejected"] = snapshot.stored_total, snapshot.rejected_total
+        else:
+            out["articles_stored"], out["articles_rejected"] = store.count_articles(), store.count_rejected()
+        runs = store.last_runs(1)
+        out["last_run"] = _jsonable(runs[0]) if runs else None
+    except Exception as exc:  # noqa: BLE001 - the status must answer even when the store does not
+        out["store_error"] = f"{type(exc).__name__}: {exc}"[:300]
+        log.warning("status counters unavailable", error=out["store_error"])
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return _iso(value) if isinstance(value, datetime) else str(value)
+
+
+def _masked(value: Any, secrets: tuple[str, ...]) -> Any:
+    """Belt and braces: no secret value survives anywhere in the payload."""
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, "***")
+        return value
+    if isinstance(value, dict):
+        return {k: _masked(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v, secrets) for v in value]
+    return value
