@@ -15,6 +15,7 @@ expected set is the same for any quality threshold in 81..150 whatever the HTML 
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import threading
@@ -39,6 +40,8 @@ _PUBLISHED_MAX = 100_000
 _SECTION_ID_BASE = 99_900_000
 _SECTIONS_PER_CODE = 16_000
 MAX_SLOTS_PER_CODE = _ARTICLES_PER_CODE_RANGE // _ID_STRIDE
+_LONG_MIN = 150  # plain text of a non-short article is at least this long
+_SHORT_MAX = 80
 
 
 class CodeSpec(NamedTuple):
@@ -94,6 +97,7 @@ def utc_today() -> date:
     return datetime.now(timezone.utc).date()
 
 
+@functools.lru_cache(maxsize=4096)
 def _roman(n: int) -> str:
     if n == 1:
         return "Ier"
@@ -254,6 +258,7 @@ class Corpus:
         self._publish_serial = 0
         self._lock = threading.Lock()
         self._text_titles = [self._build_text_titles(i) for i in range(len(CODES))]
+        self._chapter_sections = functools.lru_cache(maxsize=8192)(self._chapter_sections_uncached)
 
     # ---- codes ---------------------------------------------------------------------------
     @property
@@ -386,8 +391,8 @@ class Corpus:
                 found = v
         return found
 
-    def locate(self, article_id: str) -> tuple[Slot, Version] | None:
-        """Slot and version of an article id, or None when the demo has no such id."""
+    def locate(self, article_id: str) -> tuple[Slot, Version, list[Version]] | None:
+        """Slot, version and all versions of an article id; None when the demo has no such id."""
         if not article_id.startswith("LEGIARTI") or len(article_id) != 20 or not article_id[8:].isdigit():
             return None
         number = int(article_id[8:]) - _ARTICLE_ID_BASE
@@ -406,27 +411,31 @@ class Corpus:
                 return None
         else:
             return None
-        for v in self.versions(slot):
+        versions = self.versions(slot)
+        for v in versions:
             if v.id == article_id:
-                return slot, v
+                return slot, v, versions
         return None
 
     def place(self, slot: Slot) -> Place:
-        layout = self._layouts[slot.code]
         chapter, k = divmod(slot.index, SLOTS_PER_CHAPTER)
+        sections, prefix = self._chapter_sections(slot.code, chapter)
+        return Place(sections, f"{prefix}{k + 1}", (k + 1) << 24)
+
+    def _chapter_sections_uncached(self, code: int, chapter: int) -> tuple[tuple[tuple[str, str], ...], str]:
+        layout = self._layouts[code]
         part = 0 if chapter < layout.chapters_first_part else 1
         local = chapter - (0 if part == 0 else layout.chapters_first_part)
         titre, ch_in_t = divmod(local, 3)
         livre, t_in_l = divmod(titre, 3)
-        base = slot.code * _SECTIONS_PER_CODE
+        base = code * _SECTIONS_PER_CODE
         sections = (
             (self._section_id(base + part), ("Partie législative", "Partie réglementaire")[part]),
-            (self._section_id(base + 10 + part * 490 + livre), f"Livre {_roman(livre + 1)} : {self._theme(slot.code, 1, livre)}"),
-            (self._section_id(base + 1000 + part * 1500 + titre), f"Titre {_roman(t_in_l + 1)} : {self._theme(slot.code, 2, titre)}"),
-            (self._section_id(base + 4000 + chapter), f"Chapitre {_roman(ch_in_t + 1)} : {self._theme(slot.code, 3, chapter)}"),
+            (self._section_id(base + 10 + part * 490 + livre), f"Livre {_roman(livre + 1)} : {self._theme(code, 1, livre)}"),
+            (self._section_id(base + 1000 + part * 1500 + titre), f"Titre {_roman(t_in_l + 1)} : {self._theme(code, 2, titre)}"),
+            (self._section_id(base + 4000 + chapter), f"Chapitre {_roman(ch_in_t + 1)} : {self._theme(code, 3, chapter)}"),
         )
-        num = f"{'LR'[part]}{livre + 1}{t_in_l + 1}{ch_in_t + 1}-{k + 1}"
-        return Place(sections, num, (k + 1) << 24)
+        return sections, f"{'LR'[part]}{livre + 1}{t_in_l + 1}{ch_in_t + 1}-"
 
     @staticmethod
     def _section_id(number: int) -> str:
@@ -490,7 +499,8 @@ class Corpus:
         out: set[str] = set()
         for code_id in DEMO_MASSIVE_CODES if codes is None else codes:
             for slot, v in self.in_force_entries(code_id, on):
-                if min_chars <= 0 or len(self.text(slot, v.number)[0]) >= min_chars:
+                if min_chars <= 0 or (not slot.short and min_chars <= _LONG_MIN) \
+                        or len(self.text(slot, v.number)[0]) >= min_chars:
                     out.add(v.id)
         return out
 
@@ -527,9 +537,9 @@ class Corpus:
                 number = _PUBLISHED_BASE + len(self._published_slot)
                 self._published.setdefault((code, index), []).append((number, max(day, previous.start)))
                 self._published_slot[number] = (code, index)
-                bumped = max(date_of(day), self._last_update[code] + timedelta(days=1))
-                self._last_update[code] = bumped
                 out.append(PublishedVersion(self._article_id(number), self.cid_of(slot), CODES[code].id, previous.id))
+            for code in {self._index[p.code_id] for p in out}:
+                self._last_update[code] = max(date_of(day), self._last_update[code] + timedelta(days=1))
             return out
 
     # ---- API payloads -------------------------------------------------------------------------------
@@ -550,18 +560,14 @@ class Corpus:
     def article(self, article_id: str) -> dict[str, Any] | None:
         """The getArticle `article` object, or None for an unknown id."""
         found = self.locate(article_id)
-        if found is None:
-            return None
-        slot, version = found
-        return self._article(slot, version, self.versions(slot))
+        return None if found is None else self._article(*found)
 
     def articles_by_cid(self, cid: str) -> list[dict[str, Any]]:
         """getArticleByCid's listArticle: every version, newest first (like the real sample)."""
         found = self.locate(cid)
         if found is None or found[1].number != 1:
             return []
-        slot = found[0]
-        versions = self.versions(slot)
+        slot, _, versions = found
         return [self._article(slot, v, versions) for v in reversed(versions)]
 
     def _article(self, slot: Slot, version: Version, versions: Sequence[Version]) -> dict[str, Any]:
