@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from collector.config import Mode
+from collector.config import Mode, parse_mode
 from collector.legifrance import (
     LegifranceAuthError,
     LegifranceClient,
@@ -148,14 +148,14 @@ class _Pass:
         options: HarvestOptions,
         interrupt: asyncio.Event,
     ) -> None:
-        self.mode = mode
+        self.mode = parse_mode(mode)
         self.codes = list(dict.fromkeys(codes))
         self.client = client
         self.store = store
         self.status = status
         self.opt = options
         self.interrupt = interrupt
-        self.summary = PassSummary(mode=str(mode), codes=len(self.codes), started_at=options.clock())
+        self.summary = PassSummary(mode=str(self.mode), codes=len(self.codes), started_at=options.clock())
         self.today = options.today or self.summary.started_at.date()  # type: ignore[union-attr]
         self.run_id: int | None = None
         self.listing: dict[str, dict[str, Any]] | None = None
@@ -188,9 +188,12 @@ class _Pass:
             with self.status.update() as s:
                 s.current_code = None
 
-    async def _interruptible(self, awaitable: Awaitable[T]) -> T:
-        """Await a request, giving up (and cancelling it) as soon as the interrupt is set."""
-        task = asyncio.ensure_future(awaitable)
+    async def _interruptible(self, request: Callable[[], Awaitable[T]]) -> T:
+        """Await a request, giving up (and cancelling it) as soon as the interrupt is set;
+        not even started when it already is."""
+        if self.interrupt.is_set():
+            raise _Interrupted
+        task = asyncio.ensure_future(request())
         waiter = asyncio.ensure_future(self.interrupt.wait())
         try:
             await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
@@ -206,7 +209,7 @@ class _Pass:
     async def _list_codes(self) -> dict[str, dict[str, Any]] | None:
         """cid/id -> /list/code item; None (walk every TOC) when the call fails."""
         try:
-            items = await self._interruptible(self.client.list_codes())
+            items = await self._interruptible(self.client.list_codes)
         except LegifranceAuthError:
             raise
         except LegifranceError as exc:
@@ -254,7 +257,7 @@ class _Pass:
             return
 
         try:
-            raw = await self._interruptible(self.client.table_matieres(code_id, self.today))
+            raw = await self._interruptible(lambda: self.client.table_matieres(code_id, self.today))
             toc = await asyncio.to_thread(walk_toc, raw, code_id)
         except LegifranceAuthError as exc:
             self._code_failed(code_id, f"table of contents of {code_id}: {exc}")
@@ -274,7 +277,7 @@ class _Pass:
             p.title, p.total = toc.title, len(toc.entries)
             p.known, p.state = len(toc.entries) - len(to_fetch), "fetching"
         log.info(
-            "code",
+            "code walked",
             code_id=code_id,
             title=toc.title,
             total=len(toc.entries),

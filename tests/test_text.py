@@ -105,3 +105,23 @@ def test_quality_filter(text: str, min_chars: int, ok: bool) -> None:
 def test_rejection_reason() -> None:
     assert rejection_reason("") == "empty"
     assert rejection_reason("court") == "too_short"
+
+
+def test_demo_emulator_table_articles() -> None:
+    from collector.demo.corpus import DEMO_MASSIVE_CODES, Corpus
+
+    corpus = Corpus(300)
+    tables = [
+        corpus.text(slot, version.number)
+        for code in DEMO_MASSIVE_CODES
+        for slot, version in corpus.in_force_entries(code)
+        if slot.table
+    ]
+    assert tables
+    for plain, html in tables:
+        lines = clean_text(html).split("\n")
+        header = lines.index("Catégorie | Montant (€)")
+        rows = lines[header:]
+        assert all(line.count(" | ") == 1 for line in rows)
+        # Same rows as the emulator's plain text, whose cells are separated by a space.
+        assert [line.replace(" | ", " ") for line in rows] == plain.split("\n")[-len(rows):]
