@@ -4,7 +4,8 @@
   rows AND bytes, de-duplicated per batch (PostgreSQL refuses to touch a row twice in one
   statement); a batch refused as too large (413) or too slow (57014) is halved and retried.
 - supabase-py retries nothing but GET/HEAD, so every call goes through `_call`, which retries
-  5xx, timeouts and connection errors with backoff. A bad key or a missing table is permanent:
+  5xx (the HTTP status is read through an httpx response hook, since APIError does not keep
+  it), timeouts and connection errors with backoff. A bad key or a missing table is permanent:
   StoreFatal, with a message that never contains the key.
 - Reads use keyset paging (`id > last ORDER BY id LIMIT 1000`) until an EMPTY page: pages stay
   correct while the collector inserts (offsets would shift), each page is an index range scan,
@@ -18,6 +19,7 @@
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -134,9 +136,17 @@ class SupabaseStore:
                 raise StoreFatal(f"cannot create the Supabase client for {url!r}: {exc.message}") from None
         self._client = client
         # supabase-py builds its PostgREST client lazily without a lock: build it now, in one thread.
-        _ = client.postgrest
+        session = client.postgrest.session
+        # APIError keeps PostgREST's code but not the HTTP status, which decides "5xx: retry".
+        self._status = threading.local()
+        hooks = session.event_hooks
+        hooks["response"] = [*hooks.get("response", []), self._record_status]
+        session.event_hooks = hooks
 
     # ---- error handling and retries ----------------------------------------------------------
+    def _record_status(self, response: httpx.Response) -> None:
+        self._status.value = response.status_code
+
     def _mask(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text
 
@@ -151,14 +161,16 @@ class SupabaseStore:
         attempt = 0
         while True:
             attempt += 1
+            self._status.value = None
             try:
                 return request()
             except APIError as exc:
                 code = str(exc.code or "")
                 message = str(exc.message or "")
-                if _is_auth_error(code, message):
+                status = getattr(self._status, "value", None)
+                if status in (401, 403) or _is_auth_error(code, message):
                     raise StoreFatal(
-                        f"Supabase refused the key while {what} ({code or 'HTTP 401/403'}): "
+                        f"Supabase refused the key while {what} ({code or f'HTTP {status}'}): "
                         "check that SUPABASE_SERVICE_ROLE_KEY is this project's service_role "
                         "(or secret) key, not the anon/publishable one"
                     ) from None
@@ -169,7 +181,10 @@ class SupabaseStore:
                     ) from None
                 if splittable and code in _TOO_LARGE_CODES:
                     raise _TooLarge(code) from None
-                if not (_is_transient_code(code) or code in _TOO_LARGE_CODES) or attempt >= self._max_attempts:
+                transient = (
+                    _is_transient_code(code) or code in _TOO_LARGE_CODES or str(status) in _TRANSIENT_STATUS
+                )
+                if not transient or attempt >= self._max_attempts:
                     raise StoreError(
                         f"Supabase error while {what} after {attempt} attempt(s): {self._describe(exc)}"
                     ) from None
