@@ -398,3 +398,43 @@ def test_maintenance_falls_back_to_every_toc_when_list_code_fails(rig: Rig) -> N
     assert rig.served("table_matieres") - before == len(DEMO_MASSIVE_CODES)
     assert summary.fetched == 0 and summary.codes_unchanged == 0
     assert any("/list/code" in e for e in summary.errors)
+
+
+def test_random_faults_converge_to_the_expected_set(rig: Rig) -> None:
+    rig.server.set_faults(rate=0.3)  # 500, 503, dropped connections, truncated JSON, null articles
+    failed_total = 0
+    for _ in range(15):
+        summary = rig.pass_(client_kwargs={"max_attempts": 2})
+        failed_total += summary.failed + summary.codes_failed
+        if summary.failed == 0 and summary.codes_failed == 0:
+            break
+    assert failed_total > 0  # the faults did hit
+    assert rig.stored_ids() == rig.expected()
+    assert rig.store.count_rejected() == len(rig.in_force() - rig.expected())
+
+
+def test_locked_database_commit_is_retried(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "locked.sqlite3", busy_timeout_s=0.05)
+    rig = Rig(demo_transport(DemoConfig(articles=300, latency_ms=5)), store)
+    codes = DEMO_MASSIVE_CODES[:1]
+
+    async def scenario() -> tuple[PassSummary, int, int]:
+        task = asyncio.create_task(rig.run(codes=codes, batch_size=10, commit_attempts=6, commit_backoff_s=0.2))
+        await wait_until(lambda: rig.status.snapshot().pass_fetched >= 2)
+        blocker = sqlite3.connect(store.path, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")  # another writer holds the database for a while
+        await asyncio.sleep(1.0)
+        snap = rig.status.snapshot()
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        return await task, snap.pass_fetched, snap.pass_stored
+
+    try:
+        summary, fetched_while_locked, stored_while_locked = run_sync(scenario())
+        assert stored_while_locked == 0  # the first batch of 10 waited for the lock...
+        # ...while the pool kept at most batch_size + max_in_flight articles in memory.
+        assert 10 <= fetched_while_locked <= 10 + 6
+        assert summary.failed == 0
+        assert rig.stored_ids() == rig.expected(codes)
+    finally:
+        store.close()
