@@ -1,0 +1,244 @@
+"""`python -m collector ...` as real subprocesses: temporary state file and SQLite database,
+the in-process demo source (or the emulator on a real socket for the auth error)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from collector.demo import DEMO_MAINTENANCE_CODES, DemoConfig
+from collector.demo.server import DemoServerThread
+from collector.store.sqlite import SqliteStore
+from tests.conftest import REPO, free_port
+
+SUMMARY_KEYS = {"codes", "requests", "fetched", "stored", "skipped", "failed", "article_requests", "interrupted"}
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("LEGIFRANCE_", "SUPABASE_", "MAINTENANCE_", "MASSIVE_", "MAX_DAILY"))}
+    base.update(
+        PYTHONPATH=str(REPO),
+        SCHEDULER_STATE_FILE=str(tmp_path / "state" / "scheduler_state.json"),
+        COLLECTOR_DB=str(tmp_path / "collector.sqlite3"),
+        LEGIFRANCE_MAX_REQUESTS_PER_SECOND="200",
+        LOG_FORMAT="json",
+        ENABLE_SCHEDULER="false",
+        SIPHONNAGE_MODE="MAINTENANCE",
+    )
+    return base
+
+
+def cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "collector", *args], env=env, cwd=env["PYTHONPATH"],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def spawn(env: dict[str, str], tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], Path]:
+    err = tmp_path / f"stderr-{time.monotonic_ns()}.log"
+    proc = subprocess.Popen([sys.executable, "-m", "collector", *args], env=env, cwd=env["PYTHONPATH"],
+                            stdout=subprocess.PIPE, stderr=err.open("w"), text=True)
+    return proc, err
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def saved_state(env: dict[str, str]) -> dict[str, Any] | None:
+    path = Path(env["SCHEDULER_STATE_FILE"])
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def last_json_line(stdout: str) -> dict[str, Any]:
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    assert lines, "no output"
+    return json.loads(lines[-1])
+
+
+def articles_by_code(env: dict[str, str]) -> dict[str, int]:
+    with sqlite3.connect(env["COLLECTOR_DB"]) as conn:
+        return dict(conn.execute("SELECT code_id, count(*) FROM legifrance_articles GROUP BY code_id").fetchall())
+
+
+def test_run_once_then_again_then_status_then_reset(env: dict[str, str]) -> None:
+    first = cli(env, "run", "--once", "--mode", "MAINTENANCE")
+    assert first.returncode == 0, first.stderr
+    summary = last_json_line(first.stdout)
+    assert SUMMARY_KEYS <= summary.keys()
+    assert summary["codes"] == len(DEMO_MAINTENANCE_CODES) and summary["stored"] > 0
+    assert summary["article_requests"] > 0 and not summary["interrupted"]
+    counts = articles_by_code(env)
+    assert all(counts.get(code, 0) >= 1 for code in DEMO_MAINTENANCE_CODES), counts
+    assert saved_state(env)["mode"] == "MAINTENANCE"  # --mode is saved
+    assert saved_state(env)["running"] is False  # --once does not change running
+    assert '"source": "DEMO"' in first.stderr or "source=DEMO" in first.stderr
+
+    again = cli(env, "run", "--once")
+    assert again.returncode == 0, again.stderr
+    assert last_json_line(again.stdout)["article_requests"] == 0  # nothing fetched twice
+
+    status = cli(env, "status")
+    assert status.returncode == 0, status.stderr
+    assert len(status.stdout.strip().splitlines()) == 1  # exactly one JSON object
+    payload = json.loads(status.stdout)
+    assert {"running", "mode", "massive_active", "timestamp"} <= payload.keys()
+    assert payload["running"] is False and payload["mode"] == "MAINTENANCE" and payload["massive_active"] is False
+    assert payload["articles_stored"] == sum(articles_by_code(env).values())
+    assert payload["last_run"]["summary"]["article_requests"] == 0
+
+    reset = cli(env, "reset")
+    assert reset.returncode == 0, reset.stderr
+    assert not Path(env["SCHEDULER_STATE_FILE"]).exists()
+    assert json.loads(reset.stdout)["reset"] is True
+
+
+def test_status_starts_nothing_and_reads_the_saved_state(env: dict[str, str]) -> None:
+    state = Path(env["SCHEDULER_STATE_FILE"])
+    state.parent.mkdir(parents=True)
+    state.write_text('{"running": true, "mode": "MASSIVE"}')
+    result = cli(env, "status")
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["running"] is True and payload["mode"] == "MASSIVE" and payload["massive_active"] is True
+    assert payload["articles_stored"] == 0 and payload["last_run"] is None
+    assert json.loads(state.read_text()) == {"running": True, "mode": "MASSIVE"}  # untouched
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("MAX_DAILY_REQUESTS", "lots"), ("SIPHONNAGE_MODE", "TURBO"), ("MAINTENANCE_CODES", "not-a-code")],
+)
+def test_bad_environment_exits_non_zero_with_one_clear_line(env: dict[str, str], name: str, value: str) -> None:
+    env[name] = value
+    for args in (("status",), ("run", "--once")):
+        result = cli(env, *args)
+        assert result.returncode == 2
+        assert result.stdout == ""
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: configuration error:") and name in lines[0]
+
+
+def test_bad_mode_argument_is_refused(env: dict[str, str]) -> None:
+    result = cli(env, "run", "--mode", "TURBO", "--once")
+    assert result.returncode == 2 and "expected one of 'MASSIVE', 'MAINTENANCE'" in result.stderr
+    assert saved_state(env) is None
+
+
+def test_sigterm_during_run_exits_quickly_and_keeps_running_state(env: dict[str, str], tmp_path: Path) -> None:
+    env["LEGIFRANCE_MAX_REQUESTS_PER_SECOND"] = "5"  # a pass long enough to be caught mid-way
+    proc, err = spawn(env, tmp_path, "run", "--mode", "MASSIVE")
+    try:
+        assert wait_for(lambda: '"pass start"' in err.read_text()), err.read_text()
+        time.sleep(2.0)  # a few articles fetched, not yet committed (batches of 100)
+        assert saved_state(env)["running"] is True and saved_state(env)["mode"] == "MASSIVE"
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0, err.read_text()
+        assert time.monotonic() - t0 < 10
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    state = saved_state(env)
+    assert state["running"] is True and state["mode"] == "MASSIVE"  # the next start resumes
+    store = SqliteStore(env["COLLECTOR_DB"])
+    try:
+        run = store.last_runs(1)[0]
+        assert run["summary"]["interrupted"] is True  # stopped between two articles
+        assert run["summary"]["stored"] > 0  # the batch in flight was committed
+        assert store.count_articles() == sum(r["summary"]["stored"] for r in store.last_runs(10))
+        assert store.acquire_lease("next", 30).acquired  # the lease was released
+    finally:
+        store.close()
+
+
+def test_sigterm_during_run_once(env: dict[str, str], tmp_path: Path) -> None:
+    env["LEGIFRANCE_MAX_REQUESTS_PER_SECOND"] = "5"
+    proc, err = spawn(env, tmp_path, "run", "--once", "--mode", "MASSIVE")
+    try:
+        assert wait_for(lambda: '"pass start"' in err.read_text()), err.read_text()
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err.read_text()
+    summary = last_json_line(out)
+    assert summary["interrupted"] is True
+    assert saved_state(env)["running"] is False  # --once never changes running
+
+
+def test_run_once_when_another_collector_holds_the_lease(env: dict[str, str]) -> None:
+    store = SqliteStore(env["COLLECTOR_DB"])
+    try:
+        assert store.acquire_lease("render-old:7:20261128T120000Z", 60).acquired
+        result = cli(env, "run", "--once")
+    finally:
+        store.close()
+    assert result.returncode == 5
+    assert result.stderr.strip().splitlines()[-1].startswith("error: another collector holds the store lease")
+    assert "render-old:7:20261128T120000Z" in result.stderr
+
+
+def test_auth_error_exits_non_zero_and_says_what_to_check(env: dict[str, str]) -> None:
+    secret = "wrong-secret-0123456789"
+    with DemoServerThread(DemoConfig()) as demo:
+        env.update(
+            LEGIFRANCE_CLIENT_ID="my-app",
+            LEGIFRANCE_CLIENT_SECRET=secret,
+            LEGIFRANCE_OAUTH_URL=demo.oauth_url,
+            LEGIFRANCE_API_BASE_URL=demo.api_base_url,
+            MAINTENANCE_CODES=",".join(DEMO_MAINTENANCE_CODES),
+        )
+        once = cli(env, "run", "--once")
+        forever = cli(env, "run", timeout=60)  # a foreground run also stops on a fatal error
+    for result in (once, forever):
+        assert result.returncode == 3, result.stderr
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: authentication refused by the API")
+        assert "LEGIFRANCE_CLIENT_SECRET" in last
+        assert secret not in result.stderr and secret not in result.stdout
+
+
+def test_demo_server_command_serves_the_emulator(env: dict[str, str], tmp_path: Path) -> None:
+    port = free_port()
+    proc, err = spawn(env, tmp_path, "demo-server", "--port", str(port), "--articles", "50")
+    try:
+        def token() -> httpx.Response | None:
+            try:
+                return httpx.post(f"http://127.0.0.1:{port}/api/oauth/token",
+                                  data={"grant_type": "client_credentials", "client_id": "demo-client-id",
+                                        "client_secret": "demo-client-secret"}, timeout=2)
+            except httpx.TransportError:
+                return None
+
+        assert wait_for(lambda: token() is not None, timeout=30), err.read_text()
+        answer = token()
+        assert answer is not None and answer.status_code == 200 and answer.json()["access_token"]
+        proc.send_signal(signal.SIGTERM)
+        # uvicorn shuts down gracefully, then re-raises the signal it caught
+        assert proc.wait(timeout=10) in (0, -signal.SIGTERM)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
