@@ -121,7 +121,8 @@ class FaultInjector:
     def pick(self, endpoint: str) -> FaultKind | None:
         for item in self._plan:
             rule, left = item
-            if rule.endpoint in (None, endpoint) and applies(rule.kind, endpoint):
+            targeted = rule.endpoint == endpoint or (rule.endpoint is None and endpoint != "token")
+            if targeted and applies(rule.kind, endpoint):
                 if left <= 1:
                     self._plan.remove(item)
                 else:
