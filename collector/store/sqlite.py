@@ -12,7 +12,9 @@ after `rm collector.sqlite3` would vanish when the process exits. Each operation
 the path still names the file that was opened; if not, it raises StoreFatal (the pass stops, the
 error is shown) and the next operation opens a fresh database at the path (or the file put in
 its place). We raise rather than silently reopen so that nobody believes data went into a file
-that no longer exists; we reopen afterwards so that recovering needs no process restart.
+that no longer exists; we reopen afterwards so that recovering needs no process restart. Before
+letting go of the old file, its -wal is emptied by a checkpoint: SQLite keeps the -wal of a
+moved file on close, and its frames would otherwise be replayed over the new file.
 """
 
 from __future__ import annotations
