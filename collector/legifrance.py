@@ -1,13 +1,59 @@
-"""LegifranceClient: OAuth2 token, retries, endpoints. STUB: signatures agreed between helpers."""
+"""LegifranceClient: OAuth2 token, retries, endpoints (list/code, tableMatieres, getArticle).
+
+Every API attempt (retries included) takes a `RequestBudget` slot; the token request does not
+(it goes to the OAuth server, which has no API quota). Use one client from one event loop.
+"""
 
 from __future__ import annotations
 
-from datetime import date
-from typing import Any
+import asyncio
+import json
+import math
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any
 
 import httpx
+import structlog
 
 from collector.ratelimit import RequestBudget
+
+if TYPE_CHECKING:
+    from collector.config import Settings
+
+log = structlog.get_logger(__name__)
+
+ENDPOINT_PATHS: dict[str, str] = {
+    "list_code": "list/code",
+    "table_matieres": "consult/legi/tableMatieres",
+    "get_article": "consult/getArticle",
+    "get_article_by_cid": "consult/getArticleByCid",
+}
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# dropped / refused connections and timeouts; not LocalProtocolError or UnsupportedProtocol
+RETRY_EXCEPTIONS: tuple[type[Exception], ...] = (
+    httpx.TimeoutException,
+    httpx.NetworkError,
+    httpx.RemoteProtocolError,
+)
+_BIG_BODY = 1_000_000  # bytes; decode larger JSON bodies off the event loop
+_PAGE_SIZE = 100
+_MAX_PAGES = 1000
+
+_PISTE_CONSOLE = (
+    "In the PISTE console (https://piste.gouv.fr, menu Applications) check: "
+    "LEGIFRANCE_CLIENT_ID / LEGIFRANCE_CLIENT_SECRET are the OAuth credentials of your "
+    "application; the application is subscribed to the Légifrance API; the Légifrance CGU "
+    "are accepted; and LEGIFRANCE_OAUTH_URL / LEGIFRANCE_API_BASE_URL are both sandbox "
+    "(sandbox-oauth / sandbox-api.piste.gouv.fr) or both production "
+    "(oauth / api.piste.gouv.fr), matching where the application lives."
+)
 
 
 class LegifranceError(RuntimeError):
@@ -22,6 +68,68 @@ class LegifranceNotFound(LegifranceError):
     """The API does not know this id (unknown code id, ...)."""
 
 
+@dataclass
+class ClientStats:
+    """Counters of what the client sent and got (updated on the loop, readable anywhere)."""
+
+    requests: Counter[str] = field(default_factory=Counter)  # logical calls by endpoint
+    attempts: int = 0  # HTTP attempts to the API (each took a budget slot)
+    retries: int = 0  # attempts after a retryable failure
+    statuses: Counter[int] = field(default_factory=Counter)  # API statuses received
+    errors: Counter[str] = field(default_factory=Counter)  # transport errors / bad bodies
+    token_requests: int = 0
+    auth_renewals: int = 0  # tokens fetched after the first (expiry or 401)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy; safe from any thread."""
+        with self._lock:
+            return {
+                "requests": dict(self.requests),
+                "attempts": self.attempts,
+                "retries": self.retries,
+                "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+                "errors": dict(self.errors),
+                "token_requests": self.token_requests,
+                "auth_renewals": self.auth_renewals,
+            }
+
+    def _add(self, **changes: Any) -> None:
+        with self._lock:
+            for name, value in changes.items():
+                if name in ("requests", "statuses", "errors"):
+                    getattr(self, name)[value] += 1
+                else:
+                    setattr(self, name, getattr(self, name) + value)
+
+
+@dataclass(frozen=True, slots=True)
+class _Retryable:
+    """Why an attempt failed in a way worth retrying."""
+
+    reason: str  # "HTTP 503", "ReadTimeout", "invalid JSON"
+    status: int | None = None
+    retry_after: float | None = None
+
+
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """Parse a Retry-After header (delay seconds or HTTP-date) into seconds from `now`."""
+    if not value or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            moment = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        seconds = moment.timestamp() - now
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
 class LegifranceClient:
     """Async client. All requests pass through `budget.slot()`."""
 
@@ -34,20 +142,367 @@ class LegifranceClient:
         api_base_url: str,
         budget: RequestBudget,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_attempts: int = 6,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        retry_after_cap: float = 60.0,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 30.0,
+        toc_read_timeout: float = 120.0,
+        token_margin: float = 60.0,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        rng: Callable[[], float] = random.random,
     ) -> None:
-        raise NotImplementedError
+        if not client_id or not client_secret:
+            raise LegifranceAuthError(
+                "Légifrance credentials missing: set LEGIFRANCE_CLIENT_ID and "
+                "LEGIFRANCE_CLIENT_SECRET (or neither, for the offline demo)."
+            )
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+        self._client_id = client_id
+        self._secret = client_secret
+        self.oauth_url = oauth_url
+        self.api_base_url = api_base_url.rstrip("/")
+        self.budget = budget
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.retry_after_cap = retry_after_cap
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._toc_read_timeout = toc_read_timeout
+        self._token_margin = token_margin
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng
+        self.stats = ClientStats()
+        self._token: str | None = None
+        self._token_expires_at = 0.0
+        self._had_token = False
+        self._token_lock: asyncio.Lock | None = None
+        self._token_lock_loop: asyncio.AbstractEventLoop | None = None
+        pool = max(budget.max_in_flight + 2, 10)
+        self._http = httpx.AsyncClient(
+            transport=transport,
+            base_url=self.api_base_url + "/",
+            headers={"Accept": "application/json", "User-Agent": "legifrance-collector/0.1"},
+            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+            timeout=self._timeout(read_timeout),
+        )
 
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        budget: RequestBudget,
+        transport: httpx.AsyncBaseTransport | None = None,
+        **options: Any,
+    ) -> LegifranceClient:
+        """PISTE when credentials are set; else the in-process demo emulator (unless
+        `transport` is given)."""
+        if settings.is_demo:
+            from collector import demo  # lazy: the emulator is only needed in demo mode
+            from collector.config import DEMO_API_BASE_URL, DEMO_OAUTH_URL
+
+            return cls(
+                client_id=demo.DEMO_CLIENT_ID,
+                client_secret=demo.DEMO_CLIENT_SECRET,
+                oauth_url=DEMO_OAUTH_URL,
+                api_base_url=DEMO_API_BASE_URL,
+                budget=budget,
+                transport=transport or demo.demo_transport(demo.DemoConfig()),
+                **options,
+            )
+        return cls(
+            client_id=settings.client_id or "",
+            client_secret=settings.client_secret or "",
+            oauth_url=settings.oauth_url,
+            api_base_url=settings.api_base_url,
+            budget=budget,
+            transport=transport,
+            **options,
+        )
+
+    async def __aenter__(self) -> LegifranceClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def __repr__(self) -> str:
+        return f"LegifranceClient(api_base_url={self.api_base_url!r}, oauth_url={self.oauth_url!r})"
+
+    # ---- endpoints ---------------------------------------------------------------------------
     async def list_codes(self) -> list[dict[str, Any]]:
         """/list/code, every page, in-force codes: the raw result items."""
-        raise NotImplementedError
+        items: list[dict[str, Any]] = []
+        for page in range(1, _MAX_PAGES + 1):
+            body = {"pageNumber": page, "pageSize": _PAGE_SIZE, "states": ["VIGUEUR"]}
+            data = await self._call("list_code", body, subject=None)
+            results = data.get("results")
+            if not isinstance(results, list):
+                raise LegifranceError("/list/code answered without a 'results' list")
+            items.extend(r for r in results if isinstance(r, dict))
+            total = data.get("totalResultNumber")
+            if not results or len(results) < _PAGE_SIZE or (
+                isinstance(total, int) and len(items) >= total
+            ):
+                return items
+        raise LegifranceError(f"/list/code still had results after {_MAX_PAGES} pages")
 
     async def table_matieres(self, code_id: str, on: date) -> dict[str, Any]:
         """/consult/legi/tableMatieres for a code (nature CODE) at a date: the raw JSON."""
-        raise NotImplementedError
+        body = {"textId": code_id, "date": on.isoformat(), "nature": "CODE"}
+        data = await self._call(
+            "table_matieres", body, subject=f"code {code_id}", read_timeout=self._toc_read_timeout
+        )
+        if not isinstance(data.get("sections"), list) and not isinstance(data.get("articles"), list):
+            raise LegifranceNotFound(
+                f"code {code_id} not found: tableMatieres answered without sections or articles "
+                f"(is {code_id} the LEGITEXT id of a code in force?)"
+            )
+        return data
 
     async def get_article(self, article_id: str) -> dict[str, Any] | None:
         """/consult/getArticle: the `article` object, or None when the API returns none."""
-        raise NotImplementedError
+        data = await self._call("get_article", {"id": article_id}, subject=f"article {article_id}")
+        article = data.get("article")
+        return article if isinstance(article, dict) and article else None
 
-    async def aclose(self) -> None:
-        raise NotImplementedError
+    async def get_article_by_cid(self, cid: str) -> list[dict[str, Any]]:
+        """/consult/getArticleByCid: every version of the article (possibly empty)."""
+        data = await self._call("get_article_by_cid", {"cid": cid}, subject=f"article cid {cid}")
+        versions = data.get("listArticle")
+        return [v for v in versions if isinstance(v, dict)] if isinstance(versions, list) else []
+
+    # ---- requests ----------------------------------------------------------------------------
+    def _timeout(self, read: float) -> httpx.Timeout:
+        return httpx.Timeout(read, connect=self._connect_timeout)
+
+    async def _call(
+        self,
+        endpoint: str,
+        body: dict[str, Any],
+        *,
+        subject: str | None,
+        read_timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """POST with auth, budget, retries; the decoded JSON object."""
+        self.stats._add(requests=endpoint)
+        path = ENDPOINT_PATHS[endpoint]
+        timeout = self._timeout(read_timeout or self._read_timeout)
+        reauthenticated = False
+        failures = 0
+        while True:
+            token = await self._get_token()
+            outcome = await self._attempt(endpoint, path, body, token, timeout, subject)
+            if isinstance(outcome, dict):
+                return outcome
+            if outcome is None:  # 401: the token was refused
+                if reauthenticated:
+                    raise LegifranceAuthError(
+                        f"the API refused a freshly issued token (HTTP 401 on {endpoint}). "
+                        + _PISTE_CONSOLE
+                    )
+                reauthenticated = True
+                self._forget_token(token)
+                log.warning("legifrance token refused, re-authenticating", endpoint=endpoint)
+                continue
+            failures += 1
+            if failures >= self.max_attempts:
+                what = f" for {subject}" if subject else ""
+                raise LegifranceError(
+                    f"{endpoint}{what} failed after {failures} attempts; last error: {outcome.reason}"
+                )
+            delay = self._backoff(failures, outcome.retry_after)
+            self.stats._add(retries=1)
+            log.warning(
+                "legifrance retry",
+                endpoint=endpoint,
+                status=outcome.status,
+                error=outcome.reason,
+                attempt=failures,
+                delay=round(delay, 3),
+            )
+            await self._sleep(delay)
+
+    async def _attempt(
+        self,
+        endpoint: str,
+        path: str,
+        body: dict[str, Any],
+        token: str,
+        timeout: httpx.Timeout,
+        subject: str | None,
+    ) -> dict[str, Any] | _Retryable | None:
+        """One budgeted HTTP attempt: the JSON object, a retryable failure, or None for 401.
+        Fatal answers raise."""
+        headers = {"Authorization": f"Bearer {token}"}
+        async with self.budget.slot():
+            self.stats._add(attempts=1)
+            try:
+                response = await self._http.post(path, json=body, headers=headers, timeout=timeout)
+            except RETRY_EXCEPTIONS as exc:
+                self.stats._add(errors=type(exc).__name__)
+                return _Retryable(type(exc).__name__)
+        status = response.status_code
+        self.stats._add(statuses=status)
+        if status == 200:
+            return await self._decode(endpoint, response)
+        if status == 401:
+            return None
+        if status == 403:
+            raise LegifranceAuthError(
+                f"the API refused access (HTTP 403 on {endpoint}): the token is valid but the "
+                "application may not call the Légifrance API. " + _PISTE_CONSOLE
+            )
+        if status in RETRY_STATUSES:
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"), self._clock())
+            return _Retryable(f"HTTP {status}", status, retry_after)
+        detail = self._error_detail(response)
+        if subject and status in (400, 404):
+            raise LegifranceNotFound(f"{subject} not found (HTTP {status} on {endpoint}){detail}")
+        if status == 404:
+            raise LegifranceError(
+                f"HTTP 404 on {endpoint}: is LEGIFRANCE_API_BASE_URL ({self.api_base_url}) right?"
+            )
+        raise LegifranceError(f"HTTP {status} on {endpoint}{detail}")
+
+    async def _decode(self, endpoint: str, response: httpx.Response) -> dict[str, Any] | _Retryable:
+        content = response.content
+        try:
+            if len(content) > _BIG_BODY:
+                data = await asyncio.to_thread(json.loads, content)
+            else:
+                data = json.loads(content)
+        except ValueError:
+            self.stats._add(errors="invalid JSON")
+            return _Retryable("invalid JSON", 200)
+        if not isinstance(data, dict):
+            self.stats._add(errors="invalid JSON")
+            return _Retryable("JSON body is not an object", 200)
+        return data
+
+    def _error_detail(self, response: httpx.Response) -> str:
+        """A short, scrubbed hint from an error body (JSON 'message'/'error' only)."""
+        try:
+            data = response.json()
+        except ValueError:
+            return ""
+        if not isinstance(data, dict):
+            return ""
+        text = next(
+            (str(data[k]) for k in ("message", "error_description", "error") if data.get(k)), ""
+        )
+        return f": {self._scrub(text)[:200]}" if text else ""
+
+    def _scrub(self, text: str) -> str:
+        for secret in (self._secret, self._token):
+            if secret:
+                text = text.replace(secret, "***")
+        return text
+
+    def _backoff(self, failures: int, retry_after: float | None) -> float:
+        """Full-jitter exponential backoff, or the server's Retry-After (capped)."""
+        if retry_after is not None:
+            return min(retry_after, self.retry_after_cap)
+        return self._rng() * min(self.backoff_cap, self.backoff_base * 2 ** (failures - 1))
+
+    # ---- token -------------------------------------------------------------------------------
+    def _lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._token_lock is None or self._token_lock_loop is not loop:
+            self._token_lock, self._token_lock_loop = asyncio.Lock(), loop
+        return self._token_lock
+
+    def _token_valid(self) -> bool:
+        return self._token is not None and self._clock() < self._token_expires_at
+
+    def _forget_token(self, token: str) -> None:
+        if self._token == token:
+            self._token = None
+
+    async def _get_token(self) -> str:
+        """The cached token, or one fetch shared by every concurrent caller."""
+        if self._token_valid():
+            return self._token  # type: ignore[return-value]
+        async with self._lock():
+            if not self._token_valid():
+                await self._fetch_token()
+            return self._token  # type: ignore[return-value]
+
+    async def _fetch_token(self) -> None:
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": self._client_id,
+            "client_secret": self._secret,
+            "scope": "openid",
+        }
+        failures = 0
+        while True:
+            self.stats._add(token_requests=1)
+            try:
+                response = await self._http.post(
+                    self.oauth_url, data=form, timeout=self._timeout(self._read_timeout)
+                )
+            except RETRY_EXCEPTIONS as exc:
+                outcome = _Retryable(type(exc).__name__)
+            else:
+                outcome = self._token_outcome(response)
+                if outcome is None:
+                    return
+            failures += 1
+            if failures >= self.max_attempts:
+                raise LegifranceError(
+                    f"could not get a token from {self.oauth_url} after {failures} attempts; "
+                    f"last error: {outcome.reason}"
+                )
+            delay = self._backoff(failures, outcome.retry_after)
+            log.warning(
+                "legifrance token retry",
+                status=outcome.status,
+                error=outcome.reason,
+                attempt=failures,
+                delay=round(delay, 3),
+            )
+            await self._sleep(delay)
+
+    def _token_outcome(self, response: httpx.Response) -> _Retryable | None:
+        """Store the token and return None, or a retryable failure; fatal answers raise."""
+        status = response.status_code
+        if status in RETRY_STATUSES:
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"), self._clock())
+            return _Retryable(f"HTTP {status}", status, retry_after)
+        if status != 200:
+            code = ""
+            try:
+                data = response.json()
+                if isinstance(data, dict) and isinstance(data.get("error"), str):
+                    code = " " + "".join(c for c in data["error"] if c.isalnum() or c == "_")[:40]
+            except ValueError:
+                pass
+            raise LegifranceAuthError(
+                f"the token endpoint {self.oauth_url} refused the credentials "
+                f"(HTTP {status}{code}). " + _PISTE_CONSOLE
+            )
+        try:
+            data = response.json()
+            token = data["access_token"]
+            lifetime = float(data.get("expires_in") or 3600)
+        except (ValueError, KeyError, TypeError):
+            return _Retryable("token response without access_token", status)
+        if not isinstance(token, str) or not token:
+            return _Retryable("token response without access_token", status)
+        # renew `token_margin` early; short-lived tokens (tests) keep most of their life
+        margin = min(self._token_margin, lifetime / 4)
+        if self._had_token:
+            self.stats._add(auth_renewals=1)
+        self._had_token = True
+        self._token = token
+        self._token_expires_at = self._clock() + lifetime - margin
+        return None

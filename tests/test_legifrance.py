@@ -1,0 +1,462 @@
+"""LegifranceClient against the emulator over a real loopback socket (uvicorn in a thread).
+
+Backoffs are shortened so the fault scenarios run in seconds; the emulator's own counters
+(`server.stats()`) check what actually reached the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import date, datetime, timedelta, timezone
+from email.utils import format_datetime
+from typing import Any
+
+import httpx
+import pytest
+import structlog
+
+from collector.config import Settings
+from collector.demo import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DemoConfig, DemoServerThread, FaultRule
+from collector.demo.corpus import DEMO_MASSIVE_CODES
+from collector.legifrance import (
+    LegifranceAuthError,
+    LegifranceClient,
+    LegifranceError,
+    LegifranceNotFound,
+    retry_after_seconds,
+)
+from collector.ratelimit import RequestBudget
+
+FAST = dict(backoff_base=0.02, backoff_cap=0.1, retry_after_cap=1.0)
+
+
+@pytest.fixture
+def start_demo() -> Iterator[Callable[..., DemoServerThread]]:
+    """Start emulators on free loopback ports; all stopped at teardown."""
+    started: list[DemoServerThread] = []
+
+    def start(**knobs: Any) -> DemoServerThread:
+        demo = DemoServerThread(DemoConfig(articles=120, **knobs)).start()
+        started.append(demo)
+        return demo
+
+    yield start
+    for demo in started:
+        demo.stop()
+
+
+class RecordingTransport(httpx.AsyncHTTPTransport):
+    """The real network transport, remembering the bearer tokens it sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokens: set[str] = set()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        auth = request.headers.get("authorization", "")
+        if auth.startswith("Bearer "):
+            self.tokens.add(auth[7:])
+        return await super().handle_async_request(request)
+
+
+def make_client(
+    demo: DemoServerThread,
+    budget: RequestBudget | None = None,
+    *,
+    secret: str = DEMO_CLIENT_SECRET,
+    transport: httpx.AsyncBaseTransport | None = None,
+    **options: Any,
+) -> LegifranceClient:
+    return LegifranceClient(
+        client_id=DEMO_CLIENT_ID,
+        client_secret=secret,
+        oauth_url=demo.oauth_url,
+        api_base_url=demo.api_base_url,
+        budget=budget or RequestBudget(1000, 1_000_000, 1_000_000, 8),
+        transport=transport,
+        **{**FAST, **options},
+    )
+
+
+def article_ids(demo: DemoServerThread, n: int) -> list[str]:
+    ids = sorted(demo.server.expected_ids(min_chars=0))
+    assert len(ids) >= n
+    return ids[:n]
+
+
+def run(coro: Awaitable[Any]) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, timeout=120))  # type: ignore[arg-type]
+
+
+async def fetch_all(client: LegifranceClient, ids: list[str]) -> list[dict[str, Any] | None]:
+    try:
+        return await asyncio.gather(*(client.get_article(i) for i in ids))
+    finally:
+        await client.aclose()
+
+
+def assert_each_returned_once(ids: list[str], articles: list[dict[str, Any] | None]) -> None:
+    assert [a["id"] if a else None for a in articles] == ids
+
+
+# ---- endpoints ------------------------------------------------------------------------------
+
+
+def test_endpoints_return_the_api_objects(start_demo: Callable[..., DemoServerThread]) -> None:
+    demo = start_demo()
+
+    async def scenario() -> tuple[Any, ...]:
+        async with make_client(demo) as client:
+            codes = await client.list_codes()
+            toc = await client.table_matieres(DEMO_MASSIVE_CODES[0], date.today())
+            first = article_ids(demo, 1)[0]
+            article = await client.get_article(first)
+            versions = await client.get_article_by_cid(article["cid"])
+            return codes, toc, article, versions, client.stats.as_dict()
+
+    codes, toc, article, versions, stats = run(scenario())
+    assert {c["id"] for c in codes} >= set(DEMO_MASSIVE_CODES)
+    assert all(c["etat"] == "VIGUEUR" for c in codes) and all(c["titre"] for c in codes)
+    assert toc["cid"] == DEMO_MASSIVE_CODES[0] and isinstance(toc["sections"], list)
+    assert article["id"] == article_ids(demo, 1)[0] and article["texte"] is not None
+    assert any(v["id"] == article["id"] for v in versions)
+    assert stats["requests"] == {"list_code": 1, "table_matieres": 1, "get_article": 1, "get_article_by_cid": 1}
+    assert stats["retries"] == 0 and stats["statuses"] == {"200": 4} and stats["token_requests"] == 1
+
+
+def test_unknown_code_is_not_found_and_not_retried(start_demo: Callable[..., DemoServerThread]) -> None:
+    demo = start_demo()
+    unknown = "LEGITEXT000099999998"
+
+    async def scenario() -> None:
+        async with make_client(demo) as client:
+            await client.table_matieres(unknown, date.today())
+
+    with pytest.raises(LegifranceNotFound, match=unknown):
+        run(scenario())
+    assert demo.server.stats()["requests"]["table_matieres"] == 1
+
+
+def test_unknown_article_is_none(start_demo: Callable[..., DemoServerThread]) -> None:
+    demo = start_demo()
+
+    async def scenario() -> Any:
+        async with make_client(demo) as client:
+            return await client.get_article("LEGIARTI000099999998")
+
+    assert run(scenario()) is None
+
+
+def test_400_is_not_retried(start_demo: Callable[..., DemoServerThread]) -> None:
+    demo = start_demo()
+
+    async def scenario() -> None:
+        async with make_client(demo) as client:
+            await client.get_article("")  # the emulator answers 400: 'id' is required
+
+    with pytest.raises(LegifranceError, match="HTTP 400"):
+        run(scenario())
+    assert demo.server.stats()["by_endpoint"]["get_article"] == {"400": 1}
+
+
+# ---- faults: every article still comes back exactly once ----------------------------------
+
+
+@pytest.mark.parametrize(
+    "kind, count",
+    [("http_503", 4), ("http_500", 2), ("http_429", 3), ("drop", 3), ("truncated", 3), ("hang", 2)],
+)
+def test_faults_are_retried_until_every_article_is_returned(
+    start_demo: Callable[..., DemoServerThread], kind: str, count: int
+) -> None:
+    demo = start_demo(hang_s=1.0)
+    ids = article_ids(demo, 12)
+    demo.server.set_faults([FaultRule(kind=kind, count=count, endpoint="get_article")])  # type: ignore[arg-type]
+    budget = RequestBudget(1000, 1_000_000, 1_000_000, 4)
+    client = make_client(demo, budget, read_timeout=0.5)
+
+    articles = run(fetch_all(client, ids))
+
+    assert_each_returned_once(ids, articles)
+    stats = client.stats.as_dict()
+    assert stats["retries"] == count
+    assert demo.server.stats()["faults"] == {kind: count}
+    # every attempt took a budget slot and reached the server
+    assert budget.snapshot().day_used == stats["attempts"] == len(ids) + count
+    assert demo.server.stats()["requests"]["get_article"] == len(ids) + count
+
+
+def test_mixed_random_faults_and_token_expiry_mid_pass(start_demo: Callable[..., DemoServerThread]) -> None:
+    demo = start_demo(fault_rate=0.2, fault_kinds=("http_500", "http_503", "drop", "truncated"), seed=3)
+    ids = article_ids(demo, 60)
+    client = make_client(demo, max_attempts=12)
+
+    async def scenario() -> list[dict[str, Any] | None]:
+        try:
+            first = await asyncio.gather(*(client.get_article(i) for i in ids[:30]))
+            demo.server.expire_tokens()  # every request in flight from now on gets 401
+            rest = await asyncio.gather(*(client.get_article(i) for i in ids[30:]))
+            return [*first, *rest]
+        finally:
+            await client.aclose()
+
+    articles = run(scenario())
+    assert_each_returned_once(ids, articles)
+    stats = client.stats.as_dict()
+    assert stats["auth_renewals"] == 1  # concurrent 401s shared one token fetch
+    assert demo.server.stats()["tokens_issued"] == 2
+    assert stats["retries"] > 0 and sum(demo.server.stats()["faults"].values()) > 0
+
+
+def test_expiring_token_is_renewed_before_it_is_refused(start_demo: Callable[..., DemoServerThread]) -> None:
+    demo = start_demo(token_lifetime_s=1.0)  # the client renews a quarter of the life early
+    ids = article_ids(demo, 2)
+
+    async def scenario() -> list[Any]:
+        async with make_client(demo) as client:
+            first = await client.get_article(ids[0])
+            await asyncio.sleep(0.85)
+            second = await client.get_article(ids[1])
+            return [first, second, client.stats.as_dict()]
+
+    first, second, stats = run(scenario())
+    assert first and second
+    assert stats["auth_renewals"] == 1 and stats["statuses"] == {"200": 2}
+    assert "401" not in demo.server.stats()["statuses"]
+
+
+def test_a_second_401_after_reauthentication_is_fatal(start_demo: Callable[..., DemoServerThread]) -> None:
+    demo = start_demo()
+    demo.server.set_faults([FaultRule(kind="http_401", count=5, endpoint="get_article")])  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        async with make_client(demo) as client:
+            await client.get_article(article_ids(demo, 1)[0])
+
+    with pytest.raises(LegifranceAuthError, match="PISTE console"):
+        run(scenario())
+    assert demo.server.stats()["requests"]["get_article"] == 2
+    assert demo.server.stats()["tokens_issued"] == 2
+
+
+def test_token_endpoint_failures_are_retried(start_demo: Callable[..., DemoServerThread]) -> None:
+    demo = start_demo()
+    demo.server.set_faults(
+        [FaultRule(kind="http_503", endpoint="token"), FaultRule(kind="drop", endpoint="token")]  # type: ignore[arg-type]
+    )
+
+    async def scenario() -> Any:
+        async with make_client(demo) as client:
+            return await client.get_article(article_ids(demo, 1)[0]), client.stats.as_dict()
+
+    article, stats = run(scenario())
+    assert article and stats["token_requests"] == 3 and stats["auth_renewals"] == 0
+    assert demo.server.stats()["tokens_issued"] == 1
+
+
+def test_retries_give_up_after_max_attempts(start_demo: Callable[..., DemoServerThread]) -> None:
+    demo = start_demo()
+    demo.server.set_faults([FaultRule(kind="http_503", count=50, endpoint="get_article")])  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        async with make_client(demo, max_attempts=3) as client:
+            await client.get_article(article_ids(demo, 1)[0])
+
+    with pytest.raises(LegifranceError, match="after 3 attempts.*HTTP 503"):
+        run(scenario())
+    assert demo.server.stats()["requests"]["get_article"] == 3
+
+
+# ---- 429 and Retry-After ------------------------------------------------------------------
+
+
+class SleepRecorder:
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+        await asyncio.sleep(delay)
+
+
+@pytest.mark.parametrize("retry_after, expected", [(0.3, 0.3), (7.0, 1.0)])  # 7 s is capped to 1 s
+def test_429_honours_retry_after(
+    start_demo: Callable[..., DemoServerThread], retry_after: float, expected: float
+) -> None:
+    demo = start_demo(retry_after=retry_after)
+    demo.server.set_faults([FaultRule(kind="http_429", count=2, endpoint="get_article")])  # type: ignore[arg-type]
+    sleeps = SleepRecorder()
+
+    async def scenario() -> Any:
+        async with make_client(demo, sleep=sleeps) as client:
+            return await client.get_article(article_ids(demo, 1)[0])
+
+    assert run(scenario())
+    assert sleeps.delays == [expected, expected]
+
+
+def test_429_without_retry_after_backs_off_exponentially_with_jitter(
+    start_demo: Callable[..., DemoServerThread],
+) -> None:
+    demo = start_demo()
+    demo.server.set_faults([FaultRule(kind="http_429", count=4, endpoint="get_article")])  # type: ignore[arg-type]
+    sleeps = SleepRecorder()
+
+    async def scenario() -> Any:
+        async with make_client(demo, sleep=sleeps, rng=lambda: 1.0, backoff_base=0.01, backoff_cap=0.05) as c:
+            return await c.get_article(article_ids(demo, 1)[0])
+
+    assert run(scenario())
+    assert sleeps.delays == pytest.approx([0.01, 0.02, 0.04, 0.05])
+
+
+def test_backoff_sleep_is_cancellable(start_demo: Callable[..., DemoServerThread]) -> None:
+    demo = start_demo()
+    demo.server.set_faults([FaultRule(kind="http_503", count=50, endpoint="get_article")])  # type: ignore[arg-type]
+    budget = RequestBudget(1000, 1_000_000, 1_000_000, 4)
+
+    async def scenario() -> None:
+        async with make_client(demo, budget, backoff_base=600.0, backoff_cap=600.0, rng=lambda: 1.0) as client:
+            task = asyncio.create_task(client.get_article(article_ids(demo, 1)[0]))
+            while client.stats.retries == 0:
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(task, timeout=5)
+
+    run(scenario())
+    assert budget.snapshot().in_flight == 0
+    assert demo.server.stats()["requests"]["get_article"] == 1
+
+
+# ---- budget against the emulator's limiter ------------------------------------------------
+
+
+def test_budget_keeps_the_server_under_its_rate_limit(start_demo: Callable[..., DemoServerThread]) -> None:
+    demo = start_demo(rate_limit=10, latency_ms=30)
+    ids = article_ids(demo, 30)
+    budget = RequestBudget(10, 1_000_000, 1_000_000, 6)
+    client = make_client(demo, budget)
+
+    articles = run(fetch_all(client, ids))
+
+    assert_each_returned_once(ids, articles)
+    server = demo.server.stats()
+    assert server["max_requests_in_1s_window"] <= 10
+    assert server["rate_limited"] == 0 and "429" not in server["statuses"]
+    assert server["max_in_flight"] > 1  # several requests in flight, within the cap
+    assert server["max_in_flight"] <= 6
+
+
+# ---- auth errors and secrets ---------------------------------------------------------------
+
+
+def test_bad_credentials_are_fatal_and_never_leak(
+    start_demo: Callable[..., DemoServerThread], caplog: pytest.LogCaptureFixture
+) -> None:
+    demo = start_demo()
+    secret = "s3cr3t-value-that-must-not-leak"
+
+    async def scenario() -> None:
+        async with make_client(demo, secret=secret) as client:
+            await client.get_article(article_ids(demo, 1)[0])
+
+    caplog.set_level(logging.DEBUG)
+    with structlog.testing.capture_logs() as events, pytest.raises(LegifranceAuthError) as err:
+        run(scenario())
+    message = str(err.value)
+    assert "PISTE console" in message and "subscribed" in message and "CGU" in message
+    assert "sandbox" in message and "401" in message
+    assert secret not in message and secret not in repr(err.value)
+    assert secret not in caplog.text and secret not in repr(events)
+    stats = demo.server.stats()
+    assert stats["requests"] == {"token": 1}  # not retried, no API call
+
+
+def test_forbidden_is_fatal(start_demo: Callable[..., DemoServerThread]) -> None:
+    demo = start_demo(forbidden=True)
+
+    async def scenario() -> None:
+        async with make_client(demo) as client:
+            await client.table_matieres(DEMO_MASSIVE_CODES[0], date.today())
+
+    with pytest.raises(LegifranceAuthError, match="403.*subscribed"):
+        run(scenario())
+    assert demo.server.stats()["requests"]["table_matieres"] == 1
+
+
+def test_tokens_and_secret_never_reach_logs_or_errors(
+    start_demo: Callable[..., DemoServerThread], caplog: pytest.LogCaptureFixture
+) -> None:
+    demo = start_demo(fault_rate=0.3, seed=5, fault_kinds=("http_503", "drop", "truncated"))
+    demo.server.set_faults([FaultRule(kind="http_401", endpoint="get_article")])  # type: ignore[arg-type]
+    transport = RecordingTransport()
+    ids = article_ids(demo, 30)
+    caplog.set_level(logging.DEBUG)
+    client = make_client(demo, transport=transport, max_attempts=12)
+    with structlog.testing.capture_logs() as events:
+        articles = run(fetch_all(client, ids))
+    assert_each_returned_once(ids, articles)
+    assert transport.tokens and any(e["event"] == "legifrance retry" for e in events)
+    text = caplog.text + repr(events) + repr(client) + repr(client.stats.as_dict())
+    for value in [DEMO_CLIENT_SECRET, *transport.tokens]:
+        assert value not in text
+
+
+def test_missing_credentials_fail_clearly() -> None:
+    with pytest.raises(LegifranceAuthError, match="LEGIFRANCE_CLIENT_ID"):
+        LegifranceClient(
+            client_id="", client_secret="", oauth_url="http://x", api_base_url="http://x",
+            budget=RequestBudget(1, 1, 1, 1),
+        )
+
+
+# ---- construction from settings -----------------------------------------------------------
+
+
+def test_from_settings_in_demo_mode_uses_the_in_process_emulator() -> None:
+    settings = Settings()
+    assert settings.is_demo
+
+    async def scenario() -> list[dict[str, Any]]:
+        async with LegifranceClient.from_settings(settings, RequestBudget(20, 100, 100, 2)) as client:
+            return await client.list_codes()
+
+    codes = run(scenario())
+    assert {c["id"] for c in codes} >= set(DEMO_MASSIVE_CODES)
+
+
+def test_from_settings_with_credentials_targets_the_configured_urls(
+    start_demo: Callable[..., DemoServerThread],
+) -> None:
+    demo = start_demo()
+    settings = Settings(
+        client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET,
+        oauth_url=demo.oauth_url, api_base_url=demo.api_base_url,
+    )
+
+    async def scenario() -> dict[str, Any]:
+        async with LegifranceClient.from_settings(settings, RequestBudget(20, 100, 100, 2), **FAST) as client:
+            return await client.table_matieres(DEMO_MASSIVE_CODES[1], date.today())
+
+    assert run(scenario())["cid"] == DEMO_MASSIVE_CODES[1]
+    assert demo.server.stats()["requests"] == {"token": 1, "table_matieres": 1}
+
+
+# ---- pure helpers -------------------------------------------------------------------------
+
+
+def test_retry_after_parsing() -> None:
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc).timestamp()
+    later = format_datetime(datetime(2026, 11, 28, 12, 0, 42, tzinfo=timezone.utc), usegmt=True)
+    earlier = format_datetime(datetime(2026, 11, 28, 11, 0, tzinfo=timezone.utc), usegmt=True)
+    assert retry_after_seconds("3", now) == 3.0
+    assert retry_after_seconds(" 1.5 ", now) == 1.5
+    assert retry_after_seconds(later, now) == pytest.approx(42.0)
+    assert retry_after_seconds(earlier, now) == 0.0
+    for bad in (None, "", "soon", "nan", "inf"):
+        assert retry_after_seconds(bad, now) is None
+    assert retry_after_seconds("-5", now) == 0.0
+    assert timedelta(seconds=retry_after_seconds("120", now) or 0) == timedelta(minutes=2)
