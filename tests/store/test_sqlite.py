@@ -410,6 +410,15 @@ def test_deleted_database_file_is_detected_then_recreated(store: SqliteStore, db
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+def test_deleted_directory_is_detected_then_recreated(store: SqliteStore, db: Path) -> None:
+    store.commit_batch([article(1)])
+    shutil.rmtree(db.parent)
+    with pytest.raises(StoreFatal, match="was removed"):
+        store.commit_batch([article(2)])
+    store.commit_batch([article(3)])
+    assert db.is_file() and store.count_articles() == 1
+
+
 def test_replaced_database_file_is_detected_and_the_new_file_used(store: SqliteStore, db: Path, tmp_path: Path) -> None:
     store.commit_batch([article(1)])
     other = SqliteStore(tmp_path / "backup.sqlite3")

@@ -69,7 +69,7 @@ def test_open_store_picks_supabase_and_labels_it(router: respx.MockRouter) -> No
     store.close()
 
 
-@pytest.mark.parametrize("url", ["", "abcdefghijklmnop.supabase.co", "ftp://"])
+@pytest.mark.parametrize("url", ["", "abcdefghijklmnop.supabase.co", "ftp://", "ftp://host.example"])
 def test_bad_url_is_a_clear_fatal_error(url: str) -> None:
     with pytest.raises(StoreFatal, match="SUPABASE_URL|Supabase client") as caught:
         SupabaseStore(url, KEY)
