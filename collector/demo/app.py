@@ -7,6 +7,15 @@ Behaviour choices where the real API is undocumented (see reference §12):
 - unknown ``textId`` on tableMatieres -> 404 JSON; unknown article id -> 200 ``"article": null``;
 - a POST without ``Content-Type: application/json`` or with a malformed body -> 400 JSON.
 The token endpoint is neither rate limited nor randomly faulted (scripted faults may target it).
+The rate limit counts admitted API requests in a sliding 1-s window; rejected ones do not use quota.
+
+Admin routes (no auth, never counted in stats; each is also a DemoServer method):
+  POST /_demo/publish {"count": K, "code": optional LEGITEXT}  -> new versions, moved lastUpdate
+  GET|POST /_demo/faults {"plan": [{"kind", "count", "endpoint"}], "append", "fault_rate", "fault_kinds"}
+  GET|POST /_demo/settings {"latency_ms", "rate_limit", "retry_after", "hang_s", "token_lifetime_s", "forbidden"}
+  GET /_demo/stats (DELETE resets)    POST /_demo/expire-tokens
+  GET /_demo/expected?codes=A,B&min_chars=100 -> the ids a correct collector stores
+  GET /_demo/health
 """
 
 from __future__ import annotations

@@ -92,6 +92,11 @@ class FaultRule:
         return cls(kind=kind, count=count, endpoint=data.get("endpoint"))
 
 
+def as_rule(rule: FaultRule | Mapping[str, Any]) -> FaultRule:
+    """A FaultRule, or one parsed from its dict form."""
+    return rule if isinstance(rule, FaultRule) else FaultRule.from_dict(rule)
+
+
 class FaultInjector:
     """Decides, request by request, which fault (if any) applies. Not thread-safe: callers lock.
 
@@ -99,17 +104,19 @@ class FaultInjector:
     endpoints (never the token endpoint) with probability `rate`, drawn from a generator seeded
     by `seed`, so one request order always gives the same faults."""
 
-    def __init__(self, *, seed: int, rate: float, kinds: Iterable[FaultKind], plan: Iterable[FaultRule] = ()) -> None:
+    def __init__(self, *, seed: int, rate: float, kinds: Iterable[FaultKind],
+                 plan: Iterable[FaultRule | Mapping[str, Any]] = ()) -> None:
         self._rng = random.Random(f"demo-faults-{seed}")
         self.rate = rate
         self.kinds = tuple(FaultKind(k) for k in kinds)
         self._plan: list[list[Any]] = []  # [rule, remaining]
         self.set_plan(plan)
 
-    def set_plan(self, rules: Iterable[FaultRule], *, append: bool = False) -> None:
+    def set_plan(self, rules: Iterable[FaultRule | Mapping[str, Any]], *, append: bool = False) -> None:
+        parsed = [as_rule(r) for r in rules]  # parse all first: a bad rule changes nothing
         if not append:
             self._plan.clear()
-        self._plan.extend([rule, rule.count] for rule in rules)
+        self._plan.extend([rule, rule.count] for rule in parsed)
 
     def plan(self) -> list[dict[str, Any]]:
         """Remaining scripted rules."""

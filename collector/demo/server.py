@@ -13,7 +13,7 @@ from types import TracebackType
 import uvicorn
 
 from collector.demo.app import API_PREFIX, TOKEN_PATH, create_app
-from collector.demo.config import MAX_DEMO_ARTICLES, DemoConfig
+from collector.demo.config import MAX_DEMO_ARTICLES, MIN_DEMO_ARTICLES, DemoConfig
 from collector.demo.faults import FaultKind
 from collector.demo.state import DemoServer
 
@@ -111,7 +111,7 @@ def add_demo_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, required=True, help="TCP port on 127.0.0.1 (0 = any free port)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     parser.add_argument("--articles", type=int, default=d.articles,
-                        help=f"in-force articles across the demo codes (1..{MAX_DEMO_ARTICLES}, default {d.articles})")
+                        help=f"in-force articles across the demo codes ({MIN_DEMO_ARTICLES}..{MAX_DEMO_ARTICLES}, default {d.articles})")
     parser.add_argument("--seed", type=int, default=d.seed, help="corpus and fault seed")
     parser.add_argument("--latency-ms", type=float, default=d.latency_ms, help="added to every API request")
     parser.add_argument("--rate-limit", type=float, default=None,

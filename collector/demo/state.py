@@ -9,14 +9,14 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import date
 from typing import Any
 
 from collector.demo.config import DemoConfig
 from collector.demo.corpus import Corpus, PublishedVersion
-from collector.demo.faults import FaultInjector, FaultKind, FaultRule
+from collector.demo.faults import FaultInjector, FaultKind, FaultRule, as_rule
 from collector.demo.traffic import SlidingWindow, Traffic
 
 _LIVE_KNOBS = ("latency_ms", "rate_limit", "retry_after", "hang_s", "token_lifetime_s", "forbidden")
@@ -59,14 +59,14 @@ class DemoServer:
 
     def set_faults(
         self,
-        plan: Iterable[FaultRule] = (),
+        plan: Iterable[FaultRule | Mapping[str, Any]] = (),
         *,
         append: bool = False,
         rate: float | None = None,
         kinds: Iterable[FaultKind | str] | None = None,
     ) -> dict[str, Any]:
         """Replace (or extend) the scripted plan; optionally change the random fault rate/kinds."""
-        rules = list(plan)
+        rules = [as_rule(r) for r in plan]
         with self._lock:
             changes: dict[str, Any] = {}
             if rate is not None:

@@ -23,9 +23,8 @@ class DemoTransport(httpx.ASGITransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeout = request.extensions.get("timeout", {}).get("read")
         try:
-            if timeout is None:
+            async with asyncio.timeout(timeout):  # no task per request, unlike wait_for
                 return await super().handle_async_request(request)
-            return await asyncio.wait_for(super().handle_async_request(request), timeout)
         except ConnectionDropped:
             raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request) from None
         except asyncio.TimeoutError:

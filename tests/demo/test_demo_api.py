@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
+from datetime import date
 from typing import Any
 
-import httpx
 import pytest
 
 from collector.demo import (
@@ -19,7 +19,7 @@ from collector.demo import (
     DemoConfig,
     DemoServer,
 )
-from collector.demo.corpus import DEMO_REPEALED_CODES, NO_END_MS
+from collector.demo.corpus import DEMO_REPEALED_CODES, NO_END_MS, utc_today
 from tests.demo.conftest import Api, toc_articles, walk_sections
 
 LIST_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}T00:00:00\.000\+0000$")
@@ -266,8 +266,6 @@ def test_a_toc_walk_plus_get_article_finds_exactly_the_expected_ids() -> None:
                         found.add(article_id)
         return found
 
-    from datetime import date
-
     assert run(go()) == server.expected_ids(DEMO_MAINTENANCE_CODES, on=date(2025, 6, 1))
 
 
@@ -278,9 +276,7 @@ def test_admin_publish_changes_toc_last_update_and_expected_ids() -> None:
 
     async def go() -> None:
         async with Api(server) as api:
-            from datetime import datetime, timezone
-
-            today = datetime.now(timezone.utc).date().isoformat()
+            today = utc_today().isoformat()
             before_toc = await api.toc(code, today)
             before_ids = server.expected_ids([code], min_chars=0)
             r = await api.http.post("http://demo.invalid/_demo/publish", json={"count": 3, "code": code})

@@ -160,3 +160,15 @@ def test_fault_plan_through_the_admin_route_and_bad_rules() -> None:
             assert (await api.post("/list/code", {"pageNumber": 1, "pageSize": 5})).status_code == 503
 
     run(go())
+
+
+def test_config_accepts_rule_dicts_and_rejects_bad_knobs() -> None:
+    server = DemoServer(DemoConfig(faults=({"kind": "http_503", "count": 2, "endpoint": "get_article"},)))
+    assert server.faults()["plan"] == [{"kind": "http_503", "remaining": 2, "endpoint": "get_article"}]
+    for bad in ({"articles": 4}, {"fault_rate": -0.1}, {"rate_limit": 0}, {"latency_ms": -1},
+                {"token_lifetime_s": 0}, {"fault_kinds": ("boom",)}, {"faults": ({"kind": "nope"},)}):
+        with pytest.raises(ValueError):
+            DemoConfig(**bad)
+    with pytest.raises(ValueError):
+        server.set_faults([{"kind": "http_500"}, {"kind": "nope"}])
+    assert len(server.faults()["plan"]) == 1  # the valid rule was not applied alone
