@@ -1,0 +1,411 @@
+"""Légifrance Collector dashboard: the Streamlit page and the st.App that serves it.
+
+`streamlit run dashboard.py` finds the `app = st.App(...)` assignment below by AST and serves
+it with uvicorn, which imports this file as the module `dashboard`: only the app (lifespan +
+HTTP routes) is built then. Streamlit executes the same file as `__main__` for every page
+run: only the page is drawn then. The page and the lifespan share one runtime through the
+`st.cache_resource` accessor `collector.runtime.get_runtime`.
+
+The collector thread never calls `st.*`: the page only reads `scheduler.status()` and
+`logs.records()`, and every control goes through an `on_click` callback (callbacks run before
+the script body, so the status drawn afterwards is fresh).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import streamlit as st
+
+from collector.routes import build_routes
+from collector.runtime import get_runtime
+
+if TYPE_CHECKING:
+    from collector.config import Settings
+    from collector.scheduler import CollectorScheduler
+    from collector.status import StatusSnapshot
+
+REFRESH_SECONDS = 2
+SHUTDOWN_TIMEOUT_SECONDS = 7.0  # Render allows 30 s; tests demand an exit within 10 s
+MODES = ("MAINTENANCE", "MASSIVE")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+SECRET_ENV = (
+    "LEGIFRANCE_CLIENT_SECRET",
+    "SUPABASE_SERVICE_ROLE_KEY",
+    "DASHBOARD_PASSWORD",
+    "COLLECTOR_API_TOKEN",
+)
+
+
+# ---- process lifespan (server start / SIGTERM) ----------------------------------------------
+@asynccontextmanager
+async def lifespan(_app: Any) -> AsyncIterator[None]:
+    """Build the runtime at server start (load state, auto-resume) and stop it at shutdown
+    (SIGTERM included): stop the thread, commit, release the lease, keep the saved state."""
+    runtime = None
+    try:
+        runtime = await asyncio.to_thread(get_runtime)
+    except Exception as exc:  # keep serving: the page shows the error to the operator
+        print(f"collector runtime failed to start: {safe_error(exc)}", flush=True)
+    try:
+        yield
+    finally:
+        if runtime is not None:
+            await asyncio.to_thread(runtime.close, SHUTDOWN_TIMEOUT_SECONDS)
+            get_runtime.clear()  # its on_release finds the runtime closed already
+
+
+def safe_error(exc: BaseException) -> str:
+    """`Type: message` with every secret value from the environment masked."""
+    text = f"{type(exc).__name__}: {exc}"
+    for name in SECRET_ENV:
+        value = (os.environ.get(name) or "").strip()
+        if value:
+            text = text.replace(value, "***")
+    return text
+
+
+# ---- formatting helpers ----------------------------------------------------------------------
+def _when(value: datetime | str | None) -> str:
+    """A UTC time with how long ago / until, or an em dash."""
+    if value is None:
+        return "—"
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    delta = (value - datetime.now(timezone.utc)).total_seconds()
+    span = abs(delta)
+    rel = f"{span:.0f} s" if span < 90 else f"{span / 60:.0f} min" if span < 5400 else f"{span / 3600:.1f} h"
+    rel = f"in {rel}" if delta > 0 else f"{rel} ago"
+    return f"{value.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC ({rel})"
+
+
+def _fraction(done: int, total: int) -> float:
+    return min(1.0, done / total) if total > 0 else 0.0
+
+
+# ---- control callbacks (run before the script body) --------------------------------------------
+def _act(label: str, call: Callable[[CollectorScheduler], object]) -> None:
+    """Run one scheduler action and report it with a toast (the thread itself never calls st.*)."""
+    scheduler = get_runtime().scheduler
+    try:
+        call(scheduler)
+    except Exception as exc:
+        st.session_state["action_error"] = f"{label} failed: {safe_error(exc)}"
+        return
+    st.session_state.pop("action_error", None)
+    if scheduler.status().state_saved:
+        _notify(f"{label} — state saved", "✅")
+    else:
+        _notify(f"{label} — applied, but the state could NOT be saved", "⚠️")
+
+
+def _notify(message: str, icon: str) -> None:
+    """Queue a toast for the body to show (elements drawn from a fragment callback misplace)."""
+    st.session_state["toast"] = (message, icon)
+
+
+def _start() -> None:
+    _act("Collector started", lambda s: s.start())
+
+
+def _stop() -> None:
+    _act("Collector stopped", lambda s: s.stop())
+
+
+def _on_mode_change() -> None:
+    choice = st.session_state.get("mode_choice")
+    if choice == "MASSIVE":
+        st.session_state["pending_mode"] = "MASSIVE"  # the dialog asks first
+        st.session_state["needs_full_run"] = True
+    elif choice in MODES:
+        _act(f"Mode set to {choice}", lambda s: s.set_mode(_parse_mode(choice)))
+
+
+def _confirm_massive() -> None:
+    st.session_state.pop("pending_mode", None)
+    _act("Mode set to MASSIVE", lambda s: s.set_mode(_parse_mode("MASSIVE")))
+
+
+def _cancel_massive() -> None:
+    st.session_state.pop("pending_mode", None)
+    st.session_state["mode_choice"] = get_runtime().scheduler.status().mode
+    _notify("Mode unchanged", "↩️")
+
+
+def _ask_reset() -> None:
+    st.session_state["confirm_reset"] = True
+    st.session_state["needs_full_run"] = True
+
+
+def _confirm_reset() -> None:
+    st.session_state.pop("confirm_reset", None)
+    _act("State reset", lambda s: s.reset())
+
+
+def _cancel_reset() -> None:
+    st.session_state.pop("confirm_reset", None)
+
+
+def _parse_mode(value: str) -> Any:
+    from collector.config import parse_mode
+
+    return parse_mode(value)
+
+
+def _check_password() -> None:
+    entered = str(st.session_state.get("password_input") or "")
+    st.session_state["password_input"] = ""  # never keep it in the widget
+    expected = get_runtime().settings.dashboard_password or ""
+    if expected and hmac.compare_digest(entered.encode(), expected.encode()):
+        st.session_state["authenticated"] = True
+        st.session_state.pop("password_failed", None)
+    else:
+        st.session_state["password_failed"] = True
+
+
+# ---- dialogs (opened from the live fragment; buttons use on_click callbacks) --------------------
+@st.dialog("Switch to MASSIVE?", on_dismiss=_cancel_massive)
+def _massive_dialog(massive_codes: int, daily_budget: int) -> None:
+    if not st.session_state.get("pending_mode"):
+        st.rerun()  # a button closed it: redraw the whole page
+    st.write(
+        f"MASSIVE harvests all {massive_codes} codes back to back and spends most of the daily "
+        f"request quota ({daily_budget:,} requests/day). MAINTENANCE only refreshes the priority "
+        "codes every couple of hours."
+    )
+    left, right = st.columns(2)
+    left.button("Switch to MASSIVE", key="confirm_massive", type="primary", on_click=_confirm_massive)
+    right.button("Cancel", key="cancel_massive", on_click=_cancel_massive)
+
+
+@st.dialog("Reset the saved state?", on_dismiss=_cancel_reset)
+def _reset_dialog(settings: Settings) -> None:
+    if not st.session_state.get("confirm_reset"):
+        st.rerun()
+    running = "running" if settings.enable_scheduler else "stopped"
+    st.write(
+        "Reset clears the saved state and goes back to the environment defaults, like a "
+        f"fresh start: collector {running} (ENABLE_SCHEDULER), mode "
+        f"{settings.default_mode} (SIPHONNAGE_MODE). Stored articles are kept."
+    )
+    left, right = st.columns(2)
+    left.button("Reset", key="confirm_reset_button", type="primary", on_click=_confirm_reset)
+    right.button("Cancel", key="cancel_reset", on_click=_cancel_reset)
+
+
+# ---- page sections ---------------------------------------------------------------------------
+def _password_gate(password: str | None) -> bool:
+    """True when the session may see the page (no password set, or it was entered)."""
+    if not password or st.session_state.get("authenticated"):
+        return True
+    st.title("Légifrance Collector")
+    st.text_input("Password", type="password", key="password_input", on_change=_check_password)
+    if st.session_state.get("password_failed"):
+        st.error("Wrong password.")
+    return False
+
+
+def _header(settings: Settings) -> None:
+    st.title("Légifrance Collector")
+    source, store = st.columns(2)
+    source.markdown(f"**Source:** {settings.source_label}")
+    store.markdown(f"**Store:** {settings.store_label}")
+    if settings.is_demo:
+        st.info(
+            "DEMO source: an offline emulator serving synthetic codes (ids LEGITEXT0000999…). "
+            "Nothing here is real law. Set LEGIFRANCE_CLIENT_ID and LEGIFRANCE_CLIENT_SECRET "
+            "to collect from PISTE.",
+            icon="🧪",
+        )
+
+
+def _open_dialog(settings: Settings, locked: bool) -> None:
+    """Open the confirmation a control asked for. Runs in the full script run only: a dialog
+    opened from the refreshing fragment would stay mounted after it closes."""
+    st.session_state.pop("needs_full_run", None)
+    if locked:
+        return
+    if st.session_state.get("pending_mode"):
+        _massive_dialog(len(settings.massive_codes), settings.max_daily_requests)
+    elif st.session_state.get("confirm_reset"):
+        _reset_dialog(settings)
+
+
+def _controls(snap: StatusSnapshot, locked: bool) -> None:
+    start, stop, mode, reset = st.columns([1, 1, 3, 1.4], vertical_alignment="bottom")
+    start.button("START", key="start", type="primary", disabled=locked or snap.running, on_click=_start)
+    stop.button("STOP", key="stop", disabled=locked or not snap.running, on_click=_stop)
+    if not st.session_state.get("pending_mode"):
+        st.session_state["mode_choice"] = snap.mode  # follow changes made elsewhere (API, tabs)
+    with mode:
+        st.segmented_control(
+            "Mode", MODES, key="mode_choice", required=True, disabled=locked, on_change=_on_mode_change
+        )
+    reset.button("Reset state", key="reset", disabled=locked, on_click=_ask_reset)
+    if "toast" in st.session_state:
+        message, icon = st.session_state.pop("toast")
+        st.toast(message, icon=icon)
+    if st.session_state.get("action_error"):
+        st.error(st.session_state["action_error"])
+    if not snap.state_saved:
+        st.error(
+            f"The state could not be saved: {snap.state_error or 'unknown error'}. The change "
+            "applies now but will not survive a restart."
+        )
+    elif snap.state_error:
+        st.warning(f"The state file is saved, but its copy in the store is not: {snap.state_error}")
+
+
+def _overview(snap: StatusSnapshot) -> None:
+    state = "running" if snap.running else "stopped"
+    if snap.running != snap.alive:  # transient, or the thread ended on an error (see phase)
+        state += " (no thread)" if snap.running else " (finishing)"
+    cols = st.columns(3)
+    cols[0].metric("Collector", state)
+    cols[1].metric("Mode", snap.mode)
+    cols[2].metric("Phase", snap.phase)
+    if snap.detail:
+        st.caption(snap.detail)
+    if snap.current_code:
+        title = next((p.title for p in snap.codes if p.code_id == snap.current_code and p.title), None)
+        st.markdown(f"**Current code:** {title} ({snap.current_code})" if title else f"**Current code:** {snap.current_code}")
+    cols = st.columns(6)
+    cols[0].metric("Articles stored", f"{snap.stored_total:,}")
+    cols[1].metric("Rejected (filter)", f"{snap.rejected_total:,}")
+    cols[2].metric("Fetched this pass", f"{snap.pass_fetched:,}")
+    cols[3].metric("Stored this pass", f"{snap.pass_stored:,}")
+    cols[4].metric("Skipped this pass", f"{snap.pass_skipped:,}")
+    cols[5].metric("Failed this pass", f"{snap.pass_failed:,}")
+    times = st.columns(2)
+    times[0].markdown(f"**Last run:** {_when(snap.last_run_at)}")
+    times[1].markdown(f"**Next run:** {_when(snap.next_run_at)}")
+    if snap.last_error:
+        st.warning(f"Last error ({_when(snap.last_error_at)}): {snap.last_error}")
+
+
+def _budget(budget: dict[str, Any]) -> None:
+    st.subheader("Request budget")
+    if not budget:
+        st.caption("No request made yet.")
+        return
+    cols = st.columns(4)
+    for col, window in zip(cols, ("second", "hour", "day"), strict=False):
+        used, limit = int(budget.get(f"{window}_used", 0)), int(budget.get(f"{window}_limit", 0))
+        col.metric(f"Requests this {window}", f"{used:,} / {limit:,}")
+        col.progress(_fraction(used, limit))
+    cols[3].metric("In flight", f"{budget.get('in_flight', 0)} / {budget.get('max_in_flight', 0)}")
+    if budget.get("waiting_for"):
+        st.info(f"Waiting for the {budget['waiting_for']} budget until {_when(budget.get('waiting_until'))}.")
+
+
+def _codes(snap: StatusSnapshot) -> None:
+    st.subheader("Codes in this pass")
+    if not snap.codes:
+        st.caption("No pass yet.")
+        return
+    for p in snap.codes:
+        done = p.stored + p.known + p.skipped + p.failed
+        name = f"{p.title} ({p.code_id})" if p.title else p.code_id
+        label = (
+            f"{name} — {p.state}: {done:,}/{p.total:,} (stored {p.stored:,}, known {p.known:,}, "
+            f"skipped {p.skipped:,}, failed {p.failed:,})"
+        )
+        if p.error:
+            label += f" — {p.error}"
+        st.progress(_fraction(done, p.total), text=label)
+
+
+def _throughput(samples: list[tuple[float, int]]) -> None:
+    st.subheader("Throughput")
+    rows = [
+        {"time": datetime.fromtimestamp(t1, timezone.utc), "articles/min": max(0.0, (n1 - n0) * 60 / (t1 - t0))}
+        for (t0, n0), (t1, n1) in zip(samples, samples[1:], strict=False)
+        if t1 > t0
+    ]
+    if not rows:
+        st.caption("Not enough samples yet.")
+        return
+    st.line_chart(rows, x="time", y="articles/min", height=180)
+
+
+@st.fragment(run_every=REFRESH_SECONDS)
+def _live_panel(locked: bool) -> None:
+    """Controls and status, redrawn every couple of seconds without reloading the page."""
+    if st.session_state.get("needs_full_run"):
+        st.rerun()  # a control asked for a confirmation: the full run opens the dialog
+    snap = get_runtime().scheduler.status()
+    _controls(snap, locked)
+    _overview(snap)
+    _budget(snap.budget)
+    _codes(snap)
+    _throughput(snap.throughput)
+
+
+def _log_rows(records: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """One readable row per record (kept newest first), extra fields folded into one column."""
+    rows = []
+    for rec in records:
+        extra = {k: v for k, v in rec.items() if k not in {"timestamp", "level", "event"}}
+        rows.append(
+            {
+                "time": str(rec.get("timestamp", "")),
+                "level": str(rec.get("level", "")).upper(),
+                "event": str(rec.get("event", "")),
+                "fields": " ".join(f"{k}={v}" for k, v in extra.items()),
+            }
+        )
+    return rows
+
+
+@st.fragment(run_every=REFRESH_SECONDS)
+def _logs_panel() -> None:
+    st.subheader("Recent logs")
+    level = st.segmented_control("Minimum level", LOG_LEVELS, default="INFO", key="log_level", required=True)
+    records = get_runtime().logs.records(limit=200, min_level=level)
+    rows = _log_rows(records)
+    if not rows:
+        st.caption("No log records at this level yet.")
+        return
+    st.dataframe(rows, hide_index=True, width="stretch", height=320)
+
+
+def main() -> None:
+    """Draw the page."""
+    st.set_page_config(page_title="Légifrance Collector", page_icon="⚖️", layout="wide")
+    try:
+        runtime = get_runtime()  # before the gate: the collector warms up even while locked
+    except Exception as exc:
+        st.error(f"The collector could not start: {safe_error(exc)}")
+        st.stop()
+    settings = runtime.settings
+    if not _password_gate(settings.dashboard_password):
+        st.stop()
+    _header(settings)
+    locked = settings.on_render and not settings.dashboard_password
+    if locked:
+        st.warning(
+            "Controls are disabled: this dashboard is public on Render and has no password. "
+            "Set DASHBOARD_PASSWORD in the service's Environment settings on Render "
+            "(the service restarts), then sign in here to use the controls.",
+            icon="🔒",
+        )
+    _open_dialog(settings, locked)
+    _live_panel(locked)
+    _logs_panel()
+
+
+if __name__ == "__main__":
+    main()  # a page run: Streamlit executes this file as __main__
+else:
+    app = st.App(__file__, lifespan=lifespan, routes=build_routes())

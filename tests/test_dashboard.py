@@ -1,0 +1,245 @@
+"""The dashboard page through Streamlit's AppTest, on the real runtime (demo source, SQLite).
+
+Each test gets its own state file and database; the runtime singleton is cleared around
+every test (its on_release stops the collector thread). AppTest runs whole script runs only,
+so the live fragment is checked for its content, not its timer.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import REPO
+
+DASHBOARD = str(REPO / "dashboard.py")
+PASSWORD = "Pw-7f3a9c-correct horse"  # distinctive, so a leak anywhere is unambiguous
+CLEARED_ENV = (
+    "LEGIFRANCE_CLIENT_ID",
+    "LEGIFRANCE_CLIENT_SECRET",
+    "SUPABASE_URL",
+    "SUPABASE_SERVICE_ROLE_KEY",
+    "DASHBOARD_PASSWORD",
+    "COLLECTOR_API_TOKEN",
+    "RENDER",
+    "ENABLE_SCHEDULER",
+    "SIPHONNAGE_MODE",
+    "MAINTENANCE_CODES",
+    "MASSIVE_CODES",
+)
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A demo-source environment with a private state file and database."""
+    for name in CLEARED_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SCHEDULER_STATE_FILE", str(tmp_path / "state.json"))
+    monkeypatch.setenv("COLLECTOR_DB", str(tmp_path / "collector.sqlite3"))
+    monkeypatch.setenv("LEGIFRANCE_MAX_REQUESTS_PER_SECOND", "20")
+    st.cache_resource.clear()
+    yield tmp_path
+    st.cache_resource.clear()  # on_release closes the runtime: the thread stops
+
+
+def app() -> AppTest:
+    return AppTest.from_file(DASHBOARD, default_timeout=30).run()
+
+
+def saved(env: Path) -> dict[str, Any] | None:
+    """{running, mode} from the state file, or None when there is no file."""
+    path = env / "state.json"
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return {"running": data["running"], "mode": data["mode"]}
+
+
+def keys(at: AppTest) -> set[str]:
+    return {b.key for b in at.button if b.key}
+
+
+def rendered_text(at: AppTest) -> str:
+    """Every proto of the rendered tree as text (labels, values, bodies, options)."""
+    return "\n".join(str(node.proto) for node in at if getattr(node, "proto", None) is not None)
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def wait_until(at: AppTest, cond: Callable[[AppTest], bool], timeout: float = 45.0) -> AppTest:
+    deadline = time.monotonic() + timeout
+    while not cond(at.run()):
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.5)
+    return at
+
+
+def test_page_shows_demo_source_and_store(env: Path) -> None:
+    at = app()
+    assert not at.exception
+    text = rendered_text(at)
+    assert "**Source:** DEMO" in text and "not real law" in text.replace("\n", " ")
+    assert str(env / "collector.sqlite3") in text
+    assert keys(at) >= {"start", "stop", "reset"}
+    assert not at.button(key="start").disabled and at.button(key="stop").disabled
+    assert metric(at, "Collector") == "stopped"
+
+
+def test_start_and_stop_save_the_state(env: Path) -> None:
+    at = app()
+    assert saved(env) is None  # nothing saved before a press
+
+    at.button(key="start").click().run()
+    assert saved(env) == {"running": True, "mode": "MAINTENANCE"}
+    assert any("saved" in t.value for t in at.toast)
+    assert at.button(key="start").disabled and not at.button(key="stop").disabled
+    assert metric(at, "Collector").startswith("running")
+
+    at.button(key="stop").click().run()
+    assert saved(env) == {"running": False, "mode": "MAINTENANCE"}
+    assert not at.button(key="start").disabled and at.button(key="stop").disabled
+    assert not at.exception
+
+
+def test_massive_needs_confirmation(env: Path) -> None:
+    at = app()
+    at.button(key="start").click().run()
+
+    at.segmented_control(key="mode_choice").set_value("MASSIVE").run()
+    assert {"confirm_massive", "cancel_massive"} <= keys(at), "the dialog asks first"
+    assert saved(env) == {"running": True, "mode": "MAINTENANCE"}
+
+    at.button(key="cancel_massive").click().run()
+    assert saved(env) == {"running": True, "mode": "MAINTENANCE"}
+    assert at.segmented_control(key="mode_choice").value == "MAINTENANCE"
+    assert "confirm_massive" not in keys(at)
+
+    at.segmented_control(key="mode_choice").set_value("MASSIVE").run()
+    at.button(key="confirm_massive").click().run()
+    assert saved(env) == {"running": True, "mode": "MASSIVE"}
+    assert at.segmented_control(key="mode_choice").value == "MASSIVE"
+    assert metric(at, "Mode") == "MASSIVE"
+    assert "confirm_massive" not in keys(at)
+
+    at.segmented_control(key="mode_choice").set_value("MAINTENANCE").run()  # no confirmation
+    assert saved(env) == {"running": True, "mode": "MAINTENANCE"}
+    assert not at.exception
+
+
+def test_mode_switch_while_stopped_keeps_it_stopped(env: Path) -> None:
+    at = app()
+    at.segmented_control(key="mode_choice").set_value("MASSIVE").run()
+    at.button(key="confirm_massive").click().run()
+    assert saved(env) == {"running": False, "mode": "MASSIVE"}
+
+
+def test_reset_needs_confirmation_and_clears_the_state(env: Path) -> None:
+    at = app()
+    at.button(key="start").click().run()
+    at.segmented_control(key="mode_choice").set_value("MASSIVE").run()
+    at.button(key="confirm_massive").click().run()
+    assert saved(env) == {"running": True, "mode": "MASSIVE"}
+
+    at.button(key="reset").click().run()
+    assert {"confirm_reset_button", "cancel_reset"} <= keys(at)
+    at.button(key="cancel_reset").click().run()
+    assert saved(env) == {"running": True, "mode": "MASSIVE"}
+
+    at.button(key="reset").click().run()
+    at.button(key="confirm_reset_button").click().run()
+    assert saved(env) is None  # cleared: the next start uses the environment defaults
+    assert metric(at, "Mode") == "MAINTENANCE"
+    assert not at.button(key="start").disabled  # ENABLE_SCHEDULER unset: stopped
+    assert not at.exception
+
+
+def test_status_and_logs_are_rendered(env: Path) -> None:
+    at = app()
+    at.button(key="start").click().run()
+    wait_until(at, lambda a: int(metric(a, "Articles stored").replace(",", "")) > 0)
+
+    assert metric(at, "Phase")
+    assert any(m.label == "Requests this day" for m in at.metric)
+    codes = [p for p in at.get("progress") if "LEGITEXT0000999" in str(p.proto)]
+    assert codes, "a progress bar per code of the pass"
+
+    logs = at.dataframe[0].value
+    assert list(logs.columns) == ["time", "level", "event", "fields"]
+    assert list(logs["time"]) == sorted(logs["time"], reverse=True), "newest first"
+    assert "state saved" in set(logs["event"])
+
+    at.segmented_control(key="log_level").set_value("WARNING").run()
+    levels = set(at.dataframe[0].value["level"])
+    assert levels and levels <= {"WARNING", "ERROR", "CRITICAL"}
+
+
+def test_unsaved_state_is_reported(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = env / "not-a-directory"
+    blocker.write_text("a file where the state file's directory should be")
+    monkeypatch.setenv("SCHEDULER_STATE_FILE", str(blocker / "state.json"))
+    at = app()
+    at.button(key="start").click().run()
+    assert any("could not be saved" in e.value for e in at.error)
+    assert any("NOT be saved" in t.value for t in at.toast)
+    assert metric(at, "Collector").startswith("running"), "the action still applies in memory"
+
+
+def test_password_gate(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DASHBOARD_PASSWORD", PASSWORD)
+    at = app()
+    assert not keys(at) and not at.metric and not at.dataframe, "nothing but the password box"
+    assert len(at.text_input) == 1
+
+    at.text_input[0].input("wrong password 123").run()
+    assert any("Wrong password" in e.value for e in at.error)
+    assert not keys(at)
+    assert "wrong password 123" not in rendered_text(at), "never echoed"
+    assert at.text_input[0].value == "", "the box is cleared after each attempt"
+
+    at.text_input[0].input(PASSWORD).run()
+    assert keys(at) >= {"start", "stop", "reset"}
+    assert not at.text_input and not at.error
+    assert not at.button(key="start").disabled
+
+    at.button(key="start").click().run()  # still signed in on the next run
+    assert saved(env) == {"running": True, "mode": "MAINTENANCE"}
+    assert PASSWORD not in rendered_text(at)
+    state = at.session_state
+    names = list(state)
+    assert names and all(PASSWORD not in repr(state[k]) for k in names), "nor kept in the session"
+
+    from collector.runtime import get_runtime
+
+    assert PASSWORD not in json.dumps(get_runtime().logs.records(limit=None), default=str)
+
+
+def test_on_render_without_password_controls_are_disabled(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RENDER", "true")
+    at = app()
+    assert all(at.button(key=k).disabled for k in ("start", "stop", "reset"))
+    assert at.segmented_control(key="mode_choice").disabled
+    assert any("DASHBOARD_PASSWORD" in w.value for w in at.warning)
+    assert metric(at, "Collector") == "stopped", "the status stays readable"
+    assert saved(env) is None
+
+
+def test_on_render_with_password_controls_work_after_sign_in(
+    env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RENDER", "true")
+    monkeypatch.setenv("DASHBOARD_PASSWORD", PASSWORD)
+    at = app()
+    at.text_input[0].input(PASSWORD).run()
+    assert not at.button(key="start").disabled
+    assert not any("DASHBOARD_PASSWORD" in w.value for w in at.warning)

@@ -1,0 +1,214 @@
+"""The HTTP routes on the real st.App object (dashboard.app) through Starlette's TestClient.
+
+The app's lifespan can run once per process (Streamlit's runtime cannot restart), so one
+client serves the module; each test points the environment at its own state file and
+database and clears the runtime singleton, so the next request builds a fresh runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+with warnings.catch_warnings():  # starlette 1.10 prefers httpx2 for its TestClient; httpx works
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
+
+from collector.routes import collector_threads
+from collector.runtime import get_runtime
+
+TOKEN = "api-token-5e1f0b7d"
+SECRETS = {
+    "COLLECTOR_API_TOKEN": TOKEN,
+    "DASHBOARD_PASSWORD": "dash-pass-93c1",
+}
+CLEARED_ENV = (
+    "LEGIFRANCE_CLIENT_ID",
+    "LEGIFRANCE_CLIENT_SECRET",
+    "SUPABASE_URL",
+    "SUPABASE_SERVICE_ROLE_KEY",
+    "DASHBOARD_PASSWORD",
+    "COLLECTOR_API_TOKEN",
+    "RENDER",
+    "ENABLE_SCHEDULER",
+    "SIPHONNAGE_MODE",
+    "MAINTENANCE_CODES",
+    "MASSIVE_CODES",
+)
+
+
+def _demo_env(mp: pytest.MonkeyPatch, root: Path) -> None:
+    for name in CLEARED_ENV:
+        mp.delenv(name, raising=False)
+    mp.setenv("SCHEDULER_STATE_FILE", str(root / "state.json"))
+    mp.setenv("COLLECTOR_DB", str(root / "collector.sqlite3"))
+    mp.setenv("LEGIFRANCE_MAX_REQUESTS_PER_SECOND", "20")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TestClient, dict[str, Any]]]:
+    """The real app served once, booted on a saved {running: true, mode: MASSIVE}; `boot`
+    records what the lifespan did before any request was made."""
+    root = tmp_path_factory.mktemp("boot")
+    (root / "state.json").write_text(json.dumps({"running": True, "mode": "MASSIVE"}))
+    with pytest.MonkeyPatch.context() as mp:
+        _demo_env(mp, root)
+        get_runtime.clear()
+        import dashboard
+
+        with TestClient(dashboard.app) as client:
+            boot = {"threads": collector_threads(), "status": get_runtime().scheduler.status()}
+            yield client, boot
+        state = json.loads((root / "state.json").read_text())
+        assert (state["running"], state["mode"]) == (True, "MASSIVE"), "shutdown kept the state"
+
+
+@pytest.fixture
+def client(
+    served: tuple[TestClient, dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[TestClient]:
+    """The served app, with a fresh runtime on this test's state file and database."""
+    _demo_env(monkeypatch, tmp_path)
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    get_runtime.clear()  # on_release closes the previous runtime
+    yield served[0]
+    get_runtime.clear()
+
+
+def saved(tmp_path: Path) -> dict[str, Any] | None:
+    path = tmp_path / "state.json"
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    return {"running": data["running"], "mode": data["mode"]}
+
+
+def auth(token: str = TOKEN) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def assert_no_secret(*bodies: str) -> None:
+    for body in bodies:
+        for value in SECRETS.values():
+            assert value not in body
+
+
+def test_lifespan_resumes_the_saved_state_without_a_browser(
+    served: tuple[TestClient, dict[str, Any]],
+) -> None:
+    boot = served[1]
+    assert boot["status"].running and boot["status"].mode == "MASSIVE"
+    assert boot["threads"] == 1, "the collector thread started at server start"
+
+
+def test_status_json(client: TestClient) -> None:
+    resp = client.get("/aspirage/status")
+    assert resp.status_code == 200
+    body = resp.json()
+    assert {"running", "mode", "massive_active", "timestamp", "articles_stored"} <= body.keys()
+    assert (body["running"], body["mode"], body["massive_active"]) == (False, "MAINTENANCE", False)
+    assert body["source"] == "DEMO"
+    assert body["collector_threads"] == 0
+    assert_no_secret(resp.text)
+
+
+def test_control_routes_save_the_state(client: TestClient, tmp_path: Path) -> None:
+    texts = []
+    resp = client.post("/aspirage/start", headers=auth())
+    texts.append(resp.text)
+    assert resp.status_code == 200 and resp.json()["state_saved"] is True
+    assert saved(tmp_path) == {"running": True, "mode": "MAINTENANCE"}
+    assert client.get("/aspirage/status").json()["collector_threads"] == 1
+
+    resp = client.post("/siphonnage/mode", headers=auth(), json={"mode": "MASSIVE"})
+    texts.append(resp.text)
+    assert resp.status_code == 200 and resp.json()["status"]["massive_active"] is True
+    assert saved(tmp_path) == {"running": True, "mode": "MASSIVE"}
+
+    resp = client.post("/aspirage/start", headers=auth())  # idempotent: still one thread
+    assert client.get("/aspirage/status").json()["collector_threads"] == 1
+
+    resp = client.post("/aspirage/stop", headers=auth())
+    texts.append(resp.text)
+    assert resp.status_code == 200 and resp.json()["status"]["running"] is False
+    assert saved(tmp_path) == {"running": False, "mode": "MASSIVE"}
+
+    resp = client.post("/siphonnage/mode", headers=auth(), json={"mode": "MAINTENANCE"})
+    assert resp.status_code == 200
+    assert saved(tmp_path) == {"running": False, "mode": "MAINTENANCE"}
+    assert_no_secret(*texts)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, auth("wrong-token"), {"Authorization": TOKEN}, {"Authorization": "Basic " + TOKEN}, auth("")],
+    ids=["missing", "wrong", "no-scheme", "basic", "empty"],
+)
+def test_bad_credentials_are_refused(client: TestClient, tmp_path: Path, headers: dict[str, str]) -> None:
+    for path, body in (("/aspirage/start", None), ("/aspirage/stop", None), ("/siphonnage/mode", {"mode": "MASSIVE"})):
+        resp = client.post(path, headers=headers, json=body)
+        assert resp.status_code == 401, path
+        assert "token" in resp.json()["error"]
+        assert resp.headers["www-authenticate"].startswith("Bearer")
+        assert_no_secret(resp.text)
+    assert saved(tmp_path) is None, "nothing changed"
+
+
+def test_routes_disabled_without_a_token(client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("COLLECTOR_API_TOKEN")
+    get_runtime.clear()
+    resp = client.post("/aspirage/start", headers=auth())
+    assert resp.status_code == 403
+    assert "COLLECTOR_API_TOKEN" in resp.json()["error"] and "disabled" in resp.json()["error"]
+    assert saved(tmp_path) is None
+    assert client.get("/aspirage/status").status_code == 200, "the status stays public"
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "words"),
+    [
+        (b'{"mode": "TURBO"}', 422, "invalid mode 'TURBO'"),
+        (b'{"mode": "massive"}', 422, "expected one of 'MASSIVE', 'MAINTENANCE'"),
+        (b'{"mode": null}', 422, "invalid mode None"),
+        (b'{"other": 1}', 422, '"mode" field'),
+        (b'["MASSIVE"]', 422, '"mode" field'),
+        (b'{"mode": "MASSIVE"', 400, "must be JSON"),
+        (b"", 400, "must be JSON"),
+        (b"\xff\xfe", 400, "must be JSON"),
+        (b"x" * 5000, 413, "too large"),
+    ],
+    ids=["unknown", "lowercase", "null", "no-field", "not-object", "truncated", "empty", "binary", "huge"],
+)
+def test_bad_mode_bodies(client: TestClient, tmp_path: Path, content: bytes, status: int, words: str) -> None:
+    client.post("/aspirage/start", headers=auth())
+    resp = client.post("/siphonnage/mode", headers={**auth(), "Content-Type": "application/json"}, content=content)
+    assert resp.status_code == status
+    assert words in resp.json()["error"]
+    assert saved(tmp_path) == {"running": True, "mode": "MAINTENANCE"}, "nothing lost, nothing changed"
+
+
+def test_wrong_methods_get_405_not_the_page(client: TestClient, tmp_path: Path) -> None:
+    resp = client.get("/aspirage/start", headers=auth())
+    assert resp.status_code == 405 and resp.headers["allow"] == "POST"
+    assert "use POST" in resp.json()["error"]
+    resp = client.post("/aspirage/status")
+    assert resp.status_code == 405 and resp.headers["allow"] == "GET"
+    assert saved(tmp_path) is None
+
+
+def test_runtime_failure_is_a_clear_503_without_details(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAX_DAILY_REQUESTS", "lots")  # Settings.from_env raises ConfigError
+    get_runtime.clear()
+    resp = client.get("/aspirage/status")
+    assert resp.status_code == 503
+    assert "unavailable" in resp.json()["error"]
+    resp = client.post("/aspirage/start", headers=auth())
+    assert resp.status_code == 503
