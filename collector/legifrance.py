@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, timezone
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +43,7 @@ RETRY_EXCEPTIONS: tuple[type[Exception], ...] = (
     httpx.RemoteProtocolError,
 )
 _BIG_BODY = 1_000_000  # bytes; decode larger JSON bodies off the event loop
-_PAGE_SIZE = 100
+_PAGE_SIZE = 100  # the API's maximum
 _MAX_PAGES = 1000
 
 _PISTE_CONSOLE = (
@@ -94,7 +94,8 @@ class ClientStats:
                 "auth_renewals": self.auth_renewals,
             }
 
-    def _add(self, **changes: Any) -> None:
+    def record(self, **changes: Any) -> None:
+        """`record(requests="get_article")` counts one under that key; `record(retries=1)` adds."""
         with self._lock:
             for name, value in changes.items():
                 if name in ("requests", "statuses", "errors"):
@@ -238,20 +239,22 @@ class LegifranceClient:
         return f"LegifranceClient(api_base_url={self.api_base_url!r}, oauth_url={self.oauth_url!r})"
 
     # ---- endpoints ---------------------------------------------------------------------------
-    async def list_codes(self) -> list[dict[str, Any]]:
+    async def list_codes(self, *, page_size: int = _PAGE_SIZE) -> list[dict[str, Any]]:
         """/list/code, every page, in-force codes: the raw result items."""
         items: list[dict[str, Any]] = []
         for page in range(1, _MAX_PAGES + 1):
-            body = {"pageNumber": page, "pageSize": _PAGE_SIZE, "states": ["VIGUEUR"]}
+            body = {"pageNumber": page, "pageSize": page_size, "states": ["VIGUEUR"]}
             data = await self._call("list_code", body, subject=None)
             results = data.get("results")
             if not isinstance(results, list):
                 raise LegifranceError("/list/code answered without a 'results' list")
             items.extend(r for r in results if isinstance(r, dict))
             total = data.get("totalResultNumber")
-            if not results or len(results) < _PAGE_SIZE or (
-                isinstance(total, int) and len(items) >= total
-            ):
+            if isinstance(total, int) and not isinstance(total, bool):
+                done = len(items) >= total
+            else:
+                done = len(results) < page_size
+            if done or not results:
                 return items
         raise LegifranceError(f"/list/code still had results after {_MAX_PAGES} pages")
 
@@ -293,7 +296,7 @@ class LegifranceClient:
         read_timeout: float | None = None,
     ) -> dict[str, Any]:
         """POST with auth, budget, retries; the decoded JSON object."""
-        self.stats._add(requests=endpoint)
+        self.stats.record(requests=endpoint)
         path = ENDPOINT_PATHS[endpoint]
         timeout = self._timeout(read_timeout or self._read_timeout)
         reauthenticated = False
@@ -320,7 +323,7 @@ class LegifranceClient:
                     f"{endpoint}{what} failed after {failures} attempts; last error: {outcome.reason}"
                 )
             delay = self._backoff(failures, outcome.retry_after)
-            self.stats._add(retries=1)
+            self.stats.record(retries=1)
             log.warning(
                 "legifrance retry",
                 endpoint=endpoint,
@@ -344,14 +347,14 @@ class LegifranceClient:
         Fatal answers raise."""
         headers = {"Authorization": f"Bearer {token}"}
         async with self.budget.slot():
-            self.stats._add(attempts=1)
+            self.stats.record(attempts=1)
             try:
                 response = await self._http.post(path, json=body, headers=headers, timeout=timeout)
             except RETRY_EXCEPTIONS as exc:
-                self.stats._add(errors=type(exc).__name__)
+                self.stats.record(errors=type(exc).__name__)
                 return _Retryable(type(exc).__name__)
         status = response.status_code
-        self.stats._add(statuses=status)
+        self.stats.record(statuses=status)
         if status == 200:
             return await self._decode(endpoint, response)
         if status == 401:
@@ -381,10 +384,10 @@ class LegifranceClient:
             else:
                 data = json.loads(content)
         except ValueError:
-            self.stats._add(errors="invalid JSON")
+            self.stats.record(errors="invalid JSON")
             return _Retryable("invalid JSON", 200)
         if not isinstance(data, dict):
-            self.stats._add(errors="invalid JSON")
+            self.stats.record(errors="invalid JSON")
             return _Retryable("JSON body is not an object", 200)
         return data
 
@@ -445,7 +448,7 @@ class LegifranceClient:
         }
         failures = 0
         while True:
-            self.stats._add(token_requests=1)
+            self.stats.record(token_requests=1)
             try:
                 response = await self._http.post(
                     self.oauth_url, data=form, timeout=self._timeout(self._read_timeout)
@@ -501,7 +504,7 @@ class LegifranceClient:
         # renew `token_margin` early; short-lived tokens (tests) keep most of their life
         margin = min(self._token_margin, lifetime / 4)
         if self._had_token:
-            self.stats._add(auth_renewals=1)
+            self.stats.record(auth_renewals=1)
         self._had_token = True
         self._token = token
         self._token_expires_at = self._clock() + lifetime - margin

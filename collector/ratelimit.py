@@ -297,12 +297,12 @@ class RequestBudget:
             self._in_flight -= 1
             waiters, self._waiters = self._waiters, []
         # wake every in-flight waiter: they re-check, the first one takes the place
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
         for waiter in waiters:
             waiter_loop = waiter.get_loop()
-            try:
-                running = asyncio.get_running_loop()
-            except RuntimeError:
-                running = None
             if waiter_loop is running:
                 _wake(waiter)
             elif not waiter_loop.is_closed():

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import date, datetime, timedelta, timezone
 from email.utils import format_datetime
@@ -18,7 +20,15 @@ import pytest
 import structlog
 
 from collector.config import Settings
-from collector.demo import DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DemoConfig, DemoServerThread, FaultRule
+from collector.demo import (
+    API_PREFIX,
+    DEMO_CLIENT_ID,
+    DEMO_CLIENT_SECRET,
+    TOKEN_PATH,
+    DemoConfig,
+    DemoServerThread,
+    FaultRule,
+)
 from collector.demo.corpus import DEMO_MASSIVE_CODES
 from collector.legifrance import (
     LegifranceAuthError,
@@ -28,6 +38,7 @@ from collector.legifrance import (
     retry_after_seconds,
 )
 from collector.ratelimit import RequestBudget
+from tests.conftest import REPO
 
 FAST = dict(backoff_base=0.02, backoff_cap=0.1, retry_after_cap=1.0)
 
@@ -126,6 +137,19 @@ def test_endpoints_return_the_api_objects(start_demo: Callable[..., DemoServerTh
     assert stats["retries"] == 0 and stats["statuses"] == {"200": 4} and stats["token_requests"] == 1
 
 
+def test_list_codes_reads_every_page(start_demo: Callable[..., DemoServerThread]) -> None:
+    demo = start_demo()
+
+    async def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        async with make_client(demo) as client:
+            return await client.list_codes(), await client.list_codes(page_size=2)
+
+    whole, paged = run(scenario())
+    assert len(whole) > 2 and [c["id"] for c in paged] == [c["id"] for c in whole]
+    pages = -(-len(whole) // 2)
+    assert demo.server.stats()["requests"]["list_code"] == 1 + pages
+
+
 def test_unknown_code_is_not_found_and_not_retried(start_demo: Callable[..., DemoServerThread]) -> None:
     demo = start_demo()
     unknown = "LEGITEXT000099999998"
@@ -161,6 +185,20 @@ def test_400_is_not_retried(start_demo: Callable[..., DemoServerThread]) -> None
     assert demo.server.stats()["by_endpoint"]["get_article"] == {"400": 1}
 
 
+def test_table_matieres_gets_the_longer_read_timeout(start_demo: Callable[..., DemoServerThread]) -> None:
+    demo = start_demo(latency_ms=600)
+
+    async def scenario() -> tuple[Any, Any]:
+        async with make_client(demo, read_timeout=0.3, toc_read_timeout=5.0, max_attempts=2) as client:
+            toc = await client.table_matieres(DEMO_MASSIVE_CODES[0], date.today())
+            with pytest.raises(LegifranceError, match="after 2 attempts.*ReadTimeout") as err:
+                await client.get_article(article_ids(demo, 1)[0])
+            return toc, err.value
+
+    toc, _ = run(scenario())
+    assert toc["cid"] == DEMO_MASSIVE_CODES[0]
+
+
 # ---- faults: every article still comes back exactly once ----------------------------------
 
 
@@ -171,11 +209,11 @@ def test_400_is_not_retried(start_demo: Callable[..., DemoServerThread]) -> None
 def test_faults_are_retried_until_every_article_is_returned(
     start_demo: Callable[..., DemoServerThread], kind: str, count: int
 ) -> None:
-    demo = start_demo(hang_s=1.0)
+    demo = start_demo(hang_s=2.0)
     ids = article_ids(demo, 12)
     demo.server.set_faults([FaultRule(kind=kind, count=count, endpoint="get_article")])  # type: ignore[arg-type]
     budget = RequestBudget(1000, 1_000_000, 1_000_000, 4)
-    client = make_client(demo, budget, read_timeout=0.5)
+    client = make_client(demo, budget, read_timeout=1.0 if kind == "hang" else 30.0)
 
     articles = run(fetch_all(client, ids))
 
@@ -211,13 +249,13 @@ def test_mixed_random_faults_and_token_expiry_mid_pass(start_demo: Callable[...,
 
 
 def test_expiring_token_is_renewed_before_it_is_refused(start_demo: Callable[..., DemoServerThread]) -> None:
-    demo = start_demo(token_lifetime_s=1.0)  # the client renews a quarter of the life early
+    demo = start_demo(token_lifetime_s=2.0)  # the client renews a quarter of the life early
     ids = article_ids(demo, 2)
 
     async def scenario() -> list[Any]:
         async with make_client(demo) as client:
             first = await client.get_article(ids[0])
-            await asyncio.sleep(0.85)
+            await asyncio.sleep(1.6)
             second = await client.get_article(ids[1])
             return [first, second, client.stats.as_dict()]
 
@@ -281,7 +319,7 @@ class SleepRecorder:
         await asyncio.sleep(delay)
 
 
-@pytest.mark.parametrize("retry_after, expected", [(0.3, 0.3), (7.0, 1.0)])  # 7 s is capped to 1 s
+@pytest.mark.parametrize("retry_after, expected", [(0.2, 0.2), (7.0, 0.4)])  # 7 s is capped
 def test_429_honours_retry_after(
     start_demo: Callable[..., DemoServerThread], retry_after: float, expected: float
 ) -> None:
@@ -290,7 +328,7 @@ def test_429_honours_retry_after(
     sleeps = SleepRecorder()
 
     async def scenario() -> Any:
-        async with make_client(demo, sleep=sleeps) as client:
+        async with make_client(demo, sleep=sleeps, retry_after_cap=0.4) as client:
             return await client.get_article(article_ids(demo, 1)[0])
 
     assert run(scenario())
@@ -334,20 +372,51 @@ def test_backoff_sleep_is_cancellable(start_demo: Callable[..., DemoServerThread
 # ---- budget against the emulator's limiter ------------------------------------------------
 
 
-def test_budget_keeps_the_server_under_its_rate_limit(start_demo: Callable[..., DemoServerThread]) -> None:
-    demo = start_demo(rate_limit=10, latency_ms=30)
-    ids = article_ids(demo, 30)
-    budget = RequestBudget(10, 1_000_000, 1_000_000, 6)
-    client = make_client(demo, budget)
+@pytest.fixture
+def demo_process() -> Iterator[str]:
+    """The emulator as its own process (`python -m collector demo-server`): rate limit 10/s,
+    30 ms latency. Yields its base URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "collector", "demo-server", "--port", "0", "--rate-limit", "10",
+         "--latency-ms", "30", "--articles", "120"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # "demo-server listening on http://127.0.0.1:PORT"
+        assert proc.poll() is None and "listening on http://" in line, f"demo-server did not start: {line!r}"
+        yield line.rsplit(" ", 1)[-1].strip()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_budget_keeps_the_server_under_its_rate_limit(demo_process: str) -> None:
+    """Limits matched (10/s both sides): the server never counts more than 10 arrivals in a
+    sliding second and never answers 429. The 100 ms margin absorbs the scheduling jitter
+    between the client's slot and the server's arrival clock on a loaded test machine."""
+    admin = httpx.Client(base_url=demo_process, timeout=10)
+    ids = admin.get("/_demo/expected", params={"min_chars": 0}).json()["ids"][:30]
+    budget = RequestBudget(10, 1_000_000, 1_000_000, 6, second_margin=0.1)
+    client = LegifranceClient(
+        client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET,
+        oauth_url=demo_process + TOKEN_PATH, api_base_url=demo_process + API_PREFIX,
+        budget=budget, **FAST,  # type: ignore[arg-type]
+    )
 
     articles = run(fetch_all(client, ids))
 
     assert_each_returned_once(ids, articles)
-    server = demo.server.stats()
+    server = admin.get("/_demo/stats").json()
+    admin.close()
+    assert server["requests"]["get_article"] == 30
     assert server["max_requests_in_1s_window"] <= 10
     assert server["rate_limited"] == 0 and "429" not in server["statuses"]
-    assert server["max_in_flight"] > 1  # several requests in flight, within the cap
-    assert server["max_in_flight"] <= 6
+    assert 1 < server["max_in_flight"] <= 6  # several requests in flight, within the cap
 
 
 # ---- auth errors and secrets ---------------------------------------------------------------

@@ -95,7 +95,7 @@ class VirtualLoop(asyncio.SelectorEventLoop):
 WALL0 = datetime(2026, 11, 28, 15, 10, 0, tzinfo=timezone.utc).timestamp() - 1000.0
 
 
-def run(make: Callable[[VirtualLoop], Awaitable[T]], wall_at_start: float | None = None) -> T:
+def run(make: Callable[[VirtualLoop], Awaitable[T]]) -> T:
     """Run `make(loop)` on a fresh virtual loop."""
     loop = VirtualLoop()
     try:
@@ -403,6 +403,33 @@ def test_restart_mid_hour_starts_from_the_ledger_count() -> None:
     loaded, waiting = run(restarted)
     assert (loaded.hour_used, loaded.day_used) == (7, 7)
     assert waiting.waiting_for == "hour" and waiting.hour_used == 8
+
+
+def test_restart_with_the_real_sqlite_store_as_ledger(tmp_path: Any) -> None:
+    from collector.store.sqlite import SqliteStore
+
+    start = utc(2026, 11, 28, 16, 40)
+    db = tmp_path / "collector.sqlite3"
+
+    async def spend(loop: VirtualLoop, n: int, wall: float) -> Any:
+        store = SqliteStore(db)
+        try:
+            budget = budget_on(loop, wall_at_1000=wall, per_hour=50, ledger=store)
+            for _ in range(n):
+                await _take(budget)
+            await budget.flush()
+            return budget.snapshot()
+        finally:
+            store.close()
+
+    run(lambda loop: spend(loop, 12, start))
+    after_restart = run(lambda loop: spend(loop, 3, start + 120))
+    assert (after_restart.hour_used, after_restart.day_used) == (15, 15)
+    store = SqliteStore(db)
+    try:
+        assert set(store.get_requests(window_keys(start)).values()) == {15}
+    finally:
+        store.close()
 
 
 def test_writes_are_batched() -> None:
