@@ -250,7 +250,9 @@ def _table_matieres(server: DemoServer, body: dict[str, Any]) -> Response:
 
 
 def _get_article(server: DemoServer, body: dict[str, Any]) -> Response:
-    article = server.corpus.article(_required_str(body, "id"))
+    article_id = _required_str(body, "id")
+    article = server.corpus.article(article_id)
+    server.served_article(article_id)
     return _json({"executionTime": 0, "dereferenced": False, "article": article})
 
 
@@ -376,7 +378,8 @@ def _admin_routes(server: DemoServer) -> list[Route]:
     async def stats(request: Request) -> Response:
         if request.method == "DELETE":
             server.reset_stats()
-        return _json(server.stats())
+        per_id = request.query_params.get("per_id", "").lower() in {"1", "true", "yes"}
+        return _json(server.stats(per_id=per_id))
 
     async def expire(request: Request) -> Response:
         return _json({"expired": server.expire_tokens()})

@@ -155,9 +155,14 @@ class DemoServer:
         with self._lock:
             self._traffic.finish(endpoint, status, api=api)
 
-    def stats(self) -> dict[str, Any]:
+    def served_article(self, article_id: str) -> None:
+        """Count one getArticle answer for `article_id` (re-work measurements)."""
         with self._lock:
-            return self._traffic.snapshot()
+            self._traffic.articles_served[article_id] += 1
+
+    def stats(self, *, per_id: bool = False) -> dict[str, Any]:
+        with self._lock:
+            return self._traffic.snapshot(per_id=per_id)
 
     def reset_stats(self) -> None:
         with self._lock:

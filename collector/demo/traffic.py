@@ -44,6 +44,7 @@ class Traffic:
         self.max_window = 0
         self.in_flight = 0
         self.max_in_flight = 0
+        self.articles_served: Counter[str] = Counter()  # getArticle answers (200) per article id
         self._arrivals = SlidingWindow()
 
     def arrive(self, endpoint: str, now: float, *, api: bool) -> None:
@@ -60,8 +61,10 @@ class Traffic:
         if api:
             self.in_flight -= 1
 
-    def snapshot(self) -> dict[str, Any]:
-        return {
+    def snapshot(self, *, per_id: bool = False) -> dict[str, Any]:
+        """The counters; `per_id` adds the getArticle answers per article id (can be large)."""
+        served = self.articles_served
+        out = {
             "requests": dict(self.requests),
             "total_requests": sum(self.requests.values()),
             "api_requests": sum(n for e, n in self.requests.items() if e != "token"),
@@ -73,4 +76,9 @@ class Traffic:
             "tokens_issued": self.tokens_issued,
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
+            "articles_served": len(served),  # distinct ids answered by getArticle
+            "articles_served_again": sum(n - 1 for n in served.values()),  # answers beyond the first
         }
+        if per_id:
+            out["articles_served_by_id"] = dict(served)
+        return out
