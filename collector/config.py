@@ -101,6 +101,7 @@ class Settings:
     maintenance_interval_minutes: float = 120.0
     massive_interval_minutes: float = 10.0
     min_article_chars: int = 100
+    lease_ttl_seconds: float = 30.0  # how long a crashed collector's lease blocks a successor
     dashboard_password: str | None = _secret()
     api_token: str | None = _secret()
     log_level: str = "INFO"
@@ -225,6 +226,7 @@ class Settings:
             maintenance_interval_minutes=float(number("MAINTENANCE_INTERVAL_MINUTES", 120.0, float, 0)),
             massive_interval_minutes=float(number("MASSIVE_INTERVAL_MINUTES", 10.0, float, 0)),
             min_article_chars=int(number("MIN_ARTICLE_CHARS", 100, int, 0)),
+            lease_ttl_seconds=float(number("COLLECTOR_LEASE_TTL_SECONDS", 30.0, float, 1)),
             dashboard_password=get("DASHBOARD_PASSWORD"),
             api_token=get("COLLECTOR_API_TOKEN"),
             log_level=(get("LOG_LEVEL") or "INFO").upper(),

@@ -104,6 +104,7 @@ def build_runtime(
         )
         status = StatusBoard()
         keeper = StateKeeper(StateFile(settings.state_file, defaults_from_settings(settings)), store)
+        lease = {"lease_ttl": settings.lease_ttl_seconds, "lease_renew_every": settings.lease_ttl_seconds / 3}
         scheduler = CollectorScheduler(
             settings,
             state=keeper,
@@ -111,7 +112,7 @@ def build_runtime(
             status=status,
             client_factory=client_factory,
             budget=budget,
-            **dict(scheduler_options or {}),
+            **{**lease, **dict(scheduler_options or {})},
         )
         log.info(
             "runtime ready",
