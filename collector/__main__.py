@@ -190,7 +190,8 @@ def _classify(exc: BaseException) -> CliError:
     if isinstance(exc, ConfigError):
         return CliError(f"configuration error: {exc}", EXIT_CONFIG)
     if isinstance(exc, LegifranceAuthError):
-        return CliError(f"authentication refused by the API: {exc} ({AUTH_HINT})", EXIT_AUTH)
+        hint = "" if "LEGIFRANCE_CLIENT_ID" in str(exc) else f" ({AUTH_HINT})"
+        return CliError(f"authentication refused by the API: {exc}{hint}", EXIT_AUTH)
     if isinstance(exc, StoreFatal):
         return CliError(f"store error (permanent): {exc}", EXIT_STORE)
     if isinstance(exc, LeaseHeld):

@@ -136,6 +136,7 @@ class CollectorScheduler:
         self._counters_lock = threading.Lock()
         self._counters_at: datetime | None = None
         self._on_fatal: Callable[[BaseException], None] | None = None
+        self._before_stop: tuple[str, str | None] | None = None  # phase shown before "stopping"
 
     # ---- control (any thread) -------------------------------------------------------------
     def start(self) -> None:
@@ -150,8 +151,6 @@ class CollectorScheduler:
         with self._lock:
             self._running = False
             self._save_locked("stop")
-            if self._thread is not None:
-                self._set(phase="stopping", detail="stopping: committing the articles in flight")
             self._notify_locked()
 
     def set_mode(self, mode: Mode | str) -> None:
@@ -183,8 +182,6 @@ class CollectorScheduler:
             if self._running:
                 self._ensure_thread_locked()
             else:
-                if self._thread is not None:
-                    self._set(phase="stopping", detail="stopping: reset to defaults")
                 self._notify_locked()
 
     def resume(self) -> None:
@@ -224,8 +221,6 @@ class CollectorScheduler:
         with self._lock:
             self._shutdown = True
             thread = self._thread or self._last_thread
-            if self._thread is not None:
-                self._set(phase="stopping", detail="stopping: process shutdown")
             self._notify_locked()
         if thread is not None:
             thread.join(timeout)
@@ -373,16 +368,31 @@ class CollectorScheduler:
             with self._lock:
                 self._loop = self._wake = None
             self._publish_budget()
+            self._before_stop = None
             self._set(phase="idle", detail=None, current_code=None, next_run_at=None)
             log.info("collector thread stopped", running=self._running, mode=str(self._mode))
 
     def _on_wake(self) -> None:
         """In the loop: wake every wait and interrupt the pass if it must not go on."""
+        if self._wake is None:  # the loop is winding down: nothing left to wake
+            return
         self._wake_seq += 1
-        if self._wake is not None:
-            self._wake.set()
+        self._wake.set()
+        self._show_stopping(not self._wanted())
         if self._interrupt is not None and self._must_interrupt():
             self._interrupt.set()
+
+    def _show_stopping(self, stopping: bool) -> None:
+        """Phase "stopping" while a stop is pending; a start before the thread got there puts
+        the previous phase back."""
+        with self._status.update() as s:
+            if stopping and self._before_stop is None:
+                self._before_stop = (s.phase, s.detail)
+                s.phase, s.detail = "stopping", "stopping: committing what was fetched"
+            elif not stopping and self._before_stop is not None:
+                if s.phase == "stopping":
+                    s.phase, s.detail = self._before_stop
+                self._before_stop = None
 
     def _must_interrupt(self) -> bool:
         return not self._wanted() or self._mode != self._pass_mode or self._lease_lost is not None
@@ -485,8 +495,11 @@ class CollectorScheduler:
             async with self._renewing(self._lost):
                 while self._wanted() and self._lease_lost is None:
                     mode = self._mode
-                    await self._one_pass(client, mode)
-                    # after a mode change the next pass (in the new mode) starts at once
+                    summary = await self._one_pass(client, mode)
+                    # The interval separates complete passes: after an interrupted one (mode
+                    # change, or a stop undone by a start) the next pass starts at once.
+                    if summary.interrupted:
+                        continue
                     if self._wanted() and self._lease_lost is None and self._mode == mode:
                         await self._between_passes(mode)
         finally:
@@ -652,7 +665,7 @@ class CollectorScheduler:
 
     def _describe(self, exc: BaseException) -> str:
         """`Type: message`, with any secret value of the settings masked."""
-        text = f"{type(exc).__name__}: {exc}"[:500]
+        text = f"{type(exc).__name__}: {exc}"[:1000]
         for secret in self.settings.secrets():
             text = text.replace(secret, "***")
         return text
