@@ -50,10 +50,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--mode", type=_mode, help="MASSIVE or MAINTENANCE (saved as the desired mode)")
     run.add_argument("--once", action="store_true", help="run a single pass, print its summary as JSON")
     commands.add_parser("reset", help="clear the saved state (back to ENABLE_SCHEDULER / SIPHONNAGE_MODE)")
-    demo = commands.add_parser("demo-server", help="serve the offline Légifrance emulator on 127.0.0.1")
+    # Its options are parsed by demo_server_parser() so other commands never import the emulator.
+    demo = commands.add_parser("demo-server", add_help=False,
+                               help="serve the offline Légifrance emulator on 127.0.0.1 (--help for options)")
+    demo.set_defaults(demo_args=[])
+    return parser
+
+
+def demo_server_parser() -> argparse.ArgumentParser:
     from collector.demo.server import add_demo_server_arguments
 
-    add_demo_server_arguments(demo)
+    parser = argparse.ArgumentParser(prog="python -m collector demo-server",
+                                     description="serve the offline Légifrance emulator")
+    add_demo_server_arguments(parser)
     return parser
 
 
@@ -166,7 +175,7 @@ def _run_forever(runtime: Any) -> int:
 def cmd_demo_server(args: argparse.Namespace) -> int:
     from collector.demo.server import run_demo_server
 
-    result = run_demo_server(args)
+    result = run_demo_server(demo_server_parser().parse_args(args.demo_args))
     return int(result or 0)
 
 
@@ -202,7 +211,12 @@ def _classify(exc: BaseException) -> CliError:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "demo-server":
+        args.demo_args = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return COMMANDS[args.command](args)
     except Exception as exc:  # noqa: BLE001 - every failure ends as one clear line
