@@ -4,7 +4,9 @@ Every HTTP request to the API takes a slot: `async with budget.slot(): ...`.
 
 * per second: a sliding log of start times over (1 s + `second_margin`), so a server that
   counts arrivals in a sliding 1 s window never sees more than `per_second`, even with a
-  little network jitter;
+  little network jitter; and, since a request may reach the server at any moment before its
+  answer comes back (a busy event loop, a new connection, the server's own queue), each request
+  also counts until 1 s (+ margin) after its answer, in-flight ones as "now";
 * per hour / per day: fixed UTC windows keyed "h:YYYY-MM-DDTHH" / "d:YYYY-MM-DD" so they can
   be persisted in a ledger (the Store) and shared across restarts and processes;
 * in flight: at most `max_in_flight` slots are held at once.
@@ -112,6 +114,7 @@ class RequestBudget:
         self._lock = threading.Lock()  # guards every field below (snapshot runs on other threads)
         self._io_lock = threading.Lock()  # one ledger exchange at a time
         self._starts: deque[float] = deque()  # monotonic start times inside the sliding window
+        self._ends: deque[float] = deque()  # monotonic end times of answered requests, same window
         self._in_flight = 0
         self._waiters: list[asyncio.Future[None]] = []  # woken when a slot is released
         self._waits: dict[int, tuple[str, datetime]] = {}  # waiter id -> (window, frees at)
@@ -218,10 +221,18 @@ class RequestBudget:
         """The window that forbids a start now and how long until it frees (caller holds lock)."""
         while self._starts and self._starts[0] <= mono - self._window:
             self._starts.popleft()
+        while self._ends and self._ends[0] <= mono - self._window:
+            self._ends.popleft()
         reason: str | None = None
         delay = 0.0
         if len(self._starts) >= self.per_second:
             reason, delay = "second", self._starts[-self.per_second] + self._window - mono
+        # Ended requests in the window plus those in flight (in flight alone is capped in _acquire).
+        excess = len(self._ends) + self._in_flight - self.per_second + 1
+        if 0 < excess <= len(self._ends):
+            end_delay = self._ends[excess - 1] + self._window - mono
+            if end_delay > delay:
+                reason, delay = "second", end_delay
         if self._hour_used >= self.per_hour:
             hour_delay = (wall // _HOUR + 1) * _HOUR - wall
             if hour_delay > delay:
@@ -256,7 +267,7 @@ class RequestBudget:
                     load_first = self._needs_load
                     if not load_first:
                         reason, delay = self._binding(wall, mono)
-                        if reason is None and self._in_flight < self.max_in_flight:
+                        if reason is None and self._in_flight < min(self.max_in_flight, self.per_second):
                             self._take(mono)
                             if self._sync_due(mono):
                                 self._sync_running = True
@@ -295,6 +306,7 @@ class RequestBudget:
     def _release(self) -> None:
         with self._lock:
             self._in_flight -= 1
+            self._ends.append(self._monotonic())
             waiters, self._waiters = self._waiters, []
         # wake every in-flight waiter: they re-check, the first one takes the place
         try:

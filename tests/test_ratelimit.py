@@ -173,8 +173,32 @@ def test_sliding_window_never_exceeds_limit_and_uses_the_budget() -> None:
     # any 6 consecutive starts span more than 1 s (+ the jitter margin): never 6 in a 1 s window
     spans = [starts[i + 5] - starts[i] for i in range(len(starts) - 5)]
     assert min(spans) >= 1.025 - 1e-9
-    # and the budget is used: 40 requests at 5/s need about 7 windows, not much more
-    assert starts[-1] - starts[0] < 8 * 1.025 + 1.0
+    # and the budget is used: 40 requests at 5/s need about 8 windows, each a second (+ margin)
+    # plus an answer time (a request counts until a window after its answer), not much more
+    assert starts[-1] - starts[0] < 8 * (1.025 + sum(durations) / len(durations)) + 1.0
+
+
+def test_a_late_answer_counts_until_a_window_after_it() -> None:
+    """The server may see a request as late as its answer: counting from the start alone let
+    a real server see per_second + 1 requests in one of its 1 s windows."""
+
+    async def scenario(loop: VirtualLoop) -> list[float]:
+        budget = budget_on(loop, per_second=2)
+        starts: list[float] = []
+
+        async def request(duration: float) -> None:
+            async with budget.slot():
+                starts.append(loop.time())
+                await asyncio.sleep(duration)
+
+        await asyncio.gather(request(0.9), request(0.0), request(0.0), request(0.0))
+        return starts
+
+    starts = run(scenario)
+    # The third fits beside the slow first one (which the server may see at 0.9) once the second
+    # is a window old; the fourth must wait a window after that first answer, not after its start.
+    assert starts[2] - starts[0] >= 1.025 - 1e-9
+    assert starts[3] - starts[0] >= 0.9 + 1.025 - 1e-9
 
 
 def test_snapshot_reports_second_window_wait() -> None:
