@@ -242,3 +242,14 @@ def test_demo_server_command_serves_the_emulator(env: dict[str, str], tmp_path: 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_store_fatal_error_exits_non_zero_with_one_clear_line(env: dict[str, str], tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    env["COLLECTOR_DB"] = str(blocker / "collector.sqlite3")
+    for args in (("status",), ("run", "--once")):
+        result = cli(env, *args)
+        assert result.returncode == 4, result.stderr
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: store error (permanent):") and "COLLECTOR_DB" in last
