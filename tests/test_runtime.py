@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,7 +25,7 @@ CONTRACT_KEYS = {"running", "mode", "massive_active", "timestamp"}
 SECRET = "pisteSecret-0123456789abcdef"
 
 
-def wait_until(predicate, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -93,20 +93,11 @@ def test_resume_starts_from_the_saved_state_and_close_keeps_it(settings: Setting
     assert not collector_threads()
     saved = json.loads(settings.state_file.read_text())
     assert saved["running"] is True and saved["mode"] == "MASSIVE"
-    # the lease was released and the store is closed
-    with _open(settings.db_path) as store:
-        assert store.acquire_lease("next", 30).acquired
-
-
-class _open:  # a tiny context manager so the test closes its own store
-    def __init__(self, path: Path) -> None:
-        self.store = SqliteStore(path)
-
-    def __enter__(self) -> SqliteStore:
-        return self.store
-
-    def __exit__(self, *exc: object) -> None:
-        self.store.close()
+    store = SqliteStore(settings.db_path)
+    try:
+        assert store.acquire_lease("next", 30).acquired  # the lease was released
+    finally:
+        store.close()
 
 
 def test_status_payload_live_and_from_the_saved_state(settings: Settings, runtimes: list[Runtime]) -> None:
