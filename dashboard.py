@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from collector.status import StatusSnapshot
 
 REFRESH_SECONDS = 2
+LOG_REFRESH_SECONDS = 5  # the log table is the heaviest element to redraw
+LOG_ROWS = 150
 SHUTDOWN_TIMEOUT_SECONDS = 7.0  # Render allows 30 s; tests demand an exit within 10 s
 MODES = ("MAINTENANCE", "MASSIVE")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -368,11 +370,11 @@ def _log_rows(records: list[dict[str, Any]]) -> list[dict[str, str]]:
     return rows
 
 
-@st.fragment(run_every=REFRESH_SECONDS)
+@st.fragment(run_every=LOG_REFRESH_SECONDS)
 def _logs_panel() -> None:
     st.subheader("Recent logs")
     level = st.segmented_control("Minimum level", LOG_LEVELS, default="INFO", key="log_level", required=True)
-    records = get_runtime().logs.records(limit=200, min_level=level)
+    records = get_runtime().logs.records(limit=LOG_ROWS, min_level=level)
     rows = _log_rows(records)
     if not rows:
         st.caption("No log records at this level yet.")

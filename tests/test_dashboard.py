@@ -243,3 +243,12 @@ def test_on_render_with_password_controls_work_after_sign_in(
     at.text_input[0].input(PASSWORD).run()
     assert not at.button(key="start").disabled
     assert not any("DASHBOARD_PASSWORD" in w.value for w in at.warning)
+
+
+def test_bad_configuration_is_shown_without_secrets(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAX_DAILY_REQUESTS", "lots")
+    monkeypatch.setenv("DASHBOARD_PASSWORD", PASSWORD)
+    at = app()
+    assert any("could not start" in e.value and "MAX_DAILY_REQUESTS" in e.value for e in at.error)
+    assert not keys(at)
+    assert PASSWORD not in rendered_text(at)
