@@ -8,12 +8,13 @@ Behaviour choices where the real API is undocumented (see reference §12):
 - a POST without ``Content-Type: application/json`` or with a malformed body -> 400 JSON.
 The token endpoint is neither rate limited nor randomly faulted (scripted faults may target it).
 The rate limit counts admitted API requests in a sliding 1-s window; rejected ones do not use quota.
+An API request draws its fault only once its token is accepted (a 401 never consumes a fault).
 
 Admin routes (no auth, never counted in stats; each is also a DemoServer method):
   POST /_demo/publish {"count": K, "code": optional LEGITEXT}  -> new versions, moved lastUpdate
   GET|POST /_demo/faults {"plan": [{"kind", "count", "endpoint"}], "append", "fault_rate", "fault_kinds"}
   GET|POST /_demo/settings {"latency_ms", "rate_limit", "retry_after", "hang_s", "token_lifetime_s", "forbidden"}
-  GET /_demo/stats (DELETE resets)    POST /_demo/expire-tokens
+  GET /_demo/stats[?per_id=1] (DELETE resets)    POST /_demo/expire-tokens
   GET /_demo/expected?codes=A,B&min_chars=100 -> the ids a correct collector stores
   GET /_demo/health
 """
@@ -154,7 +155,7 @@ def _api_route(server: DemoServer, path: str, endpoint: str, handler: Handler) -
             cfg = server.config
             if cfg.latency_ms:
                 await asyncio.sleep(cfg.latency_ms / 1000)
-            response = await _gated(server, request, raw, handler, admission)
+            response = await _gated(server, request, raw, handler, admission, endpoint)
             status = "dropped" if isinstance(response, _DropResponse) else response.status_code
             return response
         except ClientDisconnect:
@@ -169,7 +170,9 @@ def _api_route(server: DemoServer, path: str, endpoint: str, handler: Handler) -
     return Route(API_PREFIX + path, call, methods=["POST"])
 
 
-async def _gated(server: DemoServer, request: Request, raw: bytes, handler: Handler, admission: Admission) -> Response:
+async def _gated(
+    server: DemoServer, request: Request, raw: bytes, handler: Handler, admission: Admission, endpoint: str
+) -> Response:
     cfg = server.config
     if admission.rate_limited:
         return _too_many(cfg)
@@ -181,7 +184,7 @@ async def _gated(server: DemoServer, request: Request, raw: bytes, handler: Hand
         return _unauthorized()
     if cfg.forbidden:
         return _error(403, "Forbidden", "application not subscribed to the Légifrance API (demo 'forbidden' knob)")
-    fault = admission.fault
+    fault = server.draw_fault(endpoint)
     if fault is FaultKind.HTTP_500:
         return Response(_HTML_500, status_code=500, media_type="text/html")
     if fault is FaultKind.HTTP_503:

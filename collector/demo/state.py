@@ -134,7 +134,9 @@ class DemoServer:
 
     # ---- request gate ------------------------------------------------------------------------
     def admit(self, endpoint: str, *, api: bool = True) -> Admission:
-        """Record an arriving request; decide rate limiting (API only) and any fault."""
+        """Record an arriving request; decide rate limiting (API only) and, for the token
+        endpoint, any fault. An API request draws its fault later (`draw_fault`), once its
+        token is accepted: a 401 must not consume (nor count) a fault it never delivers."""
         with self._lock:
             now = self._clock()
             self._traffic.arrive(endpoint, now, api=api)
@@ -146,10 +148,19 @@ class DemoServer:
                     self._traffic.rate_limited += 1
                 else:
                     self._accepted.add(now)
-            fault = None if limited else self._faults.pick(endpoint)
-            if fault is not None:
-                self._traffic.faults[fault.value] += 1
+            fault = None if limited or api else self._draw_locked(endpoint)
             return Admission(limited, fault)
+
+    def draw_fault(self, endpoint: str) -> FaultKind | None:
+        """The fault (if any) an authenticated API request gets; counted in the stats."""
+        with self._lock:
+            return self._draw_locked(endpoint)
+
+    def _draw_locked(self, endpoint: str) -> FaultKind | None:
+        fault = self._faults.pick(endpoint)
+        if fault is not None:
+            self._traffic.faults[fault.value] += 1
+        return fault
 
     def finish(self, endpoint: str, status: int | str, *, api: bool = True) -> None:
         with self._lock:
