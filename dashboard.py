@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
+from collector.config import parse_mode
 from collector.routes import build_routes
 from collector.runtime import get_runtime
 
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 REFRESH_SECONDS = 2
 LOG_REFRESH_SECONDS = 5  # the log table is the heaviest element to redraw
 LOG_ROWS = 150
+THROUGHPUT_BUCKET_SECONDS = 15.0
 SHUTDOWN_TIMEOUT_SECONDS = 7.0  # Render allows 30 s; tests demand an exit within 10 s
 MODES = ("MAINTENANCE", "MASSIVE")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -54,7 +57,7 @@ async def lifespan(_app: Any) -> AsyncIterator[None]:
     try:
         runtime = await asyncio.to_thread(get_runtime)
     except Exception as exc:  # keep serving: the page shows the error to the operator
-        print(f"collector runtime failed to start: {safe_error(exc)}", flush=True)
+        print(f"collector runtime failed to start: {safe_error(exc)}", file=sys.stderr, flush=True)
     try:
         yield
     finally:
@@ -131,12 +134,12 @@ def _on_mode_change() -> None:
         st.session_state["pending_mode"] = "MASSIVE"  # the dialog asks first
         st.session_state["needs_full_run"] = True
     elif choice in MODES:
-        _act(f"Mode set to {choice}", lambda s: s.set_mode(_parse_mode(choice)))
+        _act(f"Mode set to {choice}", lambda s: s.set_mode(parse_mode(choice)))
 
 
 def _confirm_massive() -> None:
     st.session_state.pop("pending_mode", None)
-    _act("Mode set to MASSIVE", lambda s: s.set_mode(_parse_mode("MASSIVE")))
+    _act("Mode set to MASSIVE", lambda s: s.set_mode(parse_mode("MASSIVE")))
 
 
 def _cancel_massive() -> None:
@@ -157,12 +160,6 @@ def _confirm_reset() -> None:
 
 def _cancel_reset() -> None:
     st.session_state.pop("confirm_reset", None)
-
-
-def _parse_mode(value: str) -> Any:
-    from collector.config import parse_mode
-
-    return parse_mode(value)
 
 
 def _check_password() -> None:
@@ -281,7 +278,8 @@ def _overview(snap: StatusSnapshot) -> None:
         st.caption(snap.detail)
     if snap.current_code:
         title = next((p.title for p in snap.codes if p.code_id == snap.current_code and p.title), None)
-        st.markdown(f"**Current code:** {title} ({snap.current_code})" if title else f"**Current code:** {snap.current_code}")
+        name = f"{title} ({snap.current_code})" if title else snap.current_code
+        st.markdown(f"**Current code:** {name}")
     cols = st.columns(6)
     cols[0].metric("Articles stored", f"{snap.stored_total:,}")
     cols[1].metric("Rejected (filter)", f"{snap.rejected_total:,}")
@@ -307,8 +305,11 @@ def _budget(budget: dict[str, Any]) -> None:
         col.metric(f"Requests this {window}", f"{used:,} / {limit:,}")
         col.progress(_fraction(used, limit))
     cols[3].metric("In flight", f"{budget.get('in_flight', 0)} / {budget.get('max_in_flight', 0)}")
-    if budget.get("waiting_for"):
-        st.info(f"Waiting for the {budget['waiting_for']} budget until {_when(budget.get('waiting_until'))}.")
+    waiting = budget.get("waiting_for")
+    if waiting in ("hour", "day"):
+        st.info(f"Waiting for the {waiting} budget: it frees up at {_when(budget.get('waiting_until'))}.")
+    elif waiting:
+        st.caption(f"Pacing at the per-{waiting} limit.")
 
 
 def _codes(snap: StatusSnapshot) -> None:
@@ -330,15 +331,30 @@ def _codes(snap: StatusSnapshot) -> None:
 
 def _throughput(samples: list[tuple[float, int]]) -> None:
     st.subheader("Throughput")
-    rows = [
-        {"time": datetime.fromtimestamp(t1, timezone.utc), "articles/min": max(0.0, (n1 - n0) * 60 / (t1 - t0))}
-        for (t0, n0), (t1, n1) in zip(samples, samples[1:], strict=False)
-        if t1 > t0
-    ]
+    rows = throughput_rows(samples)
     if not rows:
         st.caption("Not enough samples yet.")
         return
     st.line_chart(rows, x="time", y="articles/min", height=180)
+
+
+def throughput_rows(
+    samples: list[tuple[float, int]], bucket: float = THROUGHPUT_BUCKET_SECONDS
+) -> list[dict[str, Any]]:
+    """Articles per minute over consecutive `bucket`-second windows (the last sample of each
+    window counts), so bursts of close samples and batch commits do not spike the chart."""
+    last: dict[int, tuple[float, int]] = {}
+    for t, n in samples:
+        last[int(t // bucket)] = (t, n)
+    points = [last[k] for k in sorted(last)]
+    return [
+        {
+            "time": datetime.fromtimestamp(t1, timezone.utc),
+            "articles/min": max(0.0, (n1 - n0) * 60 / (t1 - t0)),
+        }
+        for (t0, n0), (t1, n1) in zip(points, points[1:], strict=False)
+        if t1 > t0
+    ]
 
 
 @st.fragment(run_every=REFRESH_SECONDS)

@@ -11,7 +11,7 @@ import hmac
 import json
 import threading
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 from starlette.concurrency import run_in_threadpool
@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from collector.config import InvalidMode, parse_mode
+from collector.config import InvalidMode, Mode, parse_mode
 
 if TYPE_CHECKING:
     from collector.runtime import Runtime
@@ -37,8 +37,8 @@ def _default_runtime() -> Runtime:
     return get_runtime()
 
 
-def _error(status: int, message: str, **headers: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers or None)
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def _authorize(request: Request, token: str | None) -> JSONResponse | None:
@@ -51,19 +51,22 @@ def _authorize(request: Request, token: str | None) -> JSONResponse | None:
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not given.strip():
         return _error(
-            401, "missing bearer token: send 'Authorization: Bearer <COLLECTOR_API_TOKEN>'",
-            **{"WWW-Authenticate": "Bearer"},
+            401,
+            "missing bearer token: send 'Authorization: Bearer <COLLECTOR_API_TOKEN>'",
+            {"WWW-Authenticate": "Bearer"},
         )
     if not hmac.compare_digest(given.strip().encode(), token.encode()):
-        return _error(401, "invalid bearer token", **{"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        return _error(401, "invalid bearer token", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
     return None
 
 
-async def _read_mode(request: Request) -> Any:
-    """The parsed `mode` field of the JSON body, or an error response."""
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        return _error(413, f"request body too large (max {MAX_BODY_BYTES} bytes)")
+async def _read_mode(request: Request) -> Mode | JSONResponse:
+    """The parsed `mode` field of the JSON body, or the error response to send."""
+    body = b""
+    async for chunk in request.stream():  # bounded: never buffer a huge body
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            return _error(413, f"request body too large (max {MAX_BODY_BYTES} bytes)")
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -102,7 +105,9 @@ def build_routes(get_runtime: RuntimeGetter = _default_runtime) -> list[Route]:
         payload["collector_threads"] = collector_threads()
         return JSONResponse(payload)
 
-    def control(action: str, call: Callable[[Runtime, Any], None], needs_mode: bool = False) -> Handler:
+    def control(
+        action: str, call: Callable[[Runtime, Mode | None], None], needs_mode: bool = False
+    ) -> Handler:
         async def handler(request: Request) -> Response:
             rt = await runtime_or_error()
             if isinstance(rt, JSONResponse):
@@ -111,20 +116,25 @@ def build_routes(get_runtime: RuntimeGetter = _default_runtime) -> list[Route]:
             if denied is not None:
                 log.warning("control route refused", action=action, status=denied.status_code)
                 return denied
-            arg = None
+            mode: Mode | None = None
             if needs_mode:
-                arg = await _read_mode(request)
-                if isinstance(arg, JSONResponse):
-                    return arg
-            await run_in_threadpool(call, rt, arg)
+                parsed = await _read_mode(request)
+                if isinstance(parsed, JSONResponse):
+                    return parsed
+                mode = parsed
+            await run_in_threadpool(call, rt, mode)  # saves the state before returning
             payload = await run_in_threadpool(status_payload, rt)
+            payload["collector_threads"] = collector_threads()
             snap = rt.scheduler.status()
-            log.info("control route", action=action, mode=str(arg) if arg else None,
-                     state_saved=snap.state_saved)
-            return JSONResponse(
-                {"ok": True, "action": action, "state_saved": snap.state_saved,
-                 "state_error": snap.state_error, "status": payload}
-            )
+            log.info("control route", action=action, mode=str(mode) if mode else None, state_saved=snap.state_saved)
+            body = {
+                "ok": True,
+                "action": action,
+                "state_saved": snap.state_saved,
+                "state_error": snap.state_error,
+                "status": payload,
+            }
+            return JSONResponse(body)
 
         return handler
 
@@ -146,7 +156,7 @@ def _route(path: str, method: str, handler: Handler) -> Route:
 
     async def endpoint(request: Request) -> Response:
         if request.method != method and not (method == "GET" and request.method == "HEAD"):
-            return _error(405, f"use {method} on {path}", Allow=method)
+            return _error(405, f"use {method} on {path}", {"Allow": method})
         return await handler(request)
 
     return Route(path, endpoint, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])

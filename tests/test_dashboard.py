@@ -252,3 +252,15 @@ def test_bad_configuration_is_shown_without_secrets(env: Path, monkeypatch: pyte
     assert any("could not start" in e.value and "MAX_DAILY_REQUESTS" in e.value for e in at.error)
     assert not keys(at)
     assert PASSWORD not in rendered_text(at)
+
+
+def test_throughput_is_per_minute_over_windows_not_between_close_samples() -> None:
+    from dashboard import throughput_rows
+
+    start = 1_800_000_000.0  # a window boundary
+    samples = [(start + 1, 0), (start + 1.001, 100)]  # a batch commit a millisecond later
+    samples += [(start + 15 * i + 1, 100 + 10 * i) for i in range(1, 5)]  # 10 per 15 s
+    rates = [row["articles/min"] for row in throughput_rows(samples)]
+    assert rates[1:] == pytest.approx([40.0, 40.0, 40.0])
+    assert max(rates) < 500, "no spike from two samples a millisecond apart"
+    assert throughput_rows(samples[:1]) == []

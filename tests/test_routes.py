@@ -151,7 +151,8 @@ def test_control_routes_save_the_state(client: TestClient, tmp_path: Path) -> No
     ids=["missing", "wrong", "no-scheme", "basic", "empty"],
 )
 def test_bad_credentials_are_refused(client: TestClient, tmp_path: Path, headers: dict[str, str]) -> None:
-    for path, body in (("/aspirage/start", None), ("/aspirage/stop", None), ("/siphonnage/mode", {"mode": "MASSIVE"})):
+    calls = (("/aspirage/start", None), ("/aspirage/stop", None), ("/siphonnage/mode", {"mode": "MASSIVE"}))
+    for path, body in calls:
         resp = client.post(path, headers=headers, json=body)
         assert resp.status_code == 401, path
         assert "token" in resp.json()["error"]
@@ -160,7 +161,9 @@ def test_bad_credentials_are_refused(client: TestClient, tmp_path: Path, headers
     assert saved(tmp_path) is None, "nothing changed"
 
 
-def test_routes_disabled_without_a_token(client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_routes_disabled_without_a_token(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("COLLECTOR_API_TOKEN")
     get_runtime.clear()
     resp = client.post("/aspirage/start", headers=auth())
@@ -187,7 +190,8 @@ def test_routes_disabled_without_a_token(client: TestClient, tmp_path: Path, mon
 )
 def test_bad_mode_bodies(client: TestClient, tmp_path: Path, content: bytes, status: int, words: str) -> None:
     client.post("/aspirage/start", headers=auth())
-    resp = client.post("/siphonnage/mode", headers={**auth(), "Content-Type": "application/json"}, content=content)
+    headers = {**auth(), "Content-Type": "application/json"}
+    resp = client.post("/siphonnage/mode", headers=headers, content=content)
     assert resp.status_code == status
     assert words in resp.json()["error"]
     assert saved(tmp_path) == {"running": True, "mode": "MAINTENANCE"}, "nothing lost, nothing changed"
