@@ -100,6 +100,8 @@ class PassSummary:
     failed: int = 0
     codes_failed: int = 0
     codes_unchanged: int = 0
+    superseded: int = 0  # stored rows set to MODIFIE: a newer version of their cid is in force
+    repealed: int = 0  # stored rows set to ABROGE: their cid is no longer in force
     interrupted: bool = False
     started_at: datetime | None = None
     finished_at: datetime | None = None

@@ -7,7 +7,7 @@ to Légifrance; errors are raised as StoreError (transient) or StoreFatal (perma
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
@@ -54,6 +54,25 @@ class Store(Protocol):
         """Upsert articles (by id) and rejections (by id) together with the run's progress,
         in one transaction where the backend allows it. Replaying a batch changes nothing
         but collected_at; a stored article is removed from the rejected ids."""
+        ...
+
+    def retire_absent(
+        self,
+        code_id: str,
+        in_force_ids: Collection[str],
+        in_force_cids: Collection[str] | None = None,
+    ) -> tuple[int, int]:
+        """Align the code's stored rows with its table of contents of today, in one transaction.
+        Call it only after a COMPLETE walk: `in_force_ids` are the in-force version ids the TOC
+        lists (one per cid), `in_force_cids` their cids (when None, the cids of the stored rows
+        of those ids; passing them also labels a row whose newer version was rejected).
+
+        Of the code's rows still `etat LIKE 'VIGUEUR%'` and whose id is not in force:
+        cid in force -> 'MODIFIE' (superseded), otherwise -> 'ABROGE' (repealed). Rows are never
+        deleted; rows already not VIGUEUR keep their etat. The reverse: a row whose id IS in
+        force but whose etat is not VIGUEUR% (a rolled-back change, or a bad TOC that retired
+        it earlier) is set back to 'VIGUEUR' (readers treat VIGUEUR and VIGUEUR_DIFF alike),
+        since a known id is never fetched again. Returns (superseded, repealed)."""
         ...
 
     def count_articles(self) -> int: ...

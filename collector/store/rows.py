@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from enum import Enum
 from typing import Any
@@ -146,6 +146,22 @@ def split_articles_rejected(
     stored = {row["id"] for row in article_rows}
     rejected_rows = dedup((rejected_row(r) for r in rejected if r.id not in stored), "id")
     return article_rows, rejected_rows
+
+
+def retire_args(
+    code_id: str, in_force_ids: Collection[str], in_force_cids: Collection[str] | None
+) -> tuple[str, list[str], list[str]]:
+    """Checked arguments of Store.retire_absent: a bare string is refused (it is a
+    Collection[str] too, and would retire every row whose id is not one of its letters)."""
+    if not isinstance(code_id, str) or not code_id:
+        raise ValueError(f"retire_absent: code_id must be a non-empty string, got {code_id!r}")
+    lists = []
+    for name, ids in (("in_force_ids", in_force_ids), ("in_force_cids", in_force_cids or ())):
+        items = [] if isinstance(ids, str | bytes) else list(ids)
+        if isinstance(ids, str | bytes) or not all(isinstance(i, str) for i in items):
+            raise TypeError(f"retire_absent: {name} must be a collection of id strings")
+        lists.append(list(dict.fromkeys(items)))
+    return code_id, lists[0], lists[1]
 
 
 def state_row(state: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -37,6 +37,7 @@ from collector.store.rows import (
     mark_from_row,
     mark_row,
     parse_ts,
+    retire_args,
     run_from_row,
     split_articles_rejected,
     state_from_row,
@@ -136,6 +137,23 @@ def _upsert_sql(table: str, columns: Sequence[str], key: str) -> str:
 _UPSERT_ARTICLE = _upsert_sql("legifrance_articles", ARTICLE_COLUMNS, "id")
 _UPSERT_REJECTED = _upsert_sql("legifrance_rejected", REJECTED_COLUMNS, "id")
 _UPSERT_MARK = _upsert_sql("collector_code_marks", MARK_COLUMNS, "code_id")
+
+# retire_absent: the in-force ids/cids arrive as JSON arrays; each `IN (SELECT value FROM
+# json_each(?))` is an uncorrelated subquery SQLite turns into an ephemeral index once, so
+# 12,000 ids cost one scan of the code's rows (code_id index), like PostgreSQL's unnest.
+_RETIRE = """
+UPDATE legifrance_articles
+SET etat = CASE
+    WHEN cid IN (SELECT value FROM json_each(:cids))
+      OR cid IN (SELECT cid FROM legifrance_articles WHERE id IN (SELECT value FROM json_each(:ids)))
+    THEN 'MODIFIE' ELSE 'ABROGE' END
+WHERE code_id = :code AND etat LIKE 'VIGUEUR%' AND id NOT IN (SELECT value FROM json_each(:ids))
+RETURNING etat
+"""
+_RESTORE = """
+UPDATE legifrance_articles SET etat = 'VIGUEUR'
+WHERE code_id = :code AND etat NOT LIKE 'VIGUEUR%' AND id IN (SELECT value FROM json_each(:ids))
+"""
 
 
 def translate_sqlite_error(exc: sqlite3.Error, path: Path, busy_timeout_s: float) -> StoreError:
@@ -364,6 +382,20 @@ class SqliteStore:
                 conn.executemany(_UPSERT_REJECTED, [tuple(r[c] for c in REJECTED_COLUMNS) for r in rejected_rows])
             if run_id is not None and run_progress is not None:
                 conn.execute("UPDATE collector_runs SET progress = ? WHERE id = ?", (to_json(run_progress), run_id))
+
+    def retire_absent(
+        self,
+        code_id: str,
+        in_force_ids: Collection[str],
+        in_force_cids: Collection[str] | None = None,
+    ) -> tuple[int, int]:
+        """See Store.retire_absent: one IMMEDIATE transaction, two set-based UPDATEs."""
+        code, ids, cids = retire_args(code_id, in_force_ids, in_force_cids)
+        params = {"code": code, "ids": to_json(ids), "cids": to_json(cids)}
+        with self._write() as conn:
+            conn.execute(_RESTORE, {"code": code, "ids": params["ids"]})
+            etats = [row[0] for row in conn.execute(_RETIRE, params).fetchall()]
+        return etats.count("MODIFIE"), etats.count("ABROGE")
 
     def count_articles(self) -> int:
         with self._read() as conn:

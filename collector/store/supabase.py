@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
@@ -37,6 +37,7 @@ from collector.store.rows import (
     mark_from_row,
     mark_row,
     parse_ts,
+    retire_args,
     run_from_row,
     split_articles_rejected,
     state_from_row,
@@ -305,6 +306,26 @@ class SupabaseStore:
                 .eq("id", run_id)
                 .execute(),
             )
+
+    def retire_absent(
+        self,
+        code_id: str,
+        in_force_ids: Collection[str],
+        in_force_cids: Collection[str] | None = None,
+    ) -> tuple[int, int]:
+        """See Store.retire_absent: one call of collector_retire_absent() (one transaction).
+        Replaying it after a lost response changes nothing (the rows are already retired),
+        though its counts then come back as 0."""
+        code, ids, cids = retire_args(code_id, in_force_ids, in_force_cids)
+        params = {"p_code_id": code, "p_ids": ids, "p_cids": cids}
+        response = self._call(
+            f"retiring the stored articles of {code} no longer in force",
+            lambda: self._client.rpc("collector_retire_absent", params).execute(),
+        )
+        if not response.data:
+            raise StoreError("collector_retire_absent returned no row")
+        row = response.data[0]
+        return int(row["superseded"]), int(row["repealed"])
 
     def count_articles(self) -> int:
         return self._count("legifrance_articles")

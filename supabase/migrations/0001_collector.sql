@@ -189,9 +189,56 @@ as $$
             updated_at = excluded.updated_at;
 $$;
 
+-- After a COMPLETE walk of a code's table of contents, align its stored rows with it (see
+-- Store.retire_absent): rows still VIGUEUR% whose id is not in force become MODIFIE when their
+-- cid is in force (p_cids, plus the cids of stored rows of p_ids), ABROGE otherwise; rows whose id
+-- is in force but are not VIGUEUR% go back to VIGUEUR. Nothing is deleted.
+-- Plan stability: the planner cannot estimate unnest() of a parameter, and with a guess of 10
+-- ids it may pick a nested-loop anti-join (12,000 x 12,000 comparisons: minutes). Every id/cid
+-- test is therefore an IN / NOT IN sub-plan inside an expression (hashed once, never turned
+-- into a join) and the cids of stored ids are read by primary-key lookups: one pass over the
+-- code's rows, whatever the table statistics.
+create or replace function public.collector_retire_absent(
+    p_code_id text, p_ids text[], p_cids text[] default null)
+returns table (superseded integer, repealed integer)
+language plpgsql
+set search_path = public
+as $$
+#variable_conflict use_column
+begin
+    if p_code_id is null or p_code_id = '' or p_ids is null then
+        raise exception 'collector_retire_absent: p_code_id and p_ids are required'
+            using errcode = '22023';
+    end if;
+    return query
+    with live_ids as (
+        select distinct i as id from unnest(p_ids) i where i is not null
+    ), live_cids as (
+        select c as cid from unnest(coalesce(p_cids, '{}'::text[])) c
+        union
+        select (select s.cid from public.legifrance_articles s where s.id = l.id) from live_ids l
+    ), changed as (
+        update public.legifrance_articles a
+        set etat = case
+            when a.id in (select id from live_ids) then 'VIGUEUR'   -- in force again: restored
+            when a.cid in (select cid from live_cids) then 'MODIFIE'
+            else 'ABROGE'
+        end
+        where a.code_id = p_code_id
+          and ((a.etat like 'VIGUEUR%' and a.id not in (select id from live_ids))
+            or (a.etat not like 'VIGUEUR%' and a.id in (select id from live_ids)))
+        returning a.etat
+    )
+    select (count(*) filter (where c.etat = 'MODIFIE'))::integer,
+           (count(*) filter (where c.etat = 'ABROGE'))::integer
+    from changed c;
+end;
+$$;
+
 revoke all on function public.collector_acquire_lease(text, double precision) from public;
 revoke all on function public.collector_release_lease(text) from public;
 revoke all on function public.collector_add_requests(text[], bigint) from public;
+revoke all on function public.collector_retire_absent(text, text[], text[]) from public;
 revoke all on function public.collector_forget_rejected() from public;
 
 -- Supabase roles: only where they exist (a plain PostgreSQL has none of them).
@@ -211,7 +258,8 @@ begin
         foreach fn in array array[
             'public.collector_acquire_lease(text, double precision)',
             'public.collector_release_lease(text)',
-            'public.collector_add_requests(text[], bigint)'
+            'public.collector_add_requests(text[], bigint)',
+            'public.collector_retire_absent(text, text[], text[])'
         ] loop
             execute format('grant execute on function %s to service_role', fn);
         end loop;
@@ -223,6 +271,7 @@ begin
             execute format('revoke all on function public.collector_release_lease(text) from %I', r);
             execute format('revoke all on function public.collector_add_requests(text[], bigint) from %I', r);
             execute format('revoke all on function public.collector_forget_rejected() from %I', r);
+            execute format('revoke all on function public.collector_retire_absent(text, text[], text[]) from %I', r);
         end if;
     end loop;
 end;

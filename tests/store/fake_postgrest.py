@@ -327,4 +327,18 @@ class FakePostgrest:
                 row["count"] += int(args["p_n"])
                 row["updated_at"] = self.clock().isoformat()
             return httpx.Response(204)
+        if name == "collector_retire_absent" and {"p_code_id", "p_ids"} <= set(args) <= {"p_code_id", "p_ids", "p_cids"}:
+            rows = [r for r in self.tables["legifrance_articles"].values() if r["code_id"] == args["p_code_id"]]
+            live = set(args["p_ids"])
+            stored = self.tables["legifrance_articles"]
+            cids = set(args.get("p_cids") or ()) | {stored[i]["cid"] for i in live if i in stored}
+            counts = {"MODIFIE": 0, "ABROGE": 0}
+            for row in rows:
+                in_force = row["etat"].startswith("VIGUEUR")
+                if row["id"] in live and not in_force:
+                    row["etat"] = "VIGUEUR"
+                elif row["id"] not in live and in_force:
+                    row["etat"] = "MODIFIE" if row["cid"] in cids else "ABROGE"
+                    counts[row["etat"]] += 1
+            return httpx.Response(200, json=[{"superseded": counts["MODIFIE"], "repealed": counts["ABROGE"]}])
         return _error(404, "PGRST202", f"Could not find the function public.{name}({', '.join(sorted(args))}) in the schema cache")
