@@ -12,6 +12,7 @@ An API request draws its fault only once its token is accepted (a 401 never cons
 
 Admin routes (no auth, never counted in stats; each is also a DemoServer method):
   POST /_demo/publish {"count": K, "code": optional LEGITEXT}  -> new versions, moved lastUpdate
+  POST /_demo/repeal {"count": K, "code": optional LEGITEXT}   -> K articles repealed, moved lastUpdate
   GET|POST /_demo/faults {"plan": [{"kind", "count", "endpoint"}], "append", "fault_rate", "fault_kinds"}
   GET|POST /_demo/settings {"latency_ms", "rate_limit", "retry_after", "hang_s", "token_lifetime_s", "forbidden"}
   GET /_demo/stats[?per_id=1] (DELETE resets)    POST /_demo/expire-tokens
@@ -344,16 +345,30 @@ def _admin_routes(server: DemoServer) -> list[Route]:
 
         return run
 
-    @guarded
-    async def publish(request: Request) -> Response:
+    async def count_and_code(request: Request) -> tuple[int, str | None]:
         data = await body_of(request)
         count = data.get("count", 1)
         if not isinstance(count, int) or isinstance(count, bool):
             raise BadRequest("'count' must be an integer")
-        published = server.publish(count, code_id=data.get("code"))
+        return count, data.get("code")
+
+    @guarded
+    async def publish(request: Request) -> Response:
+        count, code = await count_and_code(request)
+        published = server.publish(count, code_id=code)
         codes = {p.code_id for p in published}
         return _json({
             "published": [{"id": p.id, "cid": p.cid, "code_id": p.code_id, "previous_id": p.previous_id} for p in published],
+            "last_update": {c: server.corpus.last_update(c).isoformat() for c in sorted(codes)},
+        })
+
+    @guarded
+    async def repeal(request: Request) -> Response:
+        count, code = await count_and_code(request)
+        repealed = server.repeal(count, code_id=code)
+        codes = {r.code_id for r in repealed}
+        return _json({
+            "repealed": [{"id": r.id, "cid": r.cid, "code_id": r.code_id} for r in repealed],
             "last_update": {c: server.corpus.last_update(c).isoformat() for c in sorted(codes)},
         })
 
@@ -400,6 +415,7 @@ def _admin_routes(server: DemoServer) -> list[Route]:
 
     return [
         Route("/_demo/publish", publish, methods=["POST"]),
+        Route("/_demo/repeal", repeal, methods=["POST"]),
         Route("/_demo/faults", faults, methods=["GET", "POST"]),
         Route("/_demo/settings", settings, methods=["GET", "POST"]),
         Route("/_demo/stats", stats, methods=["GET", "DELETE"]),

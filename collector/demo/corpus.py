@@ -205,6 +205,13 @@ class PublishedVersion:
     previous_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class RepealedArticle:
+    id: str  # the version that was in force, now ABROGE
+    cid: str
+    code_id: str
+
+
 class _Layout(NamedTuple):
     slots: int
     in_force: int
@@ -256,6 +263,7 @@ class Corpus:
         self._published: dict[tuple[int, int], list[tuple[int, int]]] = {}  # slot -> [(id number, day)]
         self._published_slot: dict[int, tuple[int, int]] = {}  # id number -> slot
         self._publish_serial = 0
+        self._repealed: dict[tuple[int, int], int] = {}  # slot -> day its last version ends
         self._lock = threading.Lock()
         self._text_titles = [self._build_text_titles(i) for i in range(len(CODES))]
         self._chapter_sections = functools.lru_cache(maxsize=8192)(self._chapter_sections_uncached)
@@ -277,8 +285,9 @@ class Corpus:
         return self._last_update[self._code_index(code_id)]
 
     def in_force_count(self, code_id: str) -> int:
-        """In-force articles of the base corpus (publishing replaces versions, never adds cids)."""
-        return self._layouts[self._code_index(code_id)].in_force
+        """In-force articles (publishing replaces versions, never adds cids; `repeal` removes some)."""
+        code = self._code_index(code_id)
+        return self._layouts[code].in_force - sum(1 for c, _ in self._repealed if c == code)
 
     def slot_count(self, code_id: str) -> int:
         return self._layouts[self._code_index(code_id)].slots
@@ -364,6 +373,7 @@ class Corpus:
         """Every version of the slot's article, oldest first, published ones included."""
         base = self._base_number(slot.code, slot.index)
         published = self._published.get((slot.code, slot.index), ())
+        repealed_on = self._repealed.get((slot.code, slot.index))
         starts = [slot.first_day + k * slot.step for k in range(slot.nversions)]
         ids = [base + k for k in range(slot.nversions)]
         for number, day in published:
@@ -377,6 +387,8 @@ class Corpus:
                 end, etat = starts[k + 1], "MODIFIE"
             elif slot.abrogated:
                 end, etat = slot.first_day + slot.nversions * slot.step, "ABROGE"
+            elif repealed_on is not None:
+                end, etat = max(repealed_on, starts[k]), "ABROGE"
             else:
                 end, etat = NO_END_DAY, "VIGUEUR"
             out.append(Version(self._article_id(ids[k]), k + 1, starts[k], end, etat))
@@ -519,7 +531,7 @@ class Corpus:
             rng = random.Random(f"demo-publish-{self.seed}-{self._publish_serial}")
             self._publish_serial += 1
             codes = [self._index[code_id]] if code_id else [self._index[c] for c in DEMO_MASSIVE_CODES]
-            weights = [self._layouts[c].in_force for c in codes]
+            weights = [self.in_force_count(CODES[c].id) for c in codes]
             if count > sum(weights):
                 raise ValueError(f"cannot publish {count} versions: only {sum(weights)} in-force articles")
             chosen: set[tuple[int, int]] = set()
@@ -530,7 +542,7 @@ class Corpus:
                 if (code, index) in chosen:
                     continue
                 slot = self.slot(code, index)
-                if slot.abrogated:
+                if slot.abrogated or (code, index) in self._repealed:
                     continue
                 chosen.add((code, index))
                 previous = self.versions(slot)[-1]
@@ -539,6 +551,36 @@ class Corpus:
                 self._published_slot[number] = (code, index)
                 out.append(PublishedVersion(self._article_id(number), self.cid_of(slot), CODES[code].id, previous.id))
             for code in {self._index[p.code_id] for p in out}:
+                self._last_update[code] = max(date_of(day), self._last_update[code] + timedelta(days=1))
+            return out
+
+    def repeal(self, count: int, *, code_id: str | None = None, on: date | None = None) -> list[RepealedArticle]:
+        """Repeal `count` distinct in-force articles `on` (UTC today): the current version of
+        each becomes ABROGE (it leaves the TOC's in-force entries and the expected ids); the
+        code's lastUpdate/modifDate moves forward, as with `publish`."""
+        if count < 0:
+            raise ValueError(f"count must be >= 0, got {count}")
+        if code_id is not None and (code_id not in self._index or code_id not in DEMO_MASSIVE_CODES):
+            raise ValueError(f"cannot repeal in {code_id!r}: not an in-force demo code")
+        day = day_of(on or utc_today())
+        with self._lock:
+            rng = random.Random(f"demo-repeal-{self.seed}-{self._publish_serial}")
+            self._publish_serial += 1
+            codes = [self._index[code_id]] if code_id else [self._index[c] for c in DEMO_MASSIVE_CODES]
+            weights = [self.in_force_count(CODES[c].id) for c in codes]
+            if count > sum(weights):
+                raise ValueError(f"cannot repeal {count} articles: only {sum(weights)} in-force articles")
+            out: list[RepealedArticle] = []
+            while len(out) < count:
+                code = rng.choices(codes, weights)[0]
+                index = rng.randrange(self._layouts[code].slots)
+                slot = self.slot(code, index)
+                if slot.abrogated or (code, index) in self._repealed:
+                    continue
+                current = self.versions(slot)[-1]
+                self._repealed[(code, index)] = day
+                out.append(RepealedArticle(current.id, self.cid_of(slot), CODES[code].id))
+            for code in {self._index[r.code_id] for r in out}:
                 self._last_update[code] = max(date_of(day), self._last_update[code] + timedelta(days=1))
             return out
 

@@ -15,7 +15,7 @@ from datetime import date
 from typing import Any
 
 from collector.demo.config import DemoConfig
-from collector.demo.corpus import Corpus, PublishedVersion
+from collector.demo.corpus import Corpus, PublishedVersion, RepealedArticle
 from collector.demo.faults import FaultInjector, FaultKind, FaultRule, as_rule
 from collector.demo.traffic import SlidingWindow, Traffic
 
@@ -183,6 +183,10 @@ class DemoServer:
     def publish(self, count: int, *, code_id: str | None = None, on: date | None = None) -> list[PublishedVersion]:
         """Publish `count` new article versions (see Corpus.publish)."""
         return self.corpus.publish(count, code_id=code_id, on=on)
+
+    def repeal(self, count: int, *, code_id: str | None = None, on: date | None = None) -> list[RepealedArticle]:
+        """Repeal `count` in-force articles (see Corpus.repeal)."""
+        return self.corpus.repeal(count, code_id=code_id, on=on)
 
     def expected_ids(self, codes: Iterable[str] | None = None, *, min_chars: int = 100,
                      on: date | None = None) -> set[str]:
