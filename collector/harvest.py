@@ -20,7 +20,9 @@ with interrupted=True. A cancelled pass also commits what it fetched before re-r
 MAINTENANCE pays only for what changed: one /list/code call, then a code whose `lastUpdate`
 has not moved since its last complete walk (less than `mark_max_age` ago) is skipped without
 any request. Any other code has its TOC fetched and diffed against the store (no getArticle
-for known ids). After a complete, failure-free walk the code's mark is saved.
+for known ids). After a complete, failure-free walk the code's stored rows that left today's
+TOC are retired (MODIFIE / ABROGE, never deleted: one VIGUEUR row per cid), then its mark
+is saved; a failed or interrupted walk retires nothing.
 """
 
 from __future__ import annotations
@@ -294,12 +296,32 @@ class _Pass:
             raise _Interrupted
         with self.status.update():
             self.status.progress(code_id).state = "done"
-        if complete:
+        if complete and await self._retire(toc):
             if last_update is None and mark is not None and mark.modif_date == toc.modif_date:
                 last_update = mark.last_update  # still true: the TOC did not change
             new_mark = CodeMark(code_id=code_id, title=toc.title, modif_date=toc.modif_date,
                                 last_update=last_update, walked_at=self.opt.clock())
             await asyncio.to_thread(self.store.set_code_mark, new_mark)
+
+    async def _retire(self, toc: CodeToc) -> bool:
+        """After a complete walk, retire the code's stored rows that left today's TOC (see
+        Store.retire_absent). False when the store failed: the code's mark is then not saved,
+        so the next pass walks it again and retries."""
+        ids, cids = [e.id for e in toc.entries], [e.cid for e in toc.entries]
+        try:
+            superseded, repealed = await asyncio.to_thread(self.store.retire_absent, toc.code_id, ids, cids)
+        except StoreFatal:
+            raise
+        except StoreError as exc:
+            message = f"could not retire the outdated rows of {toc.code_id}: {exc}"
+            self.summary.errors.append(message)
+            self.status.error(message)
+            log.error("retire failed", code_id=toc.code_id, error=str(exc))
+            return False
+        self.summary.superseded += superseded
+        self.summary.repealed += repealed
+        log.info("outdated rows retired", code_id=toc.code_id, superseded=superseded, repealed=repealed)
+        return True
 
     def _code_failed(self, code_id: str, message: str) -> None:
         self.summary.codes_failed += 1
