@@ -24,7 +24,7 @@ from collector.legifrance import LegifranceClient
 from collector.logs import LogBuffer, configure_logging
 from collector.ratelimit import RequestBudget, window_keys
 from collector.scheduler import CollectorScheduler
-from collector.state import SchedulerState, StateFile, StateKeeper, defaults_from_settings
+from collector.state import LoadResult, SchedulerState, StateFile, StateKeeper, defaults_from_settings
 from collector.status import StatusBoard, StatusSnapshot, utcnow
 from collector.store import open_store
 from collector.store.base import Store
@@ -42,6 +42,7 @@ class Runtime:
     status: StatusBoard
     logs: LogBuffer
     demo: Any = None  # the in-process emulator's DemoServer (demo source only)
+    keeper: StateKeeper | None = None  # the state file + store mirror (its last_load: boot)
     _closed: bool = field(default=False, init=False, repr=False)
 
     def close(self, timeout: float = 10.0) -> None:
@@ -125,7 +126,7 @@ def build_runtime(
         )
         if settings.is_demo:
             log.warning("source=DEMO: synthetic articles from the offline emulator, not real law")
-        runtime = Runtime(settings, store, scheduler, status, logs, demo)
+        runtime = Runtime(settings, store, scheduler, status, logs, demo, keeper)
         if resume:
             scheduler.resume()
         return runtime
@@ -158,22 +159,23 @@ def status_payload(
 ) -> dict[str, Any]:
     """The status JSON (no secrets): `status_payload(runtime)` for a live process, or
     `status_payload(settings, store)` from the saved state and the store alone (CLI)."""
+    payload: dict[str, Any] = {}
     if isinstance(source, Runtime):
         settings, store, snapshot = source.settings, source.store, source.scheduler.status()
+        booted = source.keeper.last_load if source.keeper is not None else None
+        if booted is not None:  # where the state in effect came from when the process started
+            payload.update(_state_origin(booted))
     else:
         settings = source
     if store is None:
         raise TypeError("status_payload(settings, store, ...) needs the store")
-    payload: dict[str, Any] = {}
     if snapshot is not None:
         running, mode = snapshot.running, snapshot.mode
     else:
         if state is None:
             loaded = StateKeeper(StateFile(settings.state_file, defaults_from_settings(settings)), store).load()
             state = loaded.state
-            payload["state_source"] = loaded.source
-            if loaded.problem:
-                payload["state_problem"] = loaded.problem
+            payload.update(_state_origin(loaded))
         running, mode = state.running, str(state.mode)
     payload = {
         "running": running,
@@ -199,6 +201,16 @@ def status_payload(
             state_error=snapshot.state_error,
         )
     return _masked(payload, settings.secrets())
+
+
+def _state_origin(loaded: LoadResult) -> dict[str, Any]:
+    """`state_source` (file / store / defaults) plus why the file or the store copy was not used."""
+    out: dict[str, Any] = {"state_source": loaded.source}
+    if loaded.problem:
+        out["state_problem"] = loaded.problem
+    if loaded.store_problem:
+        out["state_store_problem"] = loaded.store_problem[:300]
+    return out
 
 
 def _counters(settings: Settings, store: Store, snapshot: StatusSnapshot | None) -> dict[str, Any]:

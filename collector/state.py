@@ -429,6 +429,8 @@ class StateKeeper:
         self._lock = threading.Lock()
         self._last_stamp: datetime | None = None
         self.last_store_error: str | None = None
+        # The result of the last load() (at boot: where the state in effect came from).
+        self.last_load: LoadResult | None = None
 
     @property
     def defaults(self) -> SchedulerState:
@@ -438,8 +440,14 @@ class StateKeeper:
         """The newer of the file and the store record (by `updated_at`; a tie goes to the file).
 
         A missing or bad file with a store record uses the store record. A store that cannot
-        be reached, or holds an invalid record, is logged and the file result is used.
+        be reached, or holds an invalid record, is logged and the file result is used (with
+        `store_problem` saying why). The result is also kept in `last_load`.
         """
+        result = self._load()
+        self.last_load = result
+        return result
+
+    def _load(self) -> LoadResult:
         from_file = self.file.load()
         if self.store is None:
             return from_file
