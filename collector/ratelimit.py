@@ -182,6 +182,13 @@ class RequestBudget:
                 self._hour_used = max(self._hour_used, int(counts.get(hour_key, 0)) + pending_hour)
                 self._day_used = max(self._day_used, int(counts.get(day_key, 0)) + pending_day)
 
+    def _stale(self, mono: float) -> bool:
+        """The shared counts were last read over `reload_every` s ago (the process was idle,
+        e.g. in standby behind another collector): read them before spending, or the first
+        requests would be granted against what the others had spent long ago (caller holds
+        the lock). A busy process syncs every `flush_every` s in the background instead."""
+        return self._ledger is not None and not self._sync_running and mono - self._last_sync >= self._reload_every
+
     def _sync_due(self, mono: float) -> bool:
         """Whether to start a background ledger exchange (caller holds the lock)."""
         if self._ledger is None or self._sync_running:
@@ -264,7 +271,7 @@ class RequestBudget:
                 with self._lock:
                     wall, mono = self._clock(), self._monotonic()
                     self._roll_windows(wall)
-                    load_first = self._needs_load
+                    load_first = self._needs_load or self._stale(mono)
                     if not load_first:
                         reason, delay = self._binding(wall, mono)
                         if reason is None and self._in_flight < min(self.max_in_flight, self.per_second):
