@@ -252,6 +252,10 @@ class SqliteStore:
         self._open_lock = threading.Lock()
         self._pool: _Pool | None = None
         self._identity: tuple[int, int] | None = None
+        # A removed/replaced file noticed by another operation (a lease renewal, the budget
+        # ledger, a status read: they log and go on): the next commit_batch raises it, so the
+        # pass still stops and shows the loss instead of carrying on into the new database.
+        self._lost: str | None = None
         self._closed = False
         self._open()
 
@@ -302,11 +306,15 @@ class SqliteStore:
         stat = self.path.stat()
         self._pool, self._identity = pool, (stat.st_dev, stat.st_ino)
 
-    def _current_pool(self) -> _Pool:
-        """The pool, after checking the path still names the file we opened (see module doc)."""
+    def _current_pool(self, *, commit: bool = False) -> _Pool:
+        """The pool, after checking the path still names the file we opened (see module doc).
+        `commit`: the caller is commit_batch, which also raises a loss noticed earlier."""
         with self._open_lock:
             if self._closed:
                 raise StoreError(f"{self.label} is closed")
+            if commit and self._lost is not None:
+                lost, self._lost = self._lost, None
+                raise StoreFatal(lost)
             if self._pool is None:
                 self._open()
             assert self._pool is not None
@@ -320,15 +328,17 @@ class SqliteStore:
             self._pool.close(flush_wal=True)
             self._pool = None
             what = "removed" if identity is None else "replaced by another file"
-            raise StoreFatal(
+            message = (
                 f"the SQLite database file {self.path} was {what} while the collector was using it; "
                 "nothing more was written to the old file. The next operation opens the database "
                 "now at that path (a new, empty one if the file is gone)."
             )
+            self._lost = None if commit else message
+            raise StoreFatal(message)
 
     @contextmanager
-    def _connection(self, write: bool) -> Iterator[sqlite3.Connection]:
-        pool = self._current_pool()
+    def _connection(self, write: bool, *, commit: bool = False) -> Iterator[sqlite3.Connection]:
+        pool = self._current_pool(commit=commit)
         try:
             conn = pool.take()
         except sqlite3.Error as exc:
@@ -375,7 +385,7 @@ class SqliteStore:
         run_progress: dict[str, Any] | None = None,
     ) -> None:
         article_rows, rejected_rows = split_articles_rejected(articles, rejected)
-        with self._write() as conn:
+        with self._connection(write=True, commit=True) as conn:
             if article_rows:
                 conn.executemany(_UPSERT_ARTICLE, [tuple(r[c] for c in ARTICLE_COLUMNS) for r in article_rows])
             if rejected_rows:

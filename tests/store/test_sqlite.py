@@ -410,6 +410,20 @@ def test_deleted_database_file_is_detected_then_recreated(store: SqliteStore, db
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+def test_deleted_file_noticed_by_another_operation_still_stops_the_next_commit(store: SqliteStore, db: Path) -> None:
+    """A lease renewal or the budget ledger may be first to see the loss (they log and go on):
+    the next commit still raises it, rather than filling the new database as if nothing happened."""
+    store.commit_batch([article(1)])
+    db.unlink()
+    with pytest.raises(StoreFatal, match="was removed"):
+        store.count_articles()
+    assert store.count_articles() == 0  # reads (status, lease) go on with the new database
+    with pytest.raises(StoreFatal, match="was removed"):
+        store.commit_batch([article(2)])
+    store.commit_batch([article(3)])  # raised once: the next pass writes again
+    assert store.known_ids(CODE, 100) == {article(3).id}
+
+
 def test_deleted_directory_is_detected_then_recreated(store: SqliteStore, db: Path) -> None:
     store.commit_batch([article(1)])
     shutil.rmtree(db.parent)
