@@ -173,9 +173,15 @@ def status_payload(
         running, mode = snapshot.running, snapshot.mode
     else:
         if state is None:
-            loaded = StateKeeper(StateFile(settings.state_file, defaults_from_settings(settings)), store).load()
+            state_file = StateFile(settings.state_file, defaults_from_settings(settings))
+            loaded = StateKeeper(state_file, store).load()
             state = loaded.state
             payload.update(_state_origin(loaded))
+            # Nothing is saved here; say whether a change (a button, a route, `run`) could be.
+            problem = state_file.save_problem()
+            payload["state_saved"] = problem is None
+            if problem is not None:
+                payload["state_error"] = f"state cannot be saved to {settings.state_file}: {problem}"
         running, mode = state.running, str(state.mode)
     payload = {
         "running": running,

@@ -383,6 +383,30 @@ class StateFile:
         except OSError as exc:
             _log().warning("state_dir_fsync_failed", path=str(folder), problem=_reason(exc))
 
+    def save_problem(self) -> str | None:
+        """Why a save would fail now, or None. Probes where save() writes (a temp file created
+        and removed at once; nothing else changes), for status readers that save nothing."""
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            st = None
+        except OSError as exc:
+            return f"cannot examine the path: {_reason(exc)}"
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            return "Is a directory [EISDIR]"
+        folder = self.path.parent
+        while not os.path.lexists(folder) and folder != folder.parent:
+            folder = folder.parent  # save() creates the missing folders below this one
+        if not folder.is_dir():
+            return f"cannot create the folder {self.path.parent}: {folder} is not a directory"
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".probe", dir=folder)
+        except OSError as exc:
+            return f"cannot create a file in {folder}: {_reason(exc)}"
+        os.close(fd)
+        _remove_quietly(tmp)
+        return None
+
     def clear(self) -> None:
         """Remove the file (a missing file is fine); raise StateSaveError if it cannot be removed."""
         with self._lock:

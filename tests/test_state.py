@@ -411,6 +411,17 @@ def test_save_onto_a_directory_raises_and_leaves_it_alone(path: Path, state_file
     assert leftovers(path.parent) == []
 
 
+def test_save_problem_probes_without_changing_anything(tmp_path: Path) -> None:
+    fresh = StateFile(tmp_path / "a" / "b" / "state.json", DEFAULTS)
+    assert fresh.save_problem() is None and not (tmp_path / "a").exists()  # save() would create them
+    (tmp_path / "dir.json").mkdir()
+    assert StateFile(tmp_path / "dir.json", DEFAULTS).save_problem() == "Is a directory [EISDIR]"
+    (tmp_path / "plain").write_text("x")
+    problem = StateFile(tmp_path / "plain" / "state.json", DEFAULTS).save_problem()
+    assert problem is not None and problem.startswith("cannot examine the path: Not a directory")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.json", "plain"]  # no probe left behind
+
+
 def test_save_under_a_regular_file_raises(tmp_path: Path) -> None:
     """The parent is a file (ENOTDIR-like): a write failure that binds root too."""
     (tmp_path / "plain").write_text("x")
