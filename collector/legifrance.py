@@ -192,6 +192,8 @@ class LegifranceClient:
             limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
             timeout=self._timeout(read_timeout),
         )
+        # Joined once: httpx would parse and join a relative path again on every request.
+        self._urls = {name: self._http.base_url.join(path) for name, path in ENDPOINT_PATHS.items()}
 
     @classmethod
     def from_settings(
@@ -297,13 +299,13 @@ class LegifranceClient:
     ) -> dict[str, Any]:
         """POST with auth, budget, retries; the decoded JSON object."""
         self.stats.record(requests=endpoint)
-        path = ENDPOINT_PATHS[endpoint]
+        url = self._urls[endpoint]
         timeout = self._timeout(read_timeout or self._read_timeout)
         reauthenticated = False
         failures = 0
         while True:
             token = await self._get_token()
-            outcome = await self._attempt(endpoint, path, body, token, timeout, subject)
+            outcome = await self._attempt(endpoint, url, body, token, timeout, subject)
             if isinstance(outcome, dict):
                 return outcome
             if outcome is None:  # 401: the token was refused
@@ -337,7 +339,7 @@ class LegifranceClient:
     async def _attempt(
         self,
         endpoint: str,
-        path: str,
+        url: httpx.URL,
         body: dict[str, Any],
         token: str,
         timeout: httpx.Timeout,
@@ -349,7 +351,7 @@ class LegifranceClient:
         async with self.budget.slot():
             self.stats.record(attempts=1)
             try:
-                response = await self._http.post(path, json=body, headers=headers, timeout=timeout)
+                response = await self._http.post(url, json=body, headers=headers, timeout=timeout)
             except RETRY_EXCEPTIONS as exc:
                 self.stats.record(errors=type(exc).__name__)
                 return _Retryable(type(exc).__name__)
