@@ -407,6 +407,13 @@ class SqliteStore:
             etats = [row[0] for row in conn.execute(_RETIRE, params).fetchall()]
         return etats.count("MODIFIE"), etats.count("ABROGE")
 
+    def count_in_force(self, code_id: str) -> int:
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM legifrance_articles WHERE code_id = ? AND etat LIKE 'VIGUEUR%'", (code_id,)
+            ).fetchone()
+        return int(row[0])
+
     def count_articles(self) -> int:
         with self._read() as conn:
             return int(conn.execute("SELECT count(*) FROM legifrance_articles").fetchone()[0])

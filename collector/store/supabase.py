@@ -327,6 +327,18 @@ class SupabaseStore:
         row = response.data[0]
         return int(row["superseded"]), int(row["repealed"])
 
+    def count_in_force(self, code_id: str) -> int:
+        # PostgREST reads `*` in a like pattern as `%` (no percent-encoding to get wrong).
+        response = self._call(
+            f"counting the in-force articles of {code_id}",
+            lambda: self._client.table("legifrance_articles")
+            .select("id", count="exact", head=True)
+            .eq("code_id", code_id)
+            .like("etat", "VIGUEUR*")
+            .execute(),
+        )
+        return int(response.count or 0)
+
     def count_articles(self) -> int:
         return self._count("legifrance_articles")
 

@@ -2,7 +2,7 @@
 
 It follows PostgREST's documented behaviour for what the store uses (docs.postgrest.org, API
 reference): `Prefer: return=minimal|representation`, `resolution=merge-duplicates`,
-`count=exact` (Content-Range), `on_conflict`, `columns`, horizontal filters (eq, gt, lt, in),
+`count=exact` (Content-Range), `on_conflict`, `columns`, horizontal filters (eq, gt, lt, in, like),
 `order`, `limit`/`offset` capped by db-max-rows (silently), PATCH/DELETE with filters, and
 `/rpc/<function>` with JSON named arguments. Errors use PostgREST's JSON shape
 ({code, message, details, hint}); the API gateway's 401 and a proxy's 413 are not JSON-coded
@@ -181,6 +181,10 @@ class FakePostgrest:
             if op == "in":
                 items = {unquote(v).strip('"') for v in value.strip("()").split(",")}
                 out.append(lambda r, c=col, s=items: _text(r.get(c)) in s)
+            elif op == "like":  # `*` is PostgREST's URL-friendly alias of `%`
+                pattern = re.escape(unquote(value)).replace(r"\*", ".*").replace("%", ".*").replace("_", ".")
+                out.append(lambda r, c=col, rx=re.compile(pattern, re.S): r.get(c) is not None
+                           and rx.fullmatch(_text(r.get(c))) is not None)
             elif op in {"eq", "gt", "lt", "gte", "lte"}:
                 out.append(lambda r, c=col, o=op, v=value: self._compare(r.get(c), o, v))
             else:

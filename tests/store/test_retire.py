@@ -219,3 +219,37 @@ def test_supabase_refuses_bad_arguments_without_a_request(supabase: SupabaseStor
     with pytest.raises(TypeError):
         supabase.retire_absent(CODE, "LEGIARTI000000010001")
     assert not rpc_calls(fake)
+
+
+# ---- count_in_force: the guard's denominator --------------------------------------------------------
+
+def test_count_in_force_counts_the_codes_vigueur_rows_only(store: SqliteStore) -> None:
+    store.commit_batch([
+        version(1, 1), version(1, 2), version(2, 1, etat="VIGUEUR_DIFF"), version(3, 1, etat="ABROGE"),
+        version(4, 1, etat="MODIFIE"), version(9, 1, OTHER),
+    ])
+    assert (store.count_in_force(CODE), store.count_in_force(OTHER), store.count_in_force("LEGITEXT0")) == (3, 1, 0)
+    store.retire_absent(CODE, [version(1, 2).id])
+    assert store.count_in_force(CODE) == 1
+
+
+def test_supabase_count_in_force_is_one_head_request_filtered_by_code_and_etat(
+    supabase: SupabaseStore, fake: FakePostgrest
+) -> None:
+    supabase.commit_batch([
+        version(1, 1), version(1, 2), version(2, 1, etat="VIGUEUR_DIFF"), version(3, 1, etat="ABROGE"),
+        version(9, 1, OTHER),
+    ])
+    before = len(fake.requests)
+    assert supabase.count_in_force(CODE) == 3
+    (call,) = fake.requests[before:]
+    assert call.method == "HEAD" and call.headers["prefer"] == "count=exact"  # a count, no rows sent back
+    assert dict(call.url.params) == {"select": "id", "code_id": f"eq.{CODE}", "etat": "like.VIGUEUR*"}
+    assert (supabase.count_in_force(OTHER), supabase.count_in_force("LEGITEXT0")) == (1, 0)
+    supabase.retire_absent(CODE, [version(1, 2).id])
+    assert supabase.count_in_force(CODE) == 1
+
+    fake.fail_next(*[Fault(status=502, body="<html>Bad Gateway</html>")] * 5)
+    with pytest.raises(StoreError, match="counting the in-force articles") as caught:
+        supabase.count_in_force(CODE)
+    assert KEY not in str(caught.value)
