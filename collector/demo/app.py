@@ -26,7 +26,7 @@ import asyncio
 import base64
 import binascii
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import date, datetime
 from typing import Any
 from urllib.parse import parse_qs
@@ -34,7 +34,7 @@ from urllib.parse import parse_qs
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -205,7 +205,10 @@ async def _gated(
     except BadRequest as exc:
         return _error(400, "Bad Request", str(exc))
     if fault is FaultKind.TRUNCATED and response.status_code == 200:
-        body = bytes(response.body)
+        if isinstance(response, StreamingResponse):
+            body = b"".join([bytes(chunk) async for chunk in response.body_iterator])
+        else:
+            body = bytes(response.body)
         return Response(body[: len(body) // 2], media_type="application/json")
     return response
 
@@ -250,7 +253,13 @@ def _table_matieres(server: DemoServer, body: dict[str, Any]) -> Response:
     on = _parse_date(body["date"])
     if not server.corpus.knows_code(text_id):
         return _error(404, "Not Found", f"no text with id {text_id[:40]}")
-    return Response(server.corpus.table_matieres_json(text_id, on).encode(), media_type="application/json")
+    return StreamingResponse(_encoded(server.corpus.table_matieres_chunks(text_id, on)), media_type="application/json")
+
+
+async def _encoded(chunks: Iterator[str]) -> AsyncIterator[bytes]:
+    """Stream a big body on the event loop, one piece at a time (no thread hop per piece)."""
+    for chunk in chunks:
+        yield chunk.encode()
 
 
 def _get_article(server: DemoServer, body: dict[str, Any]) -> Response:

@@ -673,8 +673,13 @@ class Corpus:
         }
 
     def table_matieres_json(self, code_id: str, on: date) -> str:
-        """The /consult/legi/tableMatieres JSON text of a code at a date (built as a string:
-        a 30,000-article TOC would otherwise mean 30,000 dicts)."""
+        """The /consult/legi/tableMatieres JSON text of a code at a date."""
+        return "".join(self.table_matieres_chunks(code_id, on))
+
+    def table_matieres_chunks(self, code_id: str, on: date, chunk_chars: int = 1 << 16) -> Iterator[str]:
+        """The same JSON text in pieces of about `chunk_chars` characters, written chapter by
+        chapter as the sections open and close: a 30,000-article TOC never exists whole in
+        memory (the previous all-at-once build peaked at four copies of it)."""
         code = self._code_index(code_id)
         spec = CODES[code]
         layout = self._layouts[code]
@@ -683,46 +688,6 @@ class Corpus:
         etat = "ABROGE" if spec.repealed_on else "VIGUEUR"
         debut = spec.start.isoformat()
         fin = (spec.repealed_on or date(2999, 1, 1)).isoformat()
-
-        chapters: dict[tuple[str, str], list[str]] = {}
-        tree: dict[tuple[str, str], dict] = {}
-        for index in range(layout.slots):
-            slot = self.slot(code, index)
-            versions = self.versions(slot)
-            current = self.version_at(versions, day)
-            if current is None:
-                continue
-            place = self.place(slot)
-            node = tree
-            for section in place.sections[:-1]:
-                node = node.setdefault(section, {})
-            node.setdefault(place.sections[-1], None)
-            entries = chapters.setdefault(place.sections[-1], [])
-            if slot.repeat_previous and current.number > 1:
-                prev = versions[current.number - 2]
-                entries.append(_toc_article(prev.id, versions[0].id, place.int_ordre, prev.etat, place.num))
-            entry = _toc_article(current.id, versions[0].id, place.int_ordre, current.etat, place.num)
-            entries.append(entry)
-            if slot.listed_twice:
-                entries.append(entry)
-
-        def render(node: dict, ) -> str:
-            parts = []
-            for order, ((sid, title), child) in enumerate(node.items(), start=1):
-                if child is None:
-                    inner_sections, inner_articles = "", ",".join(chapters[(sid, title)])
-                else:
-                    inner_sections, inner_articles = render(child), ""
-                parts.append(_toc_section(sid, title, order << 20, etat, debut, fin, inner_sections, inner_articles))
-            return ",".join(parts)
-
-        body = render(tree)
-        if spec.repealed_on is None:
-            gone = _toc_section(
-                self._section_id(code * _SECTIONS_PER_CODE + 2),
-                "Titre préliminaire : Dispositions abrogées (DÉMO)", 1 << 10, "ABROGE", debut, "1999-12-31", "", "",
-            )
-            body = f"{gone},{body}" if body else gone
         head = {
             "dereferenced": False, "id": f"{spec.id}_{modif:%d-%m-%Y}", "idConteneur": None, "cid": spec.id,
             "title": spec.title, "nor": None, "eli": None, "alias": None, "jorfText": None,
@@ -736,9 +701,70 @@ class Corpus:
         }
         tail = {"pagePdf": None, "fileName": f"{spec.id}.pdf",
                 "filePath": self.list_code_item(spec.id)["pdfFilePath"]}
-        head_json = json.dumps(head, ensure_ascii=False, separators=(",", ":"))[:-1]
-        tail_json = json.dumps(tail, ensure_ascii=False, separators=(",", ":"))[1:]
-        return f'{head_json},"sections":[{body}],{tail_json}'
+        parts: list[str] = [json.dumps(head, ensure_ascii=False, separators=(",", ":"))[:-1], ',"sections":[']
+        size = 0
+        opened: list[tuple[str, str]] = []  # sections open above the current chapter
+        written = [spec.repealed_on is None]  # per open depth: a sibling was written (needs a comma)
+        ordinal = [0]  # per open depth: intOrdre rank of the last section opened there
+        if spec.repealed_on is None:
+            parts.append(_toc_section(
+                self._section_id(code * _SECTIONS_PER_CODE + 2),
+                "Titre préliminaire : Dispositions abrogées (DÉMO)", 1 << 10, "ABROGE", debut, "1999-12-31", "", "",
+            ))
+
+        def open_section(depth: int, section: tuple[str, str], articles: str | None) -> str:
+            comma = "," if written[depth] else ""
+            written[depth] = True
+            ordinal[depth] += 1
+            if articles is not None:  # a chapter: written whole
+                return comma + _toc_section(*section, ordinal[depth] << 20, etat, debut, fin, "", articles)
+            sid, title = section
+            return comma + _TOC_SECTION_OPEN % (sid, sid, ordinal[depth] << 20, etat,
+                                                json.dumps(title, ensure_ascii=False), debut, fin)
+
+        for first in range(0, layout.slots, SLOTS_PER_CHAPTER):
+            entries: list[str] = []
+            place: Place | None = None
+            for index in range(first, min(first + SLOTS_PER_CHAPTER, layout.slots)):
+                slot = self.slot(code, index)
+                versions = self.versions(slot)
+                current = self.version_at(versions, day)
+                if current is None:
+                    continue
+                place = self.place(slot)
+                if slot.repeat_previous and current.number > 1:
+                    prev = versions[current.number - 2]
+                    entries.append(_toc_article(prev.id, versions[0].id, place.int_ordre, prev.etat, place.num))
+                entry = _toc_article(current.id, versions[0].id, place.int_ordre, current.etat, place.num)
+                entries.append(entry)
+                if slot.listed_twice:
+                    entries.append(entry)
+            if place is None:
+                continue
+            *ancestors, chapter = place.sections
+            keep = 0
+            while keep < min(len(opened), len(ancestors)) and opened[keep] == ancestors[keep]:
+                keep += 1
+            while len(opened) > keep:  # close the sections this chapter is not in
+                opened.pop()
+                written.pop()
+                ordinal.pop()
+                parts.append(_TOC_SECTION_CLOSE)
+            for section in ancestors[keep:]:
+                parts.append(open_section(len(opened), section, None))
+                opened.append(section)
+                written.append(False)
+                ordinal.append(0)
+            chunk = open_section(len(opened), chapter, ",".join(entries))
+            parts.append(chunk)
+            size += len(chunk)
+            if size >= chunk_chars:
+                yield "".join(parts)
+                parts, size = [], 0
+        parts.extend(_TOC_SECTION_CLOSE for _ in opened)
+        parts.append("],")
+        parts.append(json.dumps(tail, ensure_ascii=False, separators=(",", ":"))[1:])
+        yield "".join(parts)
 
 
 _TOC_ARTICLE = (
@@ -756,6 +782,10 @@ _TOC_SECTION = (
     '"articles":[%s],"commentaire":null,"renvoi":null,"renvoiNum":null,"notaHtml":null,'
     '"notaSectionsAafficher":null}'
 )
+
+# A section with children, written as they come: opening (up to its "sections" list), closing.
+_TOC_SECTION_OPEN = _TOC_SECTION[: _TOC_SECTION.index('"sections":[') + len('"sections":[')]
+_TOC_SECTION_CLOSE = _TOC_SECTION[_TOC_SECTION.index('],"articles":[%s]'):].replace("%s", "", 1)
 
 
 def _toc_article(article_id: str, cid: str, int_ordre: int, etat: str, num: str) -> str:
