@@ -10,6 +10,13 @@ Control calls (start / stop / set_mode / reset) take one lock, change the desire
 memory, save it through the StateKeeper before returning and wake the thread. The thread
 makes its exit decision under the same lock, so there is never more than one collector
 thread: a start() racing with a finishing thread makes that thread go on instead of exiting.
+
+Several instances on one store (a deploy overlap, two servers on one SQLite file): the lease
+lets one harvest, and while its thread lives every instance follows the desired state the
+others save. Every `lease_renew_every` s, and before each attempt to take the lease, the thread
+reads the store's state record; one newer than what this process last saved or read is applied
+like the matching control call (stop, mode switch) and written to the local state file, never
+back to the store.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from collector.harvest import HarvestOptions
 from collector.legifrance import LegifranceAuthError, LegifranceClient
 from collector.models import PassSummary
 from collector.ratelimit import RequestBudget
-from collector.state import StateKeeper, StateSaveError
+from collector.state import StateKeeper, StateSaveError, StoreRecord
 from collector.status import StatusBoard, StatusSnapshot, utcnow
 from collector.store.base import Lease, Store, StoreFatal
 
@@ -40,6 +47,7 @@ THREAD_NAME = "legifrance-collector"
 log = structlog.get_logger("collector.scheduler")
 
 FATAL_ERRORS: tuple[type[BaseException], ...] = (LegifranceAuthError, StoreFatal)
+FOLLOW_WARN_EVERY = 60.0  # seconds between two warnings that the store's state could not be read
 
 
 class RunPass(Protocol):
@@ -137,6 +145,7 @@ class CollectorScheduler:
         self._counters_at: datetime | None = None
         self._on_fatal: Callable[[BaseException], None] | None = None
         self._before_stop: tuple[str, str | None] | None = None  # phase shown before "stopping"
+        self._follow_warned_at: datetime | None = None
 
     # ---- control (any thread) -------------------------------------------------------------
     def start(self) -> None:
@@ -336,6 +345,7 @@ class CollectorScheduler:
             self._loop = asyncio.get_running_loop()
             self._wake = asyncio.Event()
         publisher = asyncio.create_task(self._publish_loop())
+        follower = asyncio.create_task(self._follow_loop())
         client: LegifranceClient | None = None
         failures = 0
         log.info("collector thread started", owner=self.owner, mode=str(self._mode))
@@ -345,6 +355,9 @@ class CollectorScheduler:
                 try:
                     if client is None:
                         client = self._client_factory(self._budget)
+                    await asyncio.to_thread(self._follow_store)  # a stop saved elsewhere: no takeover
+                    if not self._wanted():
+                        break
                     lease = await self._acquire_lease()
                     if not lease.acquired:
                         await self._standby(lease)
@@ -361,9 +374,10 @@ class CollectorScheduler:
                     await self._sleep(delay, lambda: self._wake_seq != seq or not self._wanted())
         finally:
             self._set(phase="stopping", detail="stopping: closing the client")
-            publisher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await publisher
+            for task in (publisher, follower):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await self._close(client)
             with self._lock:
                 self._loop = self._wake = None
@@ -423,6 +437,63 @@ class CollectorScheduler:
             await self._budget.flush()
         except Exception as exc:  # noqa: BLE001
             log.warning("budget ledger flush failed", error=self._describe(exc))
+
+    # ---- the desired state saved by other instances --------------------------------------------
+    async def _follow_loop(self) -> None:
+        """Every `lease_renew_every` s: apply a desired state another instance saved."""
+        while True:
+            await asyncio.sleep(self._lease_renew_every)
+            await asyncio.to_thread(self._follow_store)
+
+    def _follow_store(self) -> None:
+        """Read the store's state record (one row); when another instance saved it since this
+        process last saved or read it, apply it in memory like stop() / set_mode() / start()
+        and write it to the local state file only (writing the store would echo it back)."""
+        try:
+            record = self._state.newer_in_store()
+        except Exception as exc:  # noqa: BLE001 - the collector goes on with what it has
+            self._follow_failed(exc)
+            return
+        if record is None:
+            return
+        with self._lock:
+            # A start from elsewhere is not followed by a thread that already decided to exit.
+            if self._shutdown or (record.state.running and self._thread is None):
+                return
+            try:
+                if not self._state.adopt(record):
+                    return  # saved here since it was read: this process's choice is newer
+            except Exception as exc:  # noqa: BLE001 - the change still applies in memory
+                self._record_save(False, exc, "follow")
+            self._apply_locked(record)
+
+    def _apply_locked(self, record: StoreRecord) -> None:
+        new = record.state
+        if (new.running, new.mode) == (self._running, self._mode):
+            return
+        log.info(
+            "desired state changed by another instance",
+            host=new.host,
+            pid=new.pid,
+            updated_at=new.updated_at.isoformat() if new.updated_at else None,
+            running=new.running,
+            mode=str(new.mode),
+            was_running=self._running,
+            was_mode=str(self._mode),
+            reset=record.reset,
+        )
+        self._running, self._mode = new.running, new.mode
+        self._notify_locked()
+
+    def _follow_failed(self, exc: BaseException) -> None:
+        now = self._clock()
+        last = self._follow_warned_at
+        if last is not None and (now - last).total_seconds() < FOLLOW_WARN_EVERY:
+            log.debug("store state record unreadable", error=self._describe(exc))
+            return
+        self._follow_warned_at = now
+        log.warning("store state record unreadable; changes made by other instances are not followed "
+                    "until it can be read", error=self._describe(exc), next_warning_in=FOLLOW_WARN_EVERY)
 
     # ---- lease ------------------------------------------------------------------------------
     async def _acquire_lease(self) -> Lease:

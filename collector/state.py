@@ -5,7 +5,10 @@
   path counts as invalid (moved aside, never followed): the collector never reads or writes the
   state through a link to some other file; point SCHEDULER_STATE_FILE at the real file instead.
 - `StateKeeper`: the file plus an optional mirror in the store (the only copy that survives a
-  Render redeploy, which wipes the filesystem). At load the newer `updated_at` wins.
+  Render redeploy, which wipes the filesystem). At load the newer `updated_at` wins. It remembers
+  the newest `updated_at` this process saved, loaded or adopted (`seen_at`), so a running process
+  can tell a change made by another instance (`newer_in_store`) from its own saves, and take it
+  into its file without writing the store back (`adopt`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ __all__ = [
     "StateFile",
     "StateKeeper",
     "StateSaveError",
+    "StoreRecord",
     "defaults_from_settings",
 ]
 
@@ -166,6 +170,15 @@ def _short(value: object) -> str:
 def defaults_from_settings(settings: Settings) -> SchedulerState:
     """The state used when none was saved: ENABLE_SCHEDULER and SIPHONNAGE_MODE."""
     return SchedulerState(running=settings.enable_scheduler, mode=settings.default_mode)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreRecord:
+    """The store's state record as another instance left it. A reset record (`reset`) carries
+    this process's defaults as `running`/`mode`: a reset means "the environment defaults"."""
+
+    state: SchedulerState
+    reset: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -452,6 +465,7 @@ class StateKeeper:
         self._host = host if host is not None else socket.gethostname()
         self._lock = threading.Lock()
         self._last_stamp: datetime | None = None
+        self._seen_at: datetime | None = None
         self.last_store_error: str | None = None
         # The result of the last load() (at boot: where the state in effect came from).
         self.last_load: LoadResult | None = None
@@ -459,6 +473,15 @@ class StateKeeper:
     @property
     def defaults(self) -> SchedulerState:
         return self.file.defaults
+
+    @property
+    def seen_at(self) -> datetime | None:
+        """The newest `updated_at` this process saved, loaded (file or store) or adopted."""
+        return self._seen_at
+
+    def _see(self, moment: datetime | None) -> None:
+        if moment is not None and (self._seen_at is None or moment > self._seen_at):
+            self._seen_at = moment
 
     def load(self) -> LoadResult:
         """The newer of the file and the store record (by `updated_at`; a tie goes to the file).
@@ -473,6 +496,7 @@ class StateKeeper:
 
     def _load(self) -> LoadResult:
         from_file = self.file.load()
+        self._see(from_file.state.updated_at)
         if self.store is None:
             return from_file
         try:
@@ -481,6 +505,8 @@ class StateKeeper:
             problem = f"store unreachable: {type(exc).__name__}: {exc}"
             _log().warning("state_store_unreachable", problem=problem, using=from_file.source)
             return replace(from_file, store_problem=problem)
+        if isinstance(raw, Mapping):
+            self._see(_parse_updated_at(raw.get("updated_at")))
         if raw is None or (isinstance(raw, Mapping) and raw.get(RESET_KEY) is True):
             return from_file
         try:
@@ -505,6 +531,7 @@ class StateKeeper:
         mode = parse_mode(mode)
         with self._lock:
             state = SchedulerState(running, mode, self._stamp(), self._pid, self._host)
+            self._see(state.updated_at)
             file_error: StateSaveError | None = None
             try:
                 self.file.save(state)
@@ -530,7 +557,9 @@ class StateKeeper:
         "defaults"). Raises StateSaveError if the file cannot be removed.
         """
         with self._lock:
-            tombstone = replace(self.defaults, updated_at=self._stamp(), pid=self._pid, host=self._host).to_json()
+            stamp = self._stamp()
+            self._see(stamp)
+            tombstone = replace(self.defaults, updated_at=stamp, pid=self._pid, host=self._host).to_json()
             tombstone[RESET_KEY] = True
             file_error: StateSaveError | None = None
             try:
@@ -540,6 +569,47 @@ class StateKeeper:
             self._mirror(tombstone)
             if file_error is not None:
                 raise file_error
+
+    def newer_in_store(self) -> StoreRecord | None:
+        """The store's record when it is newer than `seen_at` (written by another instance
+        since this process last saved or read the state); None otherwise or without a store.
+        One single-row read. Raises what the store raises, InvalidState on a bad record."""
+        if self.store is None:
+            return None
+        raw = self.store.load_state()
+        if raw is None:
+            return None
+        if not isinstance(raw, Mapping):
+            raise InvalidState(f"store record: expected a JSON object, got {_json_type(raw)}")
+        updated_at = _parse_updated_at(raw.get("updated_at"))
+        if updated_at is None or (self._seen_at is not None and updated_at <= self._seen_at):
+            return None
+        if raw.get(RESET_KEY) is True:
+            pid, host = raw.get("pid"), raw.get("host")
+            state = replace(
+                self.defaults,
+                updated_at=updated_at,
+                pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
+                host=host if isinstance(host, str) else None,
+            )
+            return StoreRecord(state, reset=True)
+        return StoreRecord(SchedulerState.from_json(raw))
+
+    def adopt(self, record: StoreRecord) -> bool:
+        """Take another instance's record into the file (a reset record removes the file), the
+        store untouched. False, doing nothing, when it is no longer newer than `seen_at` (this
+        process saved since it was read). StateSaveError when the file cannot be written; the
+        record then counts as seen all the same."""
+        with self._lock:
+            updated_at = record.state.updated_at
+            if updated_at is None or (self._seen_at is not None and updated_at <= self._seen_at):
+                return False
+            self._see(updated_at)
+            if record.reset:
+                self.file.clear()
+            else:
+                self.file.save(record.state)
+            return True
 
     def _mirror(self, record: dict[str, Any]) -> bool:
         if self.store is None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from collector.config import InvalidMode, Mode, Settings
 from collector.legifrance import LegifranceAuthError
@@ -466,6 +467,163 @@ def test_two_schedulers_on_one_sqlite_file(tmp_path: Path, rig: Rig) -> None:
         for s in rig.made:
             s.shutdown(5)
         other_store.close()
+
+
+# ---- several instances on one store: controls reach the one holding the lease ---------------------
+@dataclass
+class Instance:
+    """A second "process" on the same SQLite file: its own store handle, state file (its own
+    /tmp), keeper with its own pid/host, status board and passes."""
+
+    scheduler: CollectorScheduler
+    store: SqliteStore
+    keeper: StateKeeper
+    passes: FakePasses
+    state_file: Path
+
+    def saved(self) -> dict[str, Any] | None:
+        return json.loads(self.state_file.read_text()) if self.state_file.exists() else None
+
+
+FAST_LEASE = {"lease_ttl": 1.5, "lease_renew_every": 0.5}  # renewals (and state checks) every 0.5 s
+FOLLOW_WITHIN = 15.0
+
+
+@pytest.fixture
+def instances(tmp_path: Path, rig: Rig) -> Iterator[Callable[[str, int], Instance]]:
+    opened: list[SqliteStore] = []
+
+    def make(host: str, pid: int) -> Instance:
+        store = SqliteStore(rig.settings.db_path)
+        opened.append(store)
+        state_file = tmp_path / host / "scheduler_state.json"
+        keeper = StateKeeper(StateFile(state_file, defaults_from_settings(rig.settings)), store, pid=pid, host=host)
+        passes = FakePasses()
+        sched = rig.scheduler(owner=f"{host}:{pid}:t", state=keeper, store=store, status=StatusBoard(),
+                              run_pass=passes, **FAST_LEASE)
+        return Instance(sched, store, keeper, passes, state_file)
+
+    yield make
+    for sched in rig.made:
+        sched.shutdown(5)
+    for store in opened:
+        store.close()
+
+
+def changes_by_others(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in logs if e["event"] == "desired state changed by another instance"]
+
+
+def holder_and_standby(make: Callable[[str, int], Instance]) -> tuple[Instance, Instance]:
+    a, b = make("instance-a", 1111), make("instance-b", 2222)
+    a.scheduler.start()
+    assert wait_until(lambda: len(a.passes.calls) == 1)
+    b.scheduler.start()
+    assert wait_until(lambda: b.scheduler.status().phase == "standby")
+    return a, b
+
+
+def test_stop_pressed_on_the_standby_stops_the_holder(rig: Rig, instances: Callable[[str, int], Instance]) -> None:
+    a, b = holder_and_standby(instances)
+    with capture_logs() as logs:
+        b.scheduler.stop()
+        pressed = rig.store.load_state()
+        assert b.scheduler.join(3)
+        assert wait_until(lambda: not a.scheduler.running, timeout=FOLLOW_WITHIN), "the holder did not follow"
+        assert a.scheduler.join(5)
+    assert a.passes.results[-1].interrupted and b.passes.calls == []
+    assert rig.store.acquire_lease("someone-else", 30).acquired  # released, not left to expire
+    (change,) = changes_by_others(logs)
+    assert (change["host"], change["pid"], change["running"], change["was_running"]) == ("instance-b", 2222, False, True)
+    # Both local copies say stopped (a restart of either agrees); the store was not written back.
+    assert a.saved() == b.saved() == pressed and pressed["running"] is False
+    assert rig.store.load_state() == pressed
+    assert not a.scheduler.status().running
+
+
+def test_mode_change_pressed_on_the_standby_switches_the_holder(
+    rig: Rig, instances: Callable[[str, int], Instance]
+) -> None:
+    a, b = holder_and_standby(instances)
+    b.scheduler.set_mode(Mode.MASSIVE)
+    pressed = rig.store.load_state()
+    assert wait_until(lambda: a.passes.modes()[-1:] == [Mode.MASSIVE], timeout=FOLLOW_WITHIN)
+    assert a.passes.results[0].interrupted  # interrupted between two "articles", like set_mode()
+    assert a.scheduler.alive and a.scheduler.running and a.scheduler.status().mode == "MASSIVE"
+    assert a.saved() == pressed and rig.store.load_state() == pressed
+    assert b.scheduler.status().phase == "standby" and b.passes.calls == []
+
+    a.scheduler.set_mode(Mode.MAINTENANCE)  # and back, pressed on the holder: the standby follows
+    assert wait_until(lambda: b.scheduler.mode is Mode.MAINTENANCE, timeout=FOLLOW_WITHIN)
+    assert b.saved()["mode"] == "MAINTENANCE" and b.saved()["host"] == "instance-a"
+
+
+def test_stop_pressed_on_the_holder_stops_the_standby_instead_of_a_takeover(
+    rig: Rig, instances: Callable[[str, int], Instance]
+) -> None:
+    a, b = holder_and_standby(instances)
+    a.scheduler.stop()
+    assert a.scheduler.join(3)
+    assert wait_until(lambda: not b.scheduler.alive, timeout=FOLLOW_WITHIN), "the standby took over"
+    assert not b.scheduler.running and b.saved()["running"] is False
+    assert len(b.passes.calls) <= 1  # it may have grabbed the lease in the instant before it read the stop
+    assert rig.store.acquire_lease("someone-else", 30).acquired
+
+
+def test_reset_pressed_elsewhere_applies_this_instances_defaults(
+    rig: Rig, instances: Callable[[str, int], Instance]
+) -> None:
+    a, b = holder_and_standby(instances)
+    a.scheduler.set_mode(Mode.MASSIVE)
+    b.scheduler.reset()  # ENABLE_SCHEDULER=false, SIPHONNAGE_MODE=MAINTENANCE
+    assert wait_until(lambda: not a.scheduler.alive, timeout=FOLLOW_WITHIN)
+    assert (a.scheduler.running, a.scheduler.mode) == (False, Mode.MAINTENANCE)
+    assert a.saved() is None and a.keeper.load().source == "defaults"  # a restart agrees
+
+
+def test_own_saves_do_not_echo(rig: Rig, instances: Callable[[str, int], Instance]) -> None:
+    a = instances("instance-a", 1111)
+    with capture_logs() as logs:
+        a.scheduler.start()
+        for mode in (Mode.MASSIVE, Mode.MAINTENANCE, Mode.MASSIVE):
+            a.scheduler.set_mode(mode)
+        saved = a.saved()
+        time.sleep(4 * FAST_LEASE["lease_renew_every"])  # several state checks
+    assert changes_by_others(logs) == []
+    assert a.saved() == saved == rig.store.load_state()
+    assert a.scheduler.running and a.passes.modes()[-1] is Mode.MASSIVE
+
+
+def test_an_unreadable_state_record_warns_once_a_minute_and_the_collector_goes_on(
+    rig: Rig, instances: Callable[[str, int], Instance]
+) -> None:
+    class Flaky(SqliteStore):
+        failing = False
+
+        def load_state(self) -> dict[str, Any] | None:
+            if self.failing:
+                raise StoreError("database is locked")
+            return super().load_state()
+
+    store = Flaky(rig.settings.db_path)
+    keeper = StateKeeper(StateFile(rig.settings.state_file, defaults_from_settings(rig.settings)), store)
+    sched = rig.scheduler(state=keeper, store=store, lease_ttl=1.5, lease_renew_every=0.1)
+    try:
+        sched.start()
+        assert wait_until(lambda: len(rig.passes.calls) == 1)
+        with capture_logs() as logs:
+            store.failing = True
+            time.sleep(1.5)  # ~15 checks
+            store.failing = False
+        warnings = [e for e in logs if e["event"].startswith("store state record unreadable")]
+        assert [e["log_level"] for e in warnings].count("warning") == 1
+        assert "database is locked" in warnings[0]["error"]
+        assert sched.alive and sched.status().phase == "harvesting" and len(rig.passes.calls) == 1
+        sched.stop()
+        assert sched.join(3)
+    finally:
+        sched.shutdown(5)
+        store.close()
 
 
 def test_run_once_refuses_when_the_lease_is_held(rig: Rig) -> None:
