@@ -22,7 +22,10 @@ has not moved since its last complete walk (less than `mark_max_age` ago) is ski
 any request. Any other code has its TOC fetched and diffed against the store (no getArticle
 for known ids). After a complete, failure-free walk the code's stored rows that left today's
 TOC are retired (MODIFIE / ABROGE, never deleted: one VIGUEUR row per cid), then its mark
-is saved; a failed or interrupted walk retires nothing.
+is saved; a failed or interrupted walk retires nothing. A TOC that would retire most of the
+code (none in force while rows are, or over RETIRE_GUARD_FRACTION of them and more than
+RETIRE_GUARD_MIN_ROWS) is taken for an API glitch: nothing is retired, the code is reported
+and its mark is not saved, so the next pass walks it again.
 """
 
 from __future__ import annotations
@@ -50,6 +53,11 @@ from collector.store.base import Store, StoreError, StoreFatal
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
+
+# A TOC that would retire more than this share of the code's in-force rows AND more than this
+# many rows is taken for an API glitch: the code retires nothing this pass.
+RETIRE_GUARD_FRACTION = 0.5
+RETIRE_GUARD_MIN_ROWS = 20
 
 
 def _utcnow() -> datetime:
@@ -305,10 +313,13 @@ class _Pass:
 
     async def _retire(self, toc: CodeToc) -> bool:
         """After a complete walk, retire the code's stored rows that left today's TOC (see
-        Store.retire_absent). False when the store failed: the code's mark is then not saved,
-        so the next pass walks it again and retries."""
+        Store.retire_absent). False when the store failed or the TOC looks wrong (`_suspicious`):
+        the code's mark is then not saved, so the next pass walks it again and retries."""
         ids, cids = [e.id for e in toc.entries], [e.cid for e in toc.entries]
         try:
+            in_force = await asyncio.to_thread(self.store.count_in_force, toc.code_id)
+            if self._suspicious(toc, in_force):
+                return False
             superseded, repealed = await asyncio.to_thread(self.store.retire_absent, toc.code_id, ids, cids)
         except StoreFatal:
             raise
@@ -321,6 +332,27 @@ class _Pass:
         self.summary.superseded += superseded
         self.summary.repealed += repealed
         log.info("outdated rows retired", code_id=toc.code_id, superseded=superseded, repealed=repealed)
+        return True
+
+    def _suspicious(self, toc: CodeToc, in_force: int) -> bool:
+        """True (reported) when the TOC would retire most of the code's `in_force` rows. Each
+        TOC entry keeps at most one row in force, so at least `in_force - entries` would go."""
+        listed = len(toc.entries)
+        at_least = in_force - listed
+        empty = listed == 0 and in_force > 0
+        if not empty and not (at_least > RETIRE_GUARD_FRACTION * in_force and at_least > RETIRE_GUARD_MIN_ROWS):
+            return False
+        message = (
+            f"table of contents of {toc.code_id} looks wrong: it lists {listed} articles in force "
+            f"while the store holds {in_force}; retiring would take at least {at_least} of them out "
+            "of force, so nothing was retired and the code will be walked again next pass"
+        )
+        self.summary.errors.append(message)
+        self.status.error(message)
+        with self.status.update():
+            self.status.progress(toc.code_id).error = message
+        log.warning("retire skipped: suspicious table of contents", code_id=toc.code_id,
+                    toc_in_force=listed, stored_in_force=in_force, would_retire_at_least=at_least)
         return True
 
     def _code_failed(self, code_id: str, message: str) -> None:

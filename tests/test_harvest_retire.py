@@ -149,3 +149,58 @@ def test_a_failing_retire_is_reported_and_the_mark_not_saved(rig: Rig) -> None:
     assert codes[0] not in rig.store.get_code_marks()  # so the next pass walks it again
     assert rig.pass_(Mode.MAINTENANCE, codes=codes).toc_requests == 1
     assert codes[0] in rig.store.get_code_marks()
+
+
+# ---- the guard against a table of contents that would retire most of a code --------------------
+def guard_warnings(logs: list[dict[str, object]]) -> list[dict[str, object]]:
+    return [e for e in logs if e["event"] == "retire skipped: suspicious table of contents"]
+
+
+def test_an_empty_toc_retires_nothing_and_the_code_is_walked_again(rig: Rig) -> None:
+    code = DEMO_MASSIVE_CODES[2]
+    rig.pass_(min_chars=0)
+    mark = rig.store.get_code_marks()[code]
+    before = in_force_rows(rig)
+    published = rig.server.publish(3, code_id=code)  # lastUpdate moves: MAINTENANCE walks it
+
+    rig.server.set_faults([FaultRule(FaultKind.EMPTY_TOC, count=1, endpoint="table_matieres")])
+    with capture_logs() as logs:
+        glitch = rig.pass_(Mode.MAINTENANCE, min_chars=0)
+    assert (glitch.toc_requests, glitch.fetched, glitch.superseded, glitch.repealed) == (1, 0, 0, 0)
+    assert in_force_rows(rig) == before  # nothing retired
+    (warning,) = guard_warnings(logs)
+    assert warning["log_level"] == "warning" and warning["code_id"] == code
+    stored = rig.rows("SELECT count(*) AS n FROM legifrance_articles WHERE code_id = ? AND etat = 'VIGUEUR'", code)
+    assert (warning["toc_in_force"], warning["stored_in_force"]) == (0, stored[0]["n"]) and stored[0]["n"] > 0
+    (error,) = glitch.errors
+    assert f"table of contents of {code} looks wrong: it lists 0 articles in force" in error
+    assert rig.status.snapshot().last_error == error
+    assert rig.store.last_runs(1)[0]["summary"]["errors"] == [error]
+    assert rig.store.get_code_marks()[code] == mark  # not saved: lastUpdate still differs
+
+    good = rig.pass_(Mode.MAINTENANCE, min_chars=0)
+    assert (good.toc_requests, good.fetched, good.superseded, good.errors) == (1, 3, 3, [])
+    assert by_etat(rig, "MODIFIE") == {p.previous_id for p in published}
+    assert in_force_rows(rig) == rig.in_force()
+    assert rig.store.get_code_marks()[code] != mark
+
+
+def test_a_toc_missing_most_of_a_code_retires_nothing_but_a_small_code_or_share_retires(rig: Rig) -> None:
+    big, small = DEMO_MASSIVE_CODES[4], DEMO_MASSIVE_CODES[0]
+    rig.pass_(min_chars=0)
+    in_force_big, in_force_small = len(rig.in_force([big])), len(rig.in_force([small]))
+    assert in_force_big > 2 * 21 and in_force_small < 2 * 21
+
+    gone_big = {r.id for r in rig.server.repeal(in_force_big // 2 + 1, code_id=big)}  # > 50 % and > 20 rows
+    gone_small = {r.id for r in rig.server.repeal(in_force_small // 2 + 1, code_id=small)}  # > 50 %, < 20 rows
+    with capture_logs() as logs:
+        summary = rig.pass_(Mode.MAINTENANCE, min_chars=0)
+    (warning,) = guard_warnings(logs)
+    assert (warning["code_id"], warning["stored_in_force"]) == (big, in_force_big)
+    assert warning["would_retire_at_least"] == len(gone_big)
+    assert summary.repealed == len(gone_small) and by_etat(rig, "ABROGE") == gone_small
+    assert gone_big <= in_force_rows(rig)
+    assert any(e.startswith(f"table of contents of {big} looks wrong") for e in summary.errors)
+    marks = rig.store.get_code_marks()
+    assert marks[big].last_update is None  # still the first (MASSIVE) walk's mark: walked again next pass
+    assert marks[small].last_update is not None

@@ -20,6 +20,7 @@ class FaultKind(str, Enum):
     DROP = "drop"  # the connection is closed without any response
     TRUNCATED = "truncated"  # 200 with the JSON body cut in half
     NULL_ARTICLE = "null_article"  # getArticle answers 200 {"article": null}
+    EMPTY_TOC = "empty_toc"  # tableMatieres answers 200 with the code's TOC emptied (no section, no article)
 
     def __str__(self) -> str:
         return self.value
@@ -42,7 +43,10 @@ _ALIASES = {
     "list/code": "list_code",
     "listCode": "list_code",
 }
-_ONLY_FOR = {FaultKind.NULL_ARTICLE: frozenset({"get_article"})}
+_ONLY_FOR = {
+    FaultKind.NULL_ARTICLE: frozenset({"get_article"}),
+    FaultKind.EMPTY_TOC: frozenset({"table_matieres"}),
+}
 
 
 def endpoint_name(value: str) -> str:

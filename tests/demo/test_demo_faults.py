@@ -172,3 +172,20 @@ def test_config_accepts_rule_dicts_and_rejects_bad_knobs() -> None:
     with pytest.raises(ValueError):
         server.set_faults([{"kind": "http_500"}, {"kind": "nope"}])
     assert len(server.faults()["plan"]) == 1  # the valid rule was not applied alone
+
+
+def test_empty_toc_fault_serves_the_codes_toc_with_nothing_in_it() -> None:
+    server = DemoServer(DemoConfig(fault_rate=1.0, fault_kinds=("empty_toc",)))  # only tableMatieres can get it
+    code = DEMO_MASSIVE_CODES[0]
+
+    async def go() -> None:
+        async with Api(server) as api:
+            assert await api.article(ARTICLE) is not None
+            empty = await api.toc(code)
+            server.set_faults([], rate=0.0)
+            full = await api.toc(code)
+            assert empty["sections"] == empty["articles"] == [] and full["sections"]
+            assert empty == {**full, "sections": [], "articles": []}  # same code, title, modifDate: it parses
+
+    run(go())
+    assert server.stats()["faults"] == {"empty_toc": 1}
