@@ -68,6 +68,9 @@ def _utcnow() -> datetime:
 class HarvestOptions:
     min_chars: int = 100
     batch_size: int = 100  # articles per commit (bounded memory, bounded loss on kill)
+    # ... or fewer, once the oldest uncommitted article is this old: on a slow API a batch can
+    # take many seconds to fill, and a process killed more often than that would never progress.
+    commit_every_s: float = 2.0
     max_in_flight: int = 8  # concurrent getArticle requests (the budget caps them too)
     today: date | None = None  # TOC date; None = today (UTC)
     commit_attempts: int = 4  # tries of a commit failing with a transient StoreError
@@ -82,6 +85,8 @@ class HarvestOptions:
                 raise ValueError(f"HarvestOptions.{name} must be an integer >= 1, got {value!r}")
         if self.min_chars < 0:
             raise ValueError(f"HarvestOptions.min_chars must be >= 0, got {self.min_chars!r}")
+        if not self.commit_every_s > 0:
+            raise ValueError(f"HarvestOptions.commit_every_s must be > 0, got {self.commit_every_s!r}")
 
 
 class _Interrupted(Exception):
@@ -380,20 +385,32 @@ class _Pass:
         articles: list[Article] = []
         rejected: list[Rejected] = []
         received = failures = 0
+        loop = asyncio.get_running_loop()
+        due: float | None = None  # when the oldest uncommitted result must be committed
         try:
             while received < len(to_fetch):
-                item = await queue.get()
+                try:
+                    # asyncio.timeout_at, not wait_for: 3.11's wait_for can swallow a cancel.
+                    async with asyncio.timeout_at(due):
+                        item = await queue.get()
+                except TimeoutError:
+                    item = None
                 if item is _STOP:
                     break
-                room.release()
-                if isinstance(item, _Fatal):
-                    raise item.error
-                received += 1
-                failures += self._absorb(toc, item, articles, rejected)
-                if len(articles) + len(rejected) >= self.opt.batch_size:
+                if item is not None:
+                    room.release()
+                    if isinstance(item, _Fatal):
+                        raise item.error
+                    received += 1
+                    failures += self._absorb(toc, item, articles, rejected)
+                    if due is None and (articles or rejected):
+                        due = loop.time() + self.opt.commit_every_s
+                pending = len(articles) + len(rejected)
+                if pending and (pending >= self.opt.batch_size or loop.time() >= (due or 0.0)):
                     batch_a, batch_r = articles[:], rejected[:]
                     articles.clear()
                     rejected.clear()
+                    due = None
                     await _shielded(self._commit(toc.code_id, batch_a, batch_r))
         finally:
             # Runs on success, interrupt, fatal error and cancellation alike.

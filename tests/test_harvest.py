@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
@@ -338,6 +339,30 @@ def test_cancelled_pass_commits_what_it_fetched(rig: Rig) -> None:
 
     fetched = run_sync(scenario())
     assert len(rig.stored_ids()) + rig.store.count_rejected() == fetched
+
+
+def test_a_slow_batch_is_committed_on_time_not_only_when_full(rig: Rig) -> None:
+    """A process killed more often than a batch takes to fill must still make progress."""
+
+    async def scenario() -> tuple[int, int]:
+        rig.server.update(latency_ms=200)  # ~30 articles/s with 6 in flight: a code takes seconds
+        task = asyncio.create_task(rig.run(batch_size=1000, commit_every_s=0.2))
+        try:
+            await wait_until(lambda: bool(rig.stored_ids()), timeout=30)
+            first = rig.status.snapshot().codes[0]
+            return first.fetched, first.total
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    fetched, total = run_sync(scenario())
+    assert 0 < fetched < total  # committed while the first code was still being fetched
+
+
+def test_commit_every_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="commit_every_s"):
+        HarvestOptions(commit_every_s=0)
 
 
 # ---- MAINTENANCE: pay only for what changed --------------------------------------------------------
