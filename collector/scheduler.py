@@ -424,7 +424,8 @@ class CollectorScheduler:
             if remaining <= 0:
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), remaining)
+                async with asyncio.timeout(remaining):  # not wait_for: it can swallow a cancel on 3.11
+                    await wake.wait()
 
     async def _close(self, client: LegifranceClient | None) -> None:
         if client is not None:
