@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import structlog
 
-from collector.ratelimit import RequestBudget
+from collector.ratelimit import RequestBudget, SlotTicket
 
 if TYPE_CHECKING:
     from collector.config import Settings
@@ -111,6 +111,18 @@ class _Retryable:
     reason: str  # "HTTP 503", "ReadTimeout", "invalid JSON"
     status: int | None = None
     retry_after: float | None = None
+
+
+def _report_sent(ticket: SlotTicket) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
+    """An httpcore trace callback telling the budget when the request is fully written
+    (real connections only: the in-process transport sends no trace, so its requests count
+    until their answer)."""
+
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        if event.endswith(".send_request_body.complete"):  # http11.* and http2.*
+            ticket.sent()
+
+    return trace
 
 
 def retry_after_seconds(value: str | None, now: float) -> float | None:
@@ -348,10 +360,13 @@ class LegifranceClient:
         """One budgeted HTTP attempt: the JSON object, a retryable failure, or None for 401.
         Fatal answers raise."""
         headers = {"Authorization": f"Bearer {token}"}
-        async with self.budget.slot():
+        async with self.budget.slot() as ticket:
             self.stats.record(attempts=1)
             try:
-                response = await self._http.post(url, json=body, headers=headers, timeout=timeout)
+                response = await self._http.post(
+                    url, json=body, headers=headers, timeout=timeout,
+                    extensions={"trace": _report_sent(ticket)},
+                )
             except RETRY_EXCEPTIONS as exc:
                 self.stats.record(errors=type(exc).__name__)
                 return _Retryable(type(exc).__name__)

@@ -1,15 +1,23 @@
 """Request budget: per second / per hour / per day windows plus a cap on requests in flight.
 
-Every HTTP request to the API takes a slot: `async with budget.slot(): ...`.
+Every HTTP request to the API takes a slot: `async with budget.slot() as ticket: ...`.
 
 * per second: a sliding log of start times over (1 s + `second_margin`), so a server that
   counts arrivals in a sliding 1 s window never sees more than `per_second`, even with a
   little network jitter; and, since a request may reach the server at any moment before its
   answer comes back (a busy event loop, a new connection, the server's own queue), each request
-  also counts until 1 s (+ margin) after its answer, in-flight ones as "now";
+  also counts until 1 s (+ margin) after its answer, in-flight ones as "now" — or, when the
+  caller reports the moment it finished writing the request (`ticket.sent()`, from the HTTP
+  trace of a real connection), until 1 s (+ margin) after that moment. Measured on loopback
+  (bench/harvest.py, docs/PERFORMANCE.md): the late arrivals came between the slot and the
+  write (tens of ms on a loaded machine); once written, the emulator registered a request
+  within ~1 ms (p99, spread starts), while counting until the answer cost the whole latency
+  on every request (20/s paced at 17/s with 150 ms answers);
 * per hour / per day: fixed UTC windows keyed "h:YYYY-MM-DDTHH" / "d:YYYY-MM-DD" so they can
   be persisted in a ledger (the Store) and shared across restarts and processes;
-* in flight: at most `max_in_flight` slots are held at once.
+* in flight: at most `max_in_flight` slots are held at once;
+* and two starts are at least half a window / `per_second` apart, so the requests reach the
+  server spread out rather than in bursts it has to queue.
 
 Waiting never polls: the exact time the binding window frees up is computed and slept to;
 an in-flight wait is woken by the release of a slot.
@@ -114,8 +122,12 @@ class RequestBudget:
         self._lock = threading.Lock()  # guards every field below (snapshot runs on other threads)
         self._io_lock = threading.Lock()  # one ledger exchange at a time
         self._starts: deque[float] = deque()  # monotonic start times inside the sliding window
-        self._ends: deque[float] = deque()  # monotonic end times of answered requests, same window
+        # When the server has surely seen each request of the window (monotonic): its answer,
+        # or the end of its writing when the caller reported it (`SlotTicket.sent`). Appended at
+        # that moment, so in order.
+        self._seen: deque[float] = deque()
         self._in_flight = 0
+        self._unsent = 0  # in flight and not reported written: counted as seen "now"
         self._waiters: list[asyncio.Future[None]] = []  # woken when a slot is released
         self._waits: dict[int, tuple[str, datetime]] = {}  # waiter id -> (window, frees at)
         self._hour_key, self._day_key = window_keys(clock())
@@ -228,16 +240,21 @@ class RequestBudget:
         """The window that forbids a start now and how long until it frees (caller holds lock)."""
         while self._starts and self._starts[0] <= mono - self._window:
             self._starts.popleft()
-        while self._ends and self._ends[0] <= mono - self._window:
-            self._ends.popleft()
+        while self._seen and self._seen[0] <= mono - self._window:
+            self._seen.popleft()
         reason: str | None = None
         delay = 0.0
         if len(self._starts) >= self.per_second:
             reason, delay = "second", self._starts[-self.per_second] + self._window - mono
-        # Ended requests in the window plus those in flight (in flight alone is capped in _acquire).
-        excess = len(self._ends) + self._in_flight - self.per_second + 1
-        if 0 < excess <= len(self._ends):
-            end_delay = self._ends[excess - 1] + self._window - mono
+        # Never two starts closer than half the average spacing: the window alone would replay
+        # its first burst every second, and a burst waits in the server's queue (late arrivals).
+        gap = self._starts[-1] + self._window / self.per_second / 2 - mono if self._starts else 0.0
+        if gap > delay:
+            reason, delay = "second", gap
+        # Seen requests in the window plus the unsent ones (in flight alone is capped in _acquire).
+        excess = len(self._seen) + self._unsent - self.per_second + 1
+        if 0 < excess <= len(self._seen):
+            end_delay = self._seen[excess - 1] + self._window - mono
             if end_delay > delay:
                 reason, delay = "second", end_delay
         if self._hour_used >= self.per_hour:
@@ -252,15 +269,17 @@ class RequestBudget:
 
     # ---- slots -------------------------------------------------------------------------------
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    async def slot(self) -> AsyncIterator[SlotTicket]:
         """Wait (without busy-waiting) until every window allows one more request and an
-        in-flight place is free; count the request; release the place on exit.
+        in-flight place is free; count the request; release the place on exit. The ticket's
+        `sent()` reports that the request is fully written (see the module doc).
         Cancellation (stop) interrupts the wait at once and counts nothing."""
         await self._acquire()
+        ticket = SlotTicket(self)
         try:
-            yield
+            yield ticket
         finally:
-            self._release()
+            self._release(ticket.was_sent)
 
     async def _acquire(self) -> None:
         loop = asyncio.get_running_loop()
@@ -308,12 +327,20 @@ class RequestBudget:
         self._hour_used += 1
         self._day_used += 1
         self._in_flight += 1
+        self._unsent += 1
         self._pending[(self._hour_key, self._day_key)] += 1
 
-    def _release(self) -> None:
+    def _mark_sent(self) -> None:
+        with self._lock:
+            self._unsent -= 1
+            self._seen.append(self._monotonic())
+
+    def _release(self, was_sent: bool) -> None:
         with self._lock:
             self._in_flight -= 1
-            self._ends.append(self._monotonic())
+            if not was_sent:
+                self._unsent -= 1
+                self._seen.append(self._monotonic())
             waiters, self._waiters = self._waiters, []
         # wake every in-flight waiter: they re-check, the first one takes the place
         try:
@@ -352,6 +379,23 @@ class RequestBudget:
                 waiting_for=waiting_for,
                 waiting_until=waiting_until,
             )
+
+
+class SlotTicket:
+    """Yielded by `RequestBudget.slot()`; `sent()` once the request is fully written."""
+
+    __slots__ = ("_budget", "was_sent")
+
+    def __init__(self, budget: RequestBudget) -> None:
+        self._budget = budget
+        self.was_sent = False
+
+    def sent(self) -> None:
+        """From now on the request counts until a window after this moment, not its answer.
+        Only the first call counts."""
+        if not self.was_sent:
+            self.was_sent = True
+            self._budget._mark_sent()
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

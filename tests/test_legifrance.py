@@ -10,7 +10,8 @@ import asyncio
 import logging
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from datetime import date, datetime, timedelta, timezone
 from email.utils import format_datetime
 from typing import Any
@@ -19,7 +20,7 @@ import httpx
 import pytest
 import structlog
 
-from collector.config import Settings
+from collector.config import DEMO_API_BASE_URL, DEMO_OAUTH_URL, Settings
 from collector.demo import (
     API_PREFIX,
     DEMO_CLIENT_ID,
@@ -28,6 +29,7 @@ from collector.demo import (
     DemoConfig,
     DemoServerThread,
     FaultRule,
+    demo_transport,
 )
 from collector.demo.corpus import DEMO_MASSIVE_CODES
 from collector.legifrance import (
@@ -37,7 +39,7 @@ from collector.legifrance import (
     LegifranceNotFound,
     retry_after_seconds,
 )
-from collector.ratelimit import RequestBudget
+from collector.ratelimit import RequestBudget, SlotTicket
 from tests.conftest import REPO
 
 FAST = dict(backoff_base=0.02, backoff_cap=0.1, retry_after_cap=1.0)
@@ -375,10 +377,11 @@ def test_backoff_sleep_is_cancellable(start_demo: Callable[..., DemoServerThread
 @pytest.fixture
 def demo_process() -> Iterator[str]:
     """The emulator as its own process (`python -m collector demo-server`): rate limit 10/s,
-    30 ms latency. Yields its base URL."""
+    120 ms latency (longer than the budget's minimal spacing of starts, 55 ms here, so requests
+    overlap). Yields its base URL."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "collector", "demo-server", "--port", "0", "--rate-limit", "10",
-         "--latency-ms", "30", "--articles", "120"],
+         "--latency-ms", "120", "--articles", "120"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
@@ -417,6 +420,51 @@ def test_budget_keeps_the_server_under_its_rate_limit(demo_process: str) -> None
     assert server["max_requests_in_1s_window"] <= 10
     assert server["rate_limited"] == 0 and "429" not in server["statuses"]
     assert 1 < server["max_in_flight"] <= 6  # several requests in flight, within the cap
+
+
+class TicketRecordingBudget(RequestBudget):
+    """The real budget, keeping the ticket of every slot it gave."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tickets: list[SlotTicket] = []
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[SlotTicket]:
+        async with super().slot() as ticket:
+            self.tickets.append(ticket)
+            yield ticket
+
+
+def test_over_a_socket_each_attempt_reports_when_it_was_written(
+    start_demo: Callable[..., DemoServerThread],
+) -> None:
+    """The budget counts a request from the moment it was written when told so (ratelimit):
+    every attempt over a real connection tells it, retries included."""
+    demo = start_demo()
+    demo.server.set_faults([FaultRule(kind="http_503", count=2, endpoint="get_article")])  # type: ignore[arg-type]
+    budget = TicketRecordingBudget(1000, 1_000_000, 1_000_000, 4)
+    ids = article_ids(demo, 5)
+
+    articles = run(fetch_all(make_client(demo, budget), ids))
+
+    assert_each_returned_once(ids, articles)
+    assert len(budget.tickets) == 7 and all(t.was_sent for t in budget.tickets)
+
+
+def test_in_process_requests_count_until_their_answer() -> None:
+    """The in-process emulator has no wire and sends no trace: nothing is reported, so each
+    request counts until a window after its answer."""
+    budget = TicketRecordingBudget(1000, 1_000_000, 1_000_000, 4)
+    transport = demo_transport(DemoConfig(articles=120))
+    client = LegifranceClient(client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET, oauth_url=DEMO_OAUTH_URL,
+                              api_base_url=DEMO_API_BASE_URL, budget=budget, transport=transport)
+    ids = sorted(transport.server.expected_ids(min_chars=0))[:3]
+
+    articles = run(fetch_all(client, ids))
+
+    assert_each_returned_once(ids, articles)
+    assert len(budget.tickets) == 3 and not any(t.was_sent for t in budget.tickets)
 
 
 # ---- auth errors and secrets ---------------------------------------------------------------

@@ -201,6 +201,55 @@ def test_a_late_answer_counts_until_a_window_after_it() -> None:
     assert starts[3] - starts[0] >= 0.9 + 1.025 - 1e-9
 
 
+def test_starts_are_spread_not_burst() -> None:
+    """Ten requests at once on an idle budget of 5/s: never two starts closer than half the
+    average spacing (1.025 / 5 / 2 s), so the server does not get them as one burst; the
+    sliding window still binds."""
+
+    async def scenario(loop: VirtualLoop) -> list[float]:
+        budget = budget_on(loop, per_second=5, max_in_flight=10)
+        starts: list[float] = []
+
+        async def request() -> None:
+            async with budget.slot():
+                starts.append(loop.time())
+                await asyncio.sleep(0.01)
+
+        await asyncio.gather(*(request() for _ in range(10)))
+        return starts
+
+    starts = run(scenario)
+    assert min(b - a for a, b in zip(starts, starts[1:])) >= 1.025 / 5 / 2 - 1e-9
+    assert starts[5] - starts[0] >= 1.025 - 1e-9
+
+
+def test_a_request_reported_sent_counts_until_a_window_after_the_write() -> None:
+    """Same requests, but each reports when it was written (0.01 s after its start): the
+    slow one no longer holds the window until a window after its answer; an unsent request
+    in flight still counts as seen now."""
+
+    async def scenario(loop: VirtualLoop) -> list[float]:
+        budget = budget_on(loop, per_second=2)
+        starts: list[float] = []
+
+        async def request(duration: float, report: bool) -> None:
+            async with budget.slot() as ticket:
+                starts.append(loop.time())
+                await asyncio.sleep(0.01)
+                if report:
+                    ticket.sent()
+                    ticket.sent()  # only the first report counts
+                await asyncio.sleep(duration)
+
+        await asyncio.gather(request(0.9, True), request(0.0, True), request(0.0, True), request(0.0, True))
+        return starts
+
+    starts = run(scenario)
+    assert starts[2] - starts[0] >= 1.025 - 1e-9  # two starts in a window, as before
+    # the fourth waits a window after the first one's write (0.01 s), not after its answer (0.9 s)
+    assert 1.035 - 1e-9 <= starts[3] - starts[0] < 0.9 + 1.025
+
+
 def test_snapshot_reports_second_window_wait() -> None:
     async def scenario(loop: VirtualLoop) -> tuple[Any, Any]:
         budget = budget_on(loop, per_second=2)
