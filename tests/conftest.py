@@ -12,6 +12,20 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 FIXTURES = SHARED / "fixtures" / "legifrance-real"
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# Variables a test environment drops so the demo source and SQLite apply, whatever the shell has.
+COLLECTOR_ENV = (
+    "LEGIFRANCE_CLIENT_ID",
+    "LEGIFRANCE_CLIENT_SECRET",
+    "SUPABASE_URL",
+    "SUPABASE_SERVICE_ROLE_KEY",
+    "DASHBOARD_PASSWORD",
+    "COLLECTOR_API_TOKEN",
+    "RENDER",
+    "ENABLE_SCHEDULER",
+    "SIPHONNAGE_MODE",
+    "MAINTENANCE_CODES",
+    "MASSIVE_CODES",
+)
 
 
 def require(condition: bool, reason: str) -> None:

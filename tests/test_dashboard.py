@@ -17,29 +17,16 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from tests.conftest import REPO
+from tests.conftest import COLLECTOR_ENV, REPO
 
 DASHBOARD = str(REPO / "dashboard.py")
 PASSWORD = "Pw-7f3a9c-correct horse"  # distinctive, so a leak anywhere is unambiguous
-CLEARED_ENV = (
-    "LEGIFRANCE_CLIENT_ID",
-    "LEGIFRANCE_CLIENT_SECRET",
-    "SUPABASE_URL",
-    "SUPABASE_SERVICE_ROLE_KEY",
-    "DASHBOARD_PASSWORD",
-    "COLLECTOR_API_TOKEN",
-    "RENDER",
-    "ENABLE_SCHEDULER",
-    "SIPHONNAGE_MODE",
-    "MAINTENANCE_CODES",
-    "MASSIVE_CODES",
-)
 
 
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A demo-source environment with a private state file and database."""
-    for name in CLEARED_ENV:
+    for name in COLLECTOR_ENV:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SCHEDULER_STATE_FILE", str(tmp_path / "state.json"))
     monkeypatch.setenv("COLLECTOR_DB", str(tmp_path / "collector.sqlite3"))

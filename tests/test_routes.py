@@ -21,29 +21,17 @@ with warnings.catch_warnings():  # starlette 1.10 prefers httpx2 for its TestCli
 
 from collector.routes import collector_threads
 from collector.runtime import get_runtime
+from tests.conftest import COLLECTOR_ENV
 
 TOKEN = "api-token-5e1f0b7d"
 SECRETS = {
     "COLLECTOR_API_TOKEN": TOKEN,
     "DASHBOARD_PASSWORD": "dash-pass-93c1",
 }
-CLEARED_ENV = (
-    "LEGIFRANCE_CLIENT_ID",
-    "LEGIFRANCE_CLIENT_SECRET",
-    "SUPABASE_URL",
-    "SUPABASE_SERVICE_ROLE_KEY",
-    "DASHBOARD_PASSWORD",
-    "COLLECTOR_API_TOKEN",
-    "RENDER",
-    "ENABLE_SCHEDULER",
-    "SIPHONNAGE_MODE",
-    "MAINTENANCE_CODES",
-    "MASSIVE_CODES",
-)
 
 
 def _demo_env(mp: pytest.MonkeyPatch, root: Path) -> None:
-    for name in CLEARED_ENV:
+    for name in COLLECTOR_ENV:
         mp.delenv(name, raising=False)
     mp.setenv("SCHEDULER_STATE_FILE", str(root / "state.json"))
     mp.setenv("COLLECTOR_DB", str(root / "collector.sqlite3"))

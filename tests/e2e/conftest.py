@@ -18,23 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import REPO, free_port
+from tests.conftest import COLLECTOR_ENV, REPO, free_port
 
 START_TIMEOUT = 90.0  # a slow, shared 2-core machine
 TOKEN = "e2e-token-4c2d1a"
-SECRET_ENV = (
-    "LEGIFRANCE_CLIENT_ID",
-    "LEGIFRANCE_CLIENT_SECRET",
-    "SUPABASE_URL",
-    "SUPABASE_SERVICE_ROLE_KEY",
-    "DASHBOARD_PASSWORD",
-    "COLLECTOR_API_TOKEN",
-    "RENDER",
-    "ENABLE_SCHEDULER",
-    "SIPHONNAGE_MODE",
-    "MAINTENANCE_CODES",
-    "MASSIVE_CODES",
-)
 
 
 def wait_for(cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.3) -> Any:
@@ -116,7 +103,7 @@ def launch(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         root.mkdir()
         if state is not None:
             (root / "state.json").write_text(json.dumps(state), encoding="utf-8")
-        env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV and not k.startswith("STREAMLIT_")}
+        env = {k: v for k, v in os.environ.items() if k not in COLLECTOR_ENV and not k.startswith("STREAMLIT_")}
         env.update(
             SCHEDULER_STATE_FILE=str(root / "state.json"),
             COLLECTOR_DB=str(root / "collector.sqlite3"),
