@@ -7,6 +7,7 @@ Every API attempt (retries included) takes a `RequestBudget` slot; the token req
 from __future__ import annotations
 
 import asyncio
+import http.cookiejar
 import json
 import math
 import random
@@ -203,6 +204,9 @@ class LegifranceClient:
             headers={"Accept": "application/json", "User-Agent": "legifrance-collector/0.1"},
             limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
             timeout=self._timeout(read_timeout),
+            # PISTE authenticates by bearer token only: refusing cookies keeps a gateway's cookie
+            # out of later requests and skips httpx's per-response cookie parsing.
+            cookies=http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
         )
         # Joined once: httpx would parse and join a relative path again on every request.
         self._urls = {name: self._http.base_url.join(path) for name, path in ENDPOINT_PATHS.items()}

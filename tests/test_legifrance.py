@@ -467,6 +467,35 @@ def test_in_process_requests_count_until_their_answer() -> None:
     assert len(budget.tickets) == 3 and not any(t.was_sent for t in budget.tickets)
 
 
+class CookieSettingTransport(httpx.AsyncHTTPTransport):
+    """The real network transport, as behind a gateway that sets a session cookie on every
+    answer; remembers the Cookie headers the client sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cookie_headers: list[str | None] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.cookie_headers.append(request.headers.get("cookie"))
+        response = await super().handle_async_request(request)
+        response.headers["set-cookie"] = "GATEWAY_SESSION=abc123; Path=/"
+        return response
+
+
+def test_cookies_set_by_the_gateway_are_never_sent_back(start_demo: Callable[..., DemoServerThread]) -> None:
+    """PISTE authenticates by bearer token: a cookie from the way in stays out of later requests."""
+    demo = start_demo()
+    transport = CookieSettingTransport()
+    client = make_client(demo, transport=transport)
+    ids = article_ids(demo, 3)
+
+    articles = run(fetch_all(client, ids))
+
+    assert_each_returned_once(ids, articles)
+    assert len(transport.cookie_headers) == 4  # token + 3 articles
+    assert transport.cookie_headers == [None] * 4
+
+
 # ---- auth errors and secrets ---------------------------------------------------------------
 
 
