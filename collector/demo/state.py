@@ -169,7 +169,7 @@ class DemoServer:
     def served_article(self, article_id: str) -> None:
         """Count one getArticle answer for `article_id` (re-work measurements)."""
         with self._lock:
-            self._traffic.articles_served[article_id] += 1
+            self._traffic.articles_served.add(article_id)
 
     def stats(self, *, per_id: bool = False) -> dict[str, Any]:
         with self._lock:

@@ -28,6 +28,46 @@ class SlidingWindow:
         return n
 
 
+class ServedCounts:
+    """getArticle answers per article id.
+
+    Demo article ids (LEGIARTI000099 + 6 digits) are counted in a 1 MB bytearray, saturating at
+    255, so a 100,000-article pass adds no object per id to the emulator's memory; any other
+    id goes to a Counter."""
+
+    _PREFIX = "LEGIARTI000099"
+    _SIZE = 1_000_000
+
+    def __init__(self) -> None:
+        self._demo: bytearray | None = None  # allocated on the first demo id
+        self._other: Counter[str] = Counter()
+
+    def add(self, article_id: str) -> None:
+        tail = article_id[len(self._PREFIX):]
+        if article_id.startswith(self._PREFIX) and len(tail) == 6 and tail.isdigit():
+            if self._demo is None:
+                self._demo = bytearray(self._SIZE)
+            index = int(tail)
+            self._demo[index] = min(self._demo[index] + 1, 255)
+        else:
+            self._other[article_id] += 1
+
+    def by_id(self) -> dict[str, int]:
+        out = dict(self._other)
+        if self._demo is not None:
+            out.update((f"{self._PREFIX}{i:06d}", n) for i, n in enumerate(self._demo) if n)
+        return out
+
+    def distinct(self) -> int:
+        demo = self._SIZE - self._demo.count(0) if self._demo is not None else 0
+        return demo + len(self._other)
+
+    def again(self) -> int:
+        """Answers beyond the first for each id."""
+        demo = sum(self._demo) - (self._SIZE - self._demo.count(0)) if self._demo is not None else 0
+        return demo + sum(n - 1 for n in self._other.values())
+
+
 class Traffic:
     """Counters behind GET /_demo/stats. Not thread-safe: the DemoServer lock guards it."""
 
@@ -44,7 +84,7 @@ class Traffic:
         self.max_window = 0
         self.in_flight = 0
         self.max_in_flight = 0
-        self.articles_served: Counter[str] = Counter()  # getArticle answers (200) per article id
+        self.articles_served = ServedCounts()
         self._arrivals = SlidingWindow()
 
     def arrive(self, endpoint: str, now: float, *, api: bool) -> None:
@@ -76,9 +116,9 @@ class Traffic:
             "tokens_issued": self.tokens_issued,
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
-            "articles_served": len(served),  # distinct ids answered by getArticle
-            "articles_served_again": sum(n - 1 for n in served.values()),  # answers beyond the first
+            "articles_served": served.distinct(),  # distinct ids answered by getArticle
+            "articles_served_again": served.again(),
         }
         if per_id:
-            out["articles_served_by_id"] = dict(served)
+            out["articles_served_by_id"] = served.by_id()
         return out

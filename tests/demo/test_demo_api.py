@@ -247,6 +247,27 @@ def test_unknown_article_is_200_with_null_and_missing_id_is_400() -> None:
     run(go())
 
 
+def test_stats_count_get_article_answers_per_id() -> None:
+    """Demo ids and any other id are counted per id; answers beyond the first are re-work."""
+    server = DemoServer()
+    demo_ids = sorted(server.expected_ids(min_chars=0))[:3]
+    asked = [demo_ids[0], demo_ids[1], demo_ids[0], demo_ids[0], "LEGIARTI000006398213", "LEGIARTI000006398213",
+             "LEGIARTI000099999999"]
+
+    async def go() -> None:
+        async with Api(server) as api:
+            for article_id in asked:
+                await api.article(article_id)
+
+    run(go())
+    stats = server.stats(per_id=True)
+    assert stats["articles_served_by_id"] == {demo_ids[0]: 3, demo_ids[1]: 1, "LEGIARTI000006398213": 2,
+                                              "LEGIARTI000099999999": 1}
+    assert stats["articles_served"] == 4 and stats["articles_served_again"] == 3
+    server.reset_stats()
+    assert server.stats(per_id=True)["articles_served_by_id"] == {}
+
+
 def test_a_toc_walk_plus_get_article_finds_exactly_the_expected_ids() -> None:
     """What a correct collector does (VIGUEUR entries, one id per cid, text >= 100) gives
     exactly `expected_ids`: the emulator's answer key agrees with its own API."""
