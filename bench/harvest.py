@@ -552,8 +552,9 @@ def print_overhead(r: Json) -> list[str]:
                             r["calibration_ms"]]]))
     print("calibration = CPU ms of a fixed pure-Python workload in the same process just before the pass: "
           "the machine's speed at that moment (shared cores); CPU figures scale with it")
-    total = r["cpu_ms_per_article_total"]
-    return [f"<= 1 ms CPU per article (collector + in-process emulator): {total:.3f} ms -> {_verdict(total <= 1.0)}"]
+    own, total = r["cpu_ms_per_article_collector"], r["cpu_ms_per_article_total"]
+    return [f"<= 1 ms collector CPU per article with the in-process emulator: {own:.3f} ms (whole process with "
+            f"the emulator's {r['cpu_ms_per_article_emulator']:.3f}: {total:.3f}) -> {_verdict(own <= 1.0)}"]
 
 
 def print_memory(r: Json) -> list[str]:
