@@ -1,9 +1,10 @@
 """One pass over a list of codes: TOC -> in-force ids -> drop known -> fetch -> clean -> store.
 
-Per code: tableMatieres (today) -> walk_toc -> ids minus `store.known_ids` -> a fixed pool of
-`max_in_flight` worker coroutines pulls the remaining entries from one iterator and calls
-getArticle -> the pass turns each answer into an Article / Rejected -> commits in batches of
-`batch_size`. At most batch_size + max_in_flight articles are held at any time.
+Per code: tableMatieres (today), reduced to its in-force entries as the body streams in (the
+client's TocParser) -> ids minus `store.known_ids` -> a fixed pool of `max_in_flight` worker
+coroutines pulls the remaining entries from one iterator and calls getArticle -> the pass turns
+each answer into an Article / Rejected -> commits in batches of `batch_size`. At most
+batch_size + max_in_flight articles are held at any time.
 
 Failure policy:
 * unknown code (LegifranceNotFound) or a TOC that fails after the client's retries: that code
@@ -46,7 +47,7 @@ from collector.legifrance import (
     LegifranceNotFound,
 )
 from collector.models import Article, CodeMark, CodeProgress, CodeToc, PassSummary, Rejected, TocEntry
-from collector.parse import ArticleError, TocError, article_from_api, walk_toc
+from collector.parse import ArticleError, TocError, article_from_api
 from collector.status import StatusBoard
 from collector.store.base import Store, StoreError, StoreFatal
 
@@ -272,8 +273,7 @@ class _Pass:
             return
 
         try:
-            raw = await self._interruptible(lambda: self.client.table_matieres(code_id, self.today))
-            toc = await asyncio.to_thread(walk_toc, raw, code_id)
+            toc = await self._interruptible(lambda: self.client.table_matieres(code_id, self.today))
         except LegifranceAuthError as exc:
             self._code_failed(code_id, f"table of contents of {code_id}: {exc}")
             raise
@@ -283,7 +283,6 @@ class _Pass:
         except (LegifranceError, TocError) as exc:
             self._code_failed(code_id, f"table of contents of {code_id} failed: {exc}")
             return
-        del raw  # multi-MB JSON: drop it before fetching
 
         known = await asyncio.to_thread(self.store.known_ids, code_id, self.opt.min_chars)
         to_fetch = [e for e in toc.entries if e.id not in known]

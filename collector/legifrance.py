@@ -2,6 +2,8 @@
 
 Every API attempt (retries included) takes a `RequestBudget` slot; the token request does not
 (it goes to the OAuth server, which has no API quota). Use one client from one event loop.
+Answers are read as streams: a tableMatieres body (many MB for a big code) goes through the
+TOC push parser chunk by chunk, so it never exists whole in memory.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, timezone
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import structlog
 
+from collector.models import CodeToc
+from collector.parse import TocBodyError, TocError, TocParser
 from collector.ratelimit import RequestBudget, SlotTicket
 
 if TYPE_CHECKING:
@@ -43,7 +47,7 @@ RETRY_EXCEPTIONS: tuple[type[Exception], ...] = (
     httpx.NetworkError,
     httpx.RemoteProtocolError,
 )
-_BIG_BODY = 1_000_000  # bytes; decode larger JSON bodies off the event loop
+_TOC_BATCH = 1 << 18  # bytes of a TOC body parsed per hop to a worker thread
 _PAGE_SIZE = 100  # the API's maximum
 _MAX_PAGES = 1000
 
@@ -67,6 +71,9 @@ class LegifranceAuthError(LegifranceError):
 
 class LegifranceNotFound(LegifranceError):
     """The API does not know this id (unknown code id, ...)."""
+
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -112,6 +119,15 @@ class _Retryable:
     reason: str  # "HTTP 503", "ReadTimeout", "invalid JSON"
     status: int | None = None
     retry_after: float | None = None
+
+
+# Reads the body of a 200 answer (a stream): the value, or a retryable failure; may raise.
+BodyReader = Callable[[httpx.Response], Awaitable[T | _Retryable]]
+
+
+def _finish_toc(parser: TocParser, tail: bytes) -> CodeToc:
+    parser.feed(tail)
+    return parser.close()
 
 
 def _report_sent(ticket: SlotTicket) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
@@ -276,18 +292,21 @@ class LegifranceClient:
                 return items
         raise LegifranceError(f"/list/code still had results after {_MAX_PAGES} pages")
 
-    async def table_matieres(self, code_id: str, on: date) -> dict[str, Any]:
-        """/consult/legi/tableMatieres for a code (nature CODE) at a date: the raw JSON."""
+    async def table_matieres(self, code_id: str, on: date) -> CodeToc:
+        """/consult/legi/tableMatieres for a code (nature CODE) at a date, reduced to its
+        in-force entries as the body streams in (collector.parse.TocParser).
+
+        Invalid JSON is retried like any bad body; a JSON object without a list of sections
+        or articles raises LegifranceNotFound; bad "articles"/"sections" values raise TocError.
+        """
         body = {"textId": code_id, "date": on.isoformat(), "nature": "CODE"}
-        data = await self._call(
-            "table_matieres", body, subject=f"code {code_id}", read_timeout=self._toc_read_timeout
+
+        async def read(response: httpx.Response) -> CodeToc | _Retryable:
+            return await self._read_toc(response, code_id)
+
+        return await self._request(
+            "table_matieres", body, read, subject=f"code {code_id}", read_timeout=self._toc_read_timeout
         )
-        if not isinstance(data.get("sections"), list) and not isinstance(data.get("articles"), list):
-            raise LegifranceNotFound(
-                f"code {code_id} not found: tableMatieres answered without sections or articles "
-                f"(is {code_id} the LEGITEXT id of a code in force?)"
-            )
-        return data
 
     async def get_article(self, article_id: str) -> dict[str, Any] | None:
         """/consult/getArticle: the `article` object, or None when the API returns none."""
@@ -305,15 +324,20 @@ class LegifranceClient:
     def _timeout(self, read: float) -> httpx.Timeout:
         return httpx.Timeout(read, connect=self._connect_timeout)
 
-    async def _call(
+    async def _call(self, endpoint: str, body: dict[str, Any], *, subject: str | None) -> dict[str, Any]:
+        """POST with auth, budget, retries; the decoded JSON object."""
+        return await self._request(endpoint, body, self._read_json, subject=subject)
+
+    async def _request(
         self,
         endpoint: str,
         body: dict[str, Any],
+        read: BodyReader[T],
         *,
         subject: str | None,
         read_timeout: float | None = None,
-    ) -> dict[str, Any]:
-        """POST with auth, budget, retries; the decoded JSON object."""
+    ) -> T:
+        """POST with auth, budget, retries; what `read` makes of the 200 body."""
         self.stats.record(requests=endpoint)
         url = self._urls[endpoint]
         timeout = self._timeout(read_timeout or self._read_timeout)
@@ -321,9 +345,7 @@ class LegifranceClient:
         failures = 0
         while True:
             token = await self._get_token()
-            outcome = await self._attempt(endpoint, url, body, token, timeout, subject)
-            if isinstance(outcome, dict):
-                return outcome
+            outcome = await self._attempt(endpoint, url, body, token, timeout, subject, read)
             if outcome is None:  # 401: the token was refused
                 if reauthenticated:
                     raise LegifranceAuthError(
@@ -334,6 +356,8 @@ class LegifranceClient:
                 self._forget_token(token)
                 log.warning("legifrance token refused, re-authenticating", endpoint=endpoint)
                 continue
+            if not isinstance(outcome, _Retryable):
+                return outcome
             failures += 1
             if failures >= self.max_attempts:
                 what = f" for {subject}" if subject else ""
@@ -360,24 +384,30 @@ class LegifranceClient:
         token: str,
         timeout: httpx.Timeout,
         subject: str | None,
-    ) -> dict[str, Any] | _Retryable | None:
-        """One budgeted HTTP attempt: the JSON object, a retryable failure, or None for 401.
-        Fatal answers raise."""
+        read: BodyReader[T],
+    ) -> T | _Retryable | None:
+        """One budgeted HTTP attempt: what `read` makes of a 200 body, a retryable failure, or
+        None for 401. Fatal answers raise. The whole body is read within the slot."""
         headers = {"Authorization": f"Bearer {token}"}
         async with self.budget.slot() as ticket:
             self.stats.record(attempts=1)
+            request = self._http.build_request(
+                "POST", url, json=body, headers=headers, timeout=timeout,
+                extensions={"trace": _report_sent(ticket)},
+            )
             try:
-                response = await self._http.post(
-                    url, json=body, headers=headers, timeout=timeout,
-                    extensions={"trace": _report_sent(ticket)},
-                )
+                response = await self._http.send(request, stream=True)
+                try:
+                    status = response.status_code
+                    self.stats.record(statuses=status)
+                    if status == 200:
+                        return await read(response)
+                    await response.aread()  # an error body: small, read for its detail
+                finally:
+                    await response.aclose()
             except RETRY_EXCEPTIONS as exc:
                 self.stats.record(errors=type(exc).__name__)
                 return _Retryable(type(exc).__name__)
-        status = response.status_code
-        self.stats.record(statuses=status)
-        if status == 200:
-            return await self._decode(endpoint, response)
         if status == 401:
             return None
         if status == 403:
@@ -397,13 +427,11 @@ class LegifranceClient:
             )
         raise LegifranceError(f"HTTP {status} on {endpoint}{detail}")
 
-    async def _decode(self, endpoint: str, response: httpx.Response) -> dict[str, Any] | _Retryable:
-        content = response.content
+    async def _read_json(self, response: httpx.Response) -> dict[str, Any] | _Retryable:
+        """A small JSON body (every endpoint but tableMatieres): the decoded object."""
+        content = await response.aread()
         try:
-            if len(content) > _BIG_BODY:
-                data = await asyncio.to_thread(json.loads, content)
-            else:
-                data = json.loads(content)
+            data = json.loads(content)
         except ValueError:
             self.stats.record(errors="invalid JSON")
             return _Retryable("invalid JSON", 200)
@@ -411,6 +439,34 @@ class LegifranceClient:
             self.stats.record(errors="invalid JSON")
             return _Retryable("JSON body is not an object", 200)
         return data
+
+    async def _read_toc(self, response: httpx.Response, code_id: str) -> CodeToc | _Retryable:
+        """A tableMatieres body through a fresh TocParser, in batches of about _TOC_BATCH
+        bytes each parsed in a worker thread, so the event loop stays free."""
+        parser = TocParser(code_id)
+        pending: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in response.aiter_bytes():
+                pending.append(chunk)
+                size += len(chunk)
+                if size >= _TOC_BATCH:
+                    await asyncio.to_thread(parser.feed, b"".join(pending))
+                    pending, size = [], 0
+            toc: CodeToc | None = await asyncio.to_thread(_finish_toc, parser, b"".join(pending))
+        except TocBodyError as exc:
+            self.stats.record(errors="invalid JSON")
+            return _Retryable(exc.reason, 200)
+        except TocError:
+            if parser.listed:
+                raise
+            toc = None  # no list at the top: the not-found answer wins, as it always did
+        if toc is None or not parser.listed:
+            raise LegifranceNotFound(
+                f"code {code_id} not found: tableMatieres answered without sections or articles "
+                f"(is {code_id} the LEGITEXT id of a code in force?)"
+            )
+        return toc
 
     def _error_detail(self, response: httpx.Response) -> str:
         """A short, scrubbed hint from an error body (JSON 'message'/'error' only)."""

@@ -1,15 +1,21 @@
-"""Légifrance JSON -> models: the table-of-contents walk and getArticle -> Article | Rejected.
+"""Légifrance JSON -> models: the table of contents (a push parser over the body's bytes) and
+getArticle -> Article | Rejected.
 
-Pure functions (no I/O), so harvest stays a thin orchestration layer and these are tested
-against real API responses.
+No I/O (the client feeds the parser), so harvest stays a thin orchestration layer and these are
+tested against real API responses.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Generator, Iterator, Mapping
 from datetime import date, datetime, timedelta
+from decimal import Decimal
+from operator import itemgetter
 from typing import Any
+
+import ijson
+from ijson.common import ObjectBuilder
 
 from collector.models import Article, CodeToc, Rejected, TocEntry
 from collector.text import clean_text, normalize_text, passes_quality, rejection_reason
@@ -23,6 +29,15 @@ _HASH_SEPARATOR = "\x1e"  # ASCII record separator: never in cleaned text
 
 class TocError(ValueError):
     """The tableMatieres response is not a table of contents (not an object, bad lists)."""
+
+
+class TocBodyError(TocError):
+    """The tableMatieres body is not a JSON object: invalid or truncated JSON, or another JSON
+    value (worth asking again, unlike a well-formed object with bad lists)."""
+
+    def __init__(self, code_id: str, reason: str) -> None:
+        super().__init__(f"tableMatieres response for {code_id}: {reason}")
+        self.reason = reason  # "invalid JSON (parse error: premature EOF)", ...
 
 
 class ArticleError(ValueError):
@@ -61,79 +76,376 @@ def epoch_ms_to_date(ms: int | float | str | None) -> date | None:
 
 
 # ---- table of contents ----------------------------------------------------------------------
+# Events are the ijson basic_parse ones: (event, value).
+_Event = tuple[str, Any]
+_Kept = tuple[int, str, str, str | None, str]  # an in-force article: (intOrdre, id, cid, num, etat)
+
+_SLICE = 1 << 14  # bytes handed to yajl at once: the events of one slice stay in the CPU cache
+_ARTICLE_KEYS = frozenset({"id", "cid", "num", "etat", "intOrdre"})
+_NODE_KEYS = frozenset({"title", "intOrdre", "modifDate", "articles", "sections"})
+_LIST = object()  # marks a node's "articles"/"sections" value as a list (its items were read)
+
+
+def _event_names() -> tuple[str, ...]:
+    """ijson's own event name strings (it reuses one object per name): `==` against the very
+    object the parser yields is settled by identity, a third cheaper per event than against a
+    literal. Equal strings all the same, so this only ever costs speed if ijson changes."""
+    events: list[_Event] = ijson.sendable_list()
+    coro = ijson.basic_parse_coro(events)
+    coro.send(b'[null, {"k": {}}]')
+    coro.close()
+    names = {name: name for name, _ in events}
+    wanted = ("null", "map_key", "start_map", "end_map", "start_array", "end_array")
+    return tuple(names.get(name, name) for name in wanted)
+
+
+_EVENT_NAMES = _event_names()
+_START, _NODE, _ARTICLES, _SECTIONS, _SKIP, _CAPTURE, _END = range(7)  # consumer states
+
+
+class _Node:
+    """The text or one of its sections, reduced while it is read: its kept articles and its
+    subsections, each with its intOrdre rank."""
+
+    __slots__ = ("title", "order", "articles", "sections", "bad")
+
+    def __init__(self) -> None:
+        self.title = ""  # whitespace collapsed (sections)
+        self.order = 0
+        self.articles: list[_Kept] = []
+        self.sections: list[_Node] = []
+        self.bad = False  # it or a section under it has bad "articles"/"sections" values
+
+
 def _id_number(article_id: str) -> int:
     digits = article_id[8:]
     return int(digits) if digits.isdigit() else -1
 
 
-def _ordered(node: Mapping[str, Any]) -> list[tuple[bool, Mapping[str, Any]]]:
-    """Children of a TOC node (its articles and sections) in intOrdre order, articles first on
-    ties; (is_section, child) pairs."""
-    articles = node.get("articles") or []
-    sections = node.get("sections") or []
-    if not isinstance(articles, list) or not isinstance(sections, list):
-        raise TocError("'articles' and 'sections' must be lists in a tableMatieres response")
-    children = [(False, a) for a in articles if isinstance(a, Mapping)]
-    children += [(True, s) for s in sections if isinstance(s, Mapping)]
-
-    def key(item: tuple[bool, Mapping[str, Any]]) -> tuple[int, bool]:
-        order = item[1].get("intOrdre")
-        return (order if isinstance(order, int) else 0, item[0])
-
-    children.sort(key=key)
-    return children
+def _int_or_zero(value: Any) -> int:
+    return value if isinstance(value, int) else 0
 
 
-def walk_toc(toc_json: Mapping[str, Any], code_id: str) -> CodeToc:
-    """Reduce a tableMatieres response to the in-force article versions of the code.
+def _plain(value: Any) -> Any:
+    """A value as json.loads builds it: ijson gives Decimal for numbers that are not integers
+    (its float mode refuses integers beyond 64 bits, which json accepts)."""
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
 
-    Sections are walked depth-first in intOrdre order with an explicit stack (no recursion
-    limit, one path string per section, so multi-MB TOCs stay cheap). An article entry is kept
-    when its `etat` starts with "VIGUEUR" (VIGUEUR, VIGUEUR_DIFF) and its id is a LEGIARTI id.
-    The same article (cid) can be listed more than once in force; like SocialGouv/legi-data we
-    then keep the highest id, which is numerically the latest version, at the position where
-    the cid first appeared.
-    """
-    if not isinstance(toc_json, Mapping):
-        raise TocError(f"tableMatieres response for {code_id} is not a JSON object")
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else str(_plain(value))
+
+
+def _ordered(node: _Node) -> list[_Kept | _Node]:
+    """Children of a node in intOrdre order, articles first on ties (the sort is stable)."""
+    if not node.sections:
+        return sorted(node.articles, key=itemgetter(0))  # type: ignore[return-value]
+    children: list[tuple[int, bool, _Kept | _Node]] = [(a[0], False, a) for a in node.articles]
+    children += [(s.order, True, s) for s in node.sections]
+    children.sort(key=itemgetter(0, 1))
+    return [child for _, _, child in children]
+
+
+def _entries(top: _Node) -> tuple[TocEntry, ...]:
+    """Depth-first in intOrdre order with an explicit stack (no recursion limit, one path string
+    per section); one entry per cid, the highest id winning at the cid's first position."""
     by_cid: dict[str, TocEntry] = {}
-    stack: list[tuple[str, Mapping[str, Any]]] = [("", toc_json)]
+    stack: list[tuple[str, _Node]] = [("", top)]
     while stack:
         path, node = stack.pop()
-        pending: list[tuple[str, Mapping[str, Any]]] = []
-        for is_section, child in _ordered(node):
-            if is_section:
-                title = " ".join(str(child.get("title") or "").split())
-                child_path = f"{path}{PATH_SEPARATOR}{title}" if path and title else path or title
-                pending.append((child_path, child))
+        pending: list[tuple[str, _Node]] = []
+        for child in _ordered(node):
+            if isinstance(child, _Node):
+                title = child.title
+                pending.append((f"{path}{PATH_SEPARATOR}{title}" if path and title else path or title, child))
                 continue
-            etat = child.get("etat")
-            article_id = child.get("id")
-            if not (isinstance(etat, str) and etat.startswith("VIGUEUR")):
-                continue
-            if not (isinstance(article_id, str) and article_id.startswith("LEGIARTI")):
-                continue
-            cid = child.get("cid") if isinstance(child.get("cid"), str) else article_id
-            num = child.get("num")
-            entry = TocEntry(
-                id=article_id,
-                cid=cid,
-                num=str(num) if num is not None else None,
-                etat=etat,
-                section_path=path,
-            )
+            _, article_id, cid, num, etat = child
             seen = by_cid.get(cid)
             if seen is None or _id_number(article_id) > _id_number(seen.id):
-                by_cid[cid] = entry
+                by_cid[cid] = TocEntry(id=article_id, cid=cid, num=num, etat=etat, section_path=path)
         stack.extend(reversed(pending))
-    title = toc_json.get("title")
-    modif = toc_json.get("modifDate")
-    return CodeToc(
-        code_id=code_id,
-        title=str(title).strip() if title else code_id,
-        modif_date=str(modif)[:10] if modif else None,
-        entries=tuple(by_cid.values()),
-    )
+    return tuple(by_cid.values())
+
+
+def _bad_lists(fields: dict[str, Any]) -> bool:
+    """True when "articles" or "sections" holds something that is neither a list nor empty
+    (null, {}, "", 0 and false count as no children, like a missing key)."""
+    return any(fields.get(key) is not _LIST and fields.get(key) for key in ("articles", "sections"))
+
+
+class TocParser:
+    """Push parser of a tableMatieres body: `feed(chunk)` bytes as they arrive, `close()` gives
+    the CodeToc. Only the reduced tree is held (kept articles as small tuples, one object per
+    section), never the JSON: memory follows the in-force entries, not the body size.
+
+    The rules (the one implementation; `parse_toc` is the whole-body shortcut): sections are
+    walked depth-first, each node's children in intOrdre order, articles before sections on
+    ties. An article entry is kept when its `etat` starts with "VIGUEUR" (VIGUEUR,
+    VIGUEUR_DIFF) and its id is a LEGIARTI id. The same article (cid) can be listed more than
+    once in force; like SocialGouv/legi-data we then keep the highest id, which is numerically
+    the latest version, at the position where the cid first appeared. A section path is the
+    section titles (whitespace collapsed) joined by PATH_SEPARATOR. Every other key is skipped
+    without building its value.
+
+    Errors, raised by `feed` or `close`: TocBodyError when the body is not a JSON object
+    (invalid or truncated JSON, or another JSON value); TocError, at `close` and only for
+    valid JSON, when "articles"/"sections" of a node are neither lists nor empty.
+    """
+
+    def __init__(self, code_id: str) -> None:
+        self.code_id = code_id
+        self._events: list[_Event] = ijson.sendable_list()
+        self._yajl = ijson.basic_parse_coro(self._events)
+        self._consumer: Generator[None, list[_Event], None] | None = self._consume()
+        next(self._consumer)
+        self._top: _Node | None = None
+        self._top_fields: dict[str, Any] = {}
+        self._not_object = False
+        self._bad = False
+
+    @property
+    def listed(self) -> bool:
+        """The body's top level had a list of sections or of articles (after `close`)."""
+        return any(self._top_fields.get(key) is _LIST for key in ("sections", "articles"))
+
+    def feed(self, chunk: bytes) -> None:
+        """Parse the next bytes of the body (any split, even inside a token)."""
+        if len(chunk) <= _SLICE:
+            self._push(chunk)
+            return
+        for start in range(0, len(chunk), _SLICE):
+            self._push(chunk[start : start + _SLICE])
+
+    def close(self) -> CodeToc:
+        """The end of the body: the CodeToc, or TocBodyError / TocError."""
+        try:
+            self._yajl.close()
+        except ijson.JSONError as exc:
+            raise self._invalid(exc) from None
+        self._dispatch()
+        if self._not_object:
+            raise TocBodyError(self.code_id, "JSON body is not an object")
+        if self._bad or self._top is None:
+            raise TocError(
+                f"tableMatieres response for {self.code_id}: 'articles' and 'sections' must be lists"
+            )
+        title = self._top_fields.get("title")
+        modif = self._top_fields.get("modifDate")
+        return CodeToc(
+            code_id=self.code_id,
+            title=_text(title).strip() if title else self.code_id,
+            modif_date=_text(modif)[:10] if modif else None,
+            entries=_entries(self._top),
+        )
+
+    def _push(self, data: bytes) -> None:
+        if not data:
+            return  # an empty send means end of input to ijson
+        try:
+            self._yajl.send(data)
+        except ijson.JSONError as exc:
+            raise self._invalid(exc) from None
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        if self._consumer is not None and self._events:
+            try:
+                self._consumer.send(self._events)
+            except StopIteration:
+                self._consumer = None  # not a TOC: the rest is only checked to be JSON
+        del self._events[:]
+
+    def _invalid(self, exc: Exception) -> TocBodyError:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return TocBodyError(self.code_id, f"invalid JSON ({detail[:120]})")
+
+    def _consume(self) -> Generator[None, list[_Event], None]:
+        """The event consumer: one batch of events per send. Each state is a tight loop over
+        the batch; a loop that runs out of events waits for the next batch (`yield`) and
+        resumes in the same state. A value is None only for null and the container events."""
+        it: Iterator[_Event] = iter(())
+        state = back = _START  # `back`: where _SKIP and _CAPTURE return
+        open_nodes: list[tuple[_Node, dict[str, Any]]] = []  # innermost last, with its fields
+        node = _Node()
+        fields: dict[str, Any] = {}  # the wanted keys of the node being read
+        article: dict[str, Any] = {}  # the wanted keys of the article being read
+        in_article = False
+        key = ""
+        depth = 0  # containers open in a skipped or captured value
+        builder = ObjectBuilder()
+        null, map_key, start_map, end_map, start_array, end_array = _EVENT_NAMES  # locals: fast
+        article_keys, node_keys = _ARTICLE_KEYS, _NODE_KEYS
+        while True:
+            if state == _ARTICLES:  # a node's articles list, and its articles: the hot loop
+                for event, value in it:
+                    if value is None:
+                        if event == null:
+                            if key in article_keys:
+                                article[key] = None
+                        elif event == end_map:  # an article is read
+                            etat, article_id = article.get("etat"), article.get("id")
+                            if (
+                                isinstance(etat, str)
+                                and etat.startswith("VIGUEUR")
+                                and isinstance(article_id, str)
+                                and article_id.startswith("LEGIARTI")
+                            ):
+                                cid, num = article.get("cid"), article.get("num")
+                                node.articles.append((
+                                    _int_or_zero(article.get("intOrdre")),
+                                    article_id,
+                                    cid if isinstance(cid, str) else article_id,
+                                    _text(num) if num is not None else None,
+                                    etat,
+                                ))
+                            article.clear()
+                            key, in_article = "", False
+                        elif event == end_array:
+                            break  # the list is read
+                        elif event == start_map and not in_article:
+                            in_article = True
+                        elif in_article and key in article_keys:
+                            break  # a wanted key holds a container
+                        else:  # a container nobody reads (a value, or an item that is no object)
+                            depth = 1
+                            for event, value in it:
+                                if value is None and event != null:
+                                    if event == start_map or event == start_array:
+                                        depth += 1
+                                    else:
+                                        depth -= 1
+                                        if not depth:
+                                            break
+                            if depth:
+                                break  # the batch ends inside it
+                    elif event == map_key:
+                        key = value
+                    elif key in article_keys:  # "" between articles: scalar items are ignored
+                        article[key] = value
+                else:
+                    it = iter((yield))
+                    continue
+                if depth:
+                    state, back = _SKIP, _ARTICLES
+                elif event == end_array:
+                    state = _NODE
+                else:
+                    builder = ObjectBuilder()
+                    builder.event(event, value)
+                    state, back, depth = _CAPTURE, _ARTICLES, 1
+            elif state == _NODE:  # the text or a section
+                for event, value in it:
+                    if value is None and event != null:
+                        break  # end_map, or a container value
+                    if event == map_key:
+                        key = value
+                    elif key in node_keys:
+                        fields[key] = value
+                        if key == "articles":
+                            node.articles = []  # a repeated key: the last value counts
+                        elif key == "sections":
+                            node.sections = []
+                else:
+                    it = iter((yield))
+                    continue
+                if event == end_map:
+                    # judged when the node is whole: a repeated key replaces the earlier value
+                    node.bad = _bad_lists(fields) or any(section.bad for section in node.sections)
+                    node.order = _int_or_zero(fields.get("intOrdre"))
+                    node.title = " ".join(_text(fields.get("title") or "").split())
+                    if not open_nodes:
+                        self._top, self._top_fields, state = node, fields, _END
+                        self._bad = node.bad
+                        continue
+                    parent, fields = open_nodes.pop()
+                    parent.sections.append(node)
+                    node, state = parent, _SECTIONS
+                elif key not in node_keys:
+                    state, back, depth = _SKIP, _NODE, 1
+                elif event == start_array and key == "articles":
+                    fields[key], node.articles = _LIST, []
+                    key, in_article, state = "", False, _ARTICLES
+                elif event == start_array and key == "sections":
+                    fields[key], node.sections = _LIST, []
+                    state = _SECTIONS
+                else:  # a wanted key holds an object, or a title a list: built, then judged
+                    builder = ObjectBuilder()
+                    builder.event(event, value)
+                    state, back, depth = _CAPTURE, _NODE, 1
+            elif state == _SECTIONS:  # a node's sections list
+                for event, value in it:
+                    if value is None and event != null:
+                        break  # scalar items are not objects: ignored
+                else:
+                    it = iter((yield))
+                    continue
+                if event == start_map:
+                    open_nodes.append((node, fields))
+                    node, fields, key, state = _Node(), {}, "", _NODE
+                elif event == start_array:
+                    state, back, depth = _SKIP, _SECTIONS, 1  # not an object either
+                else:
+                    state = _NODE
+            elif state == _SKIP:  # the rest of a container nobody reads
+                for event, value in it:
+                    if value is None and event != null:
+                        if event == start_map or event == start_array:
+                            depth += 1
+                        else:
+                            depth -= 1
+                            if not depth:
+                                break
+                else:
+                    it = iter((yield))
+                    continue
+                state = back
+            elif state == _CAPTURE:  # a wanted key holds a container (rare): build it
+                for event, value in it:
+                    builder.event(event, value)
+                    if value is None and event != null:
+                        if event == start_map or event == start_array:
+                            depth += 1
+                        else:
+                            depth -= 1
+                            if not depth:
+                                break
+                else:
+                    it = iter((yield))
+                    continue
+                if back == _ARTICLES:
+                    article[key] = builder.value
+                else:
+                    fields[key] = builder.value
+                    if key == "articles":
+                        node.articles = []
+                    elif key == "sections":
+                        node.sections = []
+                state = back
+            elif state == _START:
+                for event, value in it:
+                    break
+                else:
+                    it = iter((yield))
+                    continue
+                if event != start_map:
+                    self._not_object = True
+                    return
+                state = _NODE
+            else:  # _END: yajl lets nothing follow the top-level value
+                it = iter((yield))
+
+
+def parse_toc(data: bytes, code_id: str) -> CodeToc:
+    """A whole tableMatieres body -> CodeToc (see TocParser)."""
+    parser = TocParser(code_id)
+    parser.feed(data)
+    return parser.close()
 
 
 # ---- articles -------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ Backoffs are shortened so the fault scenarios run in seconds; the emulator's own
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import subprocess
 import sys
@@ -39,6 +40,8 @@ from collector.legifrance import (
     LegifranceNotFound,
     retry_after_seconds,
 )
+from collector.models import CodeToc
+from collector.parse import TocError, parse_toc
 from collector.ratelimit import RequestBudget, SlotTicket
 from tests.conftest import REPO
 
@@ -93,6 +96,11 @@ def make_client(
     )
 
 
+def served_toc(demo: DemoServerThread, code_id: str) -> CodeToc:
+    """What the emulator's TOC of the code (today) parses to, read whole."""
+    return parse_toc(demo.server.corpus.table_matieres_json(code_id, date.today()).encode(), code_id)
+
+
 def article_ids(demo: DemoServerThread, n: int) -> list[str]:
     ids = sorted(demo.server.expected_ids(min_chars=0))
     assert len(ids) >= n
@@ -132,7 +140,8 @@ def test_endpoints_return_the_api_objects(start_demo: Callable[..., DemoServerTh
     codes, toc, article, versions, stats = run(scenario())
     assert {c["id"] for c in codes} >= set(DEMO_MASSIVE_CODES)
     assert all(c["etat"] == "VIGUEUR" for c in codes) and all(c["titre"] for c in codes)
-    assert toc["cid"] == DEMO_MASSIVE_CODES[0] and isinstance(toc["sections"], list)
+    assert toc == served_toc(demo, DEMO_MASSIVE_CODES[0]) and toc.entries
+    assert {e.id for e in toc.entries} <= demo.server.expected_ids(min_chars=0)
     assert article["id"] == article_ids(demo, 1)[0] and article["texte"] is not None
     assert any(v["id"] == article["id"] for v in versions)
     assert stats["requests"] == {"list_code": 1, "table_matieres": 1, "get_article": 1, "get_article_by_cid": 1}
@@ -198,7 +207,119 @@ def test_table_matieres_gets_the_longer_read_timeout(start_demo: Callable[..., D
             return toc, err.value
 
     toc, _ = run(scenario())
-    assert toc["cid"] == DEMO_MASSIVE_CODES[0]
+    assert toc == served_toc(demo, DEMO_MASSIVE_CODES[0])
+
+
+class ReChunkingTransport(httpx.AsyncHTTPTransport):
+    """The real network transport, handing every answer's body over in `size`-byte pieces."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        return httpx.Response(response.status_code, headers=response.headers,
+                              stream=_Pieces(response.stream, self.size), extensions=response.extensions)
+
+
+class _Pieces(httpx.AsyncByteStream):
+    def __init__(self, stream: Any, size: int) -> None:
+        self.stream, self.size = stream, size
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self.stream:
+            for start in range(0, len(chunk), self.size):
+                yield chunk[start : start + self.size]
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+class TocRewritingTransport(httpx.AsyncHTTPTransport):
+    """The real network transport, as if the API had answered tableMatieres with `rewrite`
+    applied to its JSON."""
+
+    def __init__(self, rewrite: Callable[[dict[str, Any]], Any]) -> None:
+        super().__init__()
+        self.rewrite = rewrite
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        if not request.url.path.endswith("/tableMatieres") or response.status_code != 200:
+            return response
+        body = json.loads(b"".join([chunk async for chunk in response.stream]))  # type: ignore[union-attr]
+        await response.aclose()
+        return httpx.Response(200, json=self.rewrite(body))
+
+
+def test_toc_streamed_in_tiny_pieces_parses_as_a_whole_body(start_demo: Callable[..., DemoServerThread]) -> None:
+    demo = start_demo()
+
+    async def scenario() -> CodeToc:
+        async with make_client(demo, transport=ReChunkingTransport(7)) as client:
+            return await client.table_matieres(DEMO_MASSIVE_CODES[0], date.today())
+
+    assert run(scenario()) == served_toc(demo, DEMO_MASSIVE_CODES[0])
+
+
+@pytest.mark.parametrize("kind", ["truncated", "drop", "http_503"])
+def test_toc_faults_are_retried_with_a_fresh_parser(
+    start_demo: Callable[..., DemoServerThread], kind: str
+) -> None:
+    """A cut body (invalid JSON), a dropped connection or a 503 is asked again; the retry's
+    parser starts from nothing (the first half of a cut body leaves no trace)."""
+    demo = start_demo()
+    demo.server.set_faults([FaultRule(kind=kind, count=2, endpoint="table_matieres")])  # type: ignore[arg-type]
+
+    async def scenario() -> tuple[CodeToc, dict[str, Any]]:
+        async with make_client(demo) as client:
+            toc = await client.table_matieres(DEMO_MASSIVE_CODES[0], date.today())
+            return toc, client.stats.as_dict()
+
+    toc, stats = run(scenario())
+    assert toc == served_toc(demo, DEMO_MASSIVE_CODES[0])
+    assert stats["retries"] == 2 and demo.server.stats()["requests"]["table_matieres"] == 3
+    if kind == "truncated":
+        assert stats["errors"] == {"invalid JSON": 2}
+
+
+def test_a_toc_with_bad_lists_fails_without_retry(start_demo: Callable[..., DemoServerThread]) -> None:
+    demo = start_demo()
+
+    async def scenario() -> None:
+        transport = TocRewritingTransport(lambda toc: {**toc, "articles": "none"})
+        async with make_client(demo, transport=transport) as client:
+            await client.table_matieres(DEMO_MASSIVE_CODES[0], date.today())
+
+    with pytest.raises(TocError, match="must be lists"):
+        run(scenario())
+    assert demo.server.stats()["requests"]["table_matieres"] == 1
+
+
+@pytest.mark.parametrize(
+    "rewrite, error",
+    [
+        (lambda toc: {"title": toc["title"]}, LegifranceNotFound),  # no list at the top
+        (lambda toc: {"title": toc["title"], "sections": "nope"}, LegifranceNotFound),  # as before
+        (lambda toc: [toc], LegifranceError),  # not an object: asked again, then given up
+    ],
+)
+def test_a_toc_that_is_no_toc(
+    start_demo: Callable[..., DemoServerThread], rewrite: Callable[[Any], Any], error: type[Exception]
+) -> None:
+    demo = start_demo()
+
+    async def scenario() -> None:
+        async with make_client(demo, transport=TocRewritingTransport(rewrite), max_attempts=2) as client:
+            await client.table_matieres(DEMO_MASSIVE_CODES[0], date.today())
+
+    with pytest.raises(error) as err:
+        run(scenario())
+    attempts = 2 if error is LegifranceError else 1
+    assert type(err.value) is error and demo.server.stats()["requests"]["table_matieres"] == attempts
+    if attempts == 2:
+        assert "JSON body is not an object" in str(err.value)
 
 
 # ---- faults: every article still comes back exactly once ----------------------------------
@@ -587,7 +708,7 @@ def test_from_settings_with_credentials_targets_the_configured_urls(
         async with LegifranceClient.from_settings(settings, RequestBudget(20, 100, 100, 2), **FAST) as client:
             return await client.table_matieres(DEMO_MASSIVE_CODES[1], date.today())
 
-    assert run(scenario())["cid"] == DEMO_MASSIVE_CODES[1]
+    assert run(scenario()) == served_toc(demo, DEMO_MASSIVE_CODES[1])
     assert demo.server.stats()["requests"] == {"token": 1, "table_matieres": 1}
 
 

@@ -14,11 +14,13 @@ import pytest
 from collector.models import Article, CodeToc, Rejected, TocEntry
 from collector.parse import (
     ArticleError,
+    TocBodyError,
     TocError,
+    TocParser,
     article_from_api,
     content_sha256,
     epoch_ms_to_date,
-    walk_toc,
+    parse_toc,
 )
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
@@ -31,11 +33,28 @@ def load(path: Path) -> Any:
 
 
 def toc_of(fixtures: Path, code_id: str) -> CodeToc:
-    return walk_toc(load(fixtures / "codes" / f"{code_id}.json"), code_id)
+    return parse_toc((fixtures / "codes" / f"{code_id}.json").read_bytes(), code_id)
+
+
+def fed(data: bytes, code_id: str, size: int) -> CodeToc:
+    """The body pushed through a TocParser in pieces of `size` bytes (splitting tokens and
+    UTF-8 sequences)."""
+    parser = TocParser(code_id)
+    for start in range(0, len(data), size):
+        parser.feed(data[start : start + size])
+    return parser.close()
+
+
+def toc_from(value: Any, code_id: str = "LEGITEXT000099900001") -> CodeToc:
+    """parse_toc of a JSON value, checked to give the same CodeToc fed 1 and 7 bytes at a time."""
+    data = json.dumps(value).encode()
+    whole = parse_toc(data, code_id)
+    assert fed(data, code_id, 1) == fed(data, code_id, 7) == whole
+    return whole
 
 
 def raw_articles(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Every article entry of a raw TOC (independent of walk_toc's implementation)."""
+    """Every article entry of a raw TOC (independent of the parser's implementation)."""
     yield from node.get("articles") or []
     for section in node.get("sections") or []:
         yield from raw_articles(section)
@@ -47,7 +66,7 @@ def version(fixtures: Path, cid: str, article_id: str) -> dict[str, Any]:
     return next(v for v in versions if v["id"] == article_id)
 
 
-# ---- walk_toc on real TOCs ------------------------------------------------------------------
+# ---- the TOC parser on real TOCs ------------------------------------------------------------
 def test_monnaies_toc_keeps_the_six_in_force_versions(real_fixtures: Path) -> None:
     toc = toc_of(real_fixtures, MONNAIES)
     assert toc.code_id == MONNAIES
@@ -75,7 +94,7 @@ def test_monnaies_toc_keeps_the_six_in_force_versions(real_fixtures: Path) -> No
 
 def test_architectes_toc_counts_match_the_fixture_table(real_fixtures: Path) -> None:
     raw = load(real_fixtures / "codes" / f"{ARCHITECTES}.json")
-    toc = walk_toc(raw, ARCHITECTES)
+    toc = toc_of(real_fixtures, ARCHITECTES)
     all_entries = list(raw_articles(raw))
     assert len(all_entries) == 49
     assert len({a["cid"] for a in all_entries}) == 49
@@ -134,7 +153,7 @@ def test_toc_walk_orders_by_intordre_and_dedups_cids() -> None:
             },
         ],
     }
-    result = walk_toc(toc, "LEGITEXT000099900001")
+    result = toc_from(toc)
     assert [(e.id, e.cid, e.num, e.section_path) for e in result.entries] == [
         ("LEGIARTI000000000003", "LEGIARTI000000000003", "1", "Titre Ier"),
         ("LEGIARTI000000000010", "LEGIARTI000000000001", "2", "Titre Ier > Chapitre unique"),
@@ -143,27 +162,150 @@ def test_toc_walk_orders_by_intordre_and_dedups_cids() -> None:
     assert result.entries[0].etat == "VIGUEUR_DIFF"
 
 
+def test_real_tocs_give_the_same_result_fed_whole_or_in_tiny_pieces(real_fixtures: Path) -> None:
+    for code_id in (MONNAIES, ARCHITECTES):
+        data = (real_fixtures / "codes" / f"{code_id}.json").read_bytes()
+        whole = parse_toc(data, code_id)
+        assert whole.entries and fed(data, code_id, 7) == fed(data, code_id, 1) == whole
+
+
 def test_toc_walk_handles_deep_nesting_without_recursion() -> None:
-    node: dict[str, Any] = {
-        "title": "S3000",
-        "intOrdre": 1,
-        "sections": [],
-        "articles": [{"id": "LEGIARTI000000000001", "cid": "LEGIARTI000000000001", "etat": "VIGUEUR", "num": "1"}],
-    }
-    for depth in range(2999, 0, -1):
-        node = {"title": f"S{depth}", "intOrdre": 1, "sections": [node], "articles": []}
-    toc = walk_toc({"title": "Profond", "sections": [node]}, "LEGITEXT000099900002")
-    (entry,) = toc.entries
+    # Built as text: json.dumps itself would hit the recursion limit.
+    article = '{"id":"LEGIARTI000000000001","cid":"LEGIARTI000000000001","etat":"VIGUEUR","num":"1"}'
+    text = '{"title":"Profond","sections":['
+    text += "".join(f'{{"title":"S{d}","intOrdre":1,"articles":[],"sections":[' for d in range(1, 3000))
+    text += f'{{"title":"S3000","intOrdre":1,"sections":[],"articles":[{article}]}}'
+    text += "]}" * 2999 + "]}"
+    data = text.encode()
+    (entry,) = parse_toc(data, "LEGITEXT000099900002").entries
     assert entry.section_path.startswith("S1 > S2 > S3 > ") and entry.section_path.endswith(" > S3000")
+    assert fed(data, "LEGITEXT000099900002", 7).entries == (entry,)
+
+
+def test_unknown_keys_are_skipped_whatever_they_hold() -> None:
+    """Objects and lists under other keys, even ones holding "id", "etat", "articles" or
+    "sections", never count; nor do list items that are not objects."""
+    decoy = {"id": "LEGIARTI000000000666", "cid": "LEGIARTI000000000666", "etat": "VIGUEUR", "num": "X"}
+    nested = {"articles": [decoy], "sections": [{"title": "Piège", "articles": [decoy]}], "etat": "ABROGE"}
+    result = toc_from({
+        "title": "Code", "modifDate": "2026-01-02T10:00:00", "liens": [nested, [nested]], "extra": nested,
+        "sections": [
+            7, None, "x", [{"title": "not a section", "articles": [decoy]}],
+            {
+                "title": "Titre Ier", "intOrdre": 1, "notaSectionsAafficher": {"sections": [nested]},
+                "articles": [
+                    "not an article", [decoy], {},
+                    {
+                        "id": "LEGIARTI000000000002", "lstLienModification": [decoy, {"sections": [nested]}],
+                        "context": {"id": "LEGIARTI000000000999", "etat": "ABROGE", "num": "Z"},
+                        "etat": "VIGUEUR", "cid": "LEGIARTI000000000001", "num": "1",
+                        "historique": [[[{"etat": "ABROGE"}]]], "intOrdre": 3,
+                    },
+                ],
+            },
+        ],
+    })
+    assert [(e.id, e.cid, e.num, e.etat, e.section_path) for e in result.entries] == [
+        ("LEGIARTI000000000002", "LEGIARTI000000000001", "1", "VIGUEUR", "Titre Ier")
+    ]
+    assert (result.title, result.modif_date) == ("Code", "2026-01-02")
+
+
+def test_odd_values_of_the_read_keys_follow_the_rules() -> None:
+    result = toc_from({
+        "title": "  Code  ",
+        "articles": [
+            # no cid: the id stands for it; a number num becomes text; no intOrdre sorts as 0
+            {"id": "LEGIARTI000000000003", "etat": "VIGUEUR", "num": 12, "intOrdre": 2},
+            {"id": "LEGIARTI000000000004", "cid": 5, "etat": "VIGUEUR", "num": None},
+            {"id": "LEGISCTA000000000005", "etat": "VIGUEUR"},  # not an article id
+            {"id": ["LEGIARTI000000000006"], "etat": "VIGUEUR"},
+            {"id": "LEGIARTI000000000007", "etat": {"VIGUEUR": True}},
+            {"id": "LEGIARTI000000000008", "etat": "VIGUEUR", "num": ["L", 1], "intOrdre": "1"},
+        ],
+        "sections": [{"title": ["Titre", "liste"], "intOrdre": 2, "articles": [
+            {"id": "LEGIARTI000000000009", "etat": "VIGUEUR", "num": "9"}]}],
+    })
+    assert [(e.id, e.cid, e.num, e.section_path) for e in result.entries] == [
+        ("LEGIARTI000000000004", "LEGIARTI000000000004", None, ""),
+        ("LEGIARTI000000000008", "LEGIARTI000000000008", "['L', 1]", ""),
+        ("LEGIARTI000000000003", "LEGIARTI000000000003", "12", ""),
+        ("LEGIARTI000000000009", "LEGIARTI000000000009", "9", "['Titre', 'liste']"),
+    ]
+    assert result.title == "Code" and result.modif_date is None
+    assert toc_from({"sections": []}, "LEGITEXT000099900009").title == "LEGITEXT000099900009"
+
+
+def test_numbers_read_as_json_would_read_them() -> None:
+    """Integers of any size stay integers; other numbers are floats (ijson's Decimals are not
+    let through: str(Decimal("1E+2")) would be "1E+2" where the JSON reader gave "100.0")."""
+    text = (
+        b'{"title":1E2,"modifDate":2.50,"articles":['
+        b'{"id":"LEGIARTI000000000001","etat":"VIGUEUR","num":123456789012345678901234567890,'
+        b'"intOrdre":99999999999999999999},'
+        b'{"id":"LEGIARTI000000000002","etat":"VIGUEUR","num":[1.5,{"n":-0.0}],"intOrdre":1.0}]}'
+    )
+    result = parse_toc(text, "LEGITEXT000099900005")
+    assert (result.title, result.modif_date) == ("100.0", "2.5")
+    assert [(e.id, e.num) for e in result.entries] == [
+        ("LEGIARTI000000000002", "[1.5, {'n': -0.0}]"),  # intOrdre 1.0 is no integer: 0
+        ("LEGIARTI000000000001", "123456789012345678901234567890"),
+    ]
+
+
+def test_a_repeated_key_counts_once_with_its_last_value() -> None:
+    article = {"id": "LEGIARTI000000000001", "etat": "VIGUEUR"}
+    text = (
+        '{"title":"Premier","sections":[{"title":"Perdu","sections":"nope"}],'
+        f'"articles":[{json.dumps(article)}],"articles":null,'
+        '"sections":[{"title":"Gardé","articles":[{"id":"LEGIARTI000000000002","etat":"ABROGE",'
+        '"etat":"VIGUEUR"}]}],"title":"Dernier"}'
+    ).encode()
+    result = parse_toc(text, "LEGITEXT000099900004")
+    assert [(e.id, e.section_path) for e in result.entries] == [("LEGIARTI000000000002", "Gardé")]
+    assert result.title == "Dernier" and fed(text, "LEGITEXT000099900004", 3) == result
 
 
 def test_toc_walk_rejects_what_is_not_a_toc() -> None:
-    with pytest.raises(TocError):
-        walk_toc([], "LEGITEXT000099900003")  # type: ignore[arg-type]
-    with pytest.raises(TocError):
-        walk_toc({"title": "x", "sections": "nope"}, "LEGITEXT000099900003")
-    empty = walk_toc({"title": "Vide", "sections": [], "articles": None}, "LEGITEXT000099900003")
-    assert empty.entries == () and empty.modif_date is None
+    code = "LEGITEXT000099900003"
+    for body in ([], "toc", 3, None):  # not an object
+        with pytest.raises(TocBodyError, match="not an object"):
+            toc_from(body, code)
+    for value in ("nope", 1, True, {"0": {}}):  # neither a list nor empty, at any depth
+        for bad in ({"sections": value}, {"articles": value}, {"sections": [{"title": "S", "articles": value}]}):
+            with pytest.raises(TocError) as err:
+                toc_from({"title": "x", **bad}, code)
+            assert not isinstance(err.value, TocBodyError) and "must be lists" in str(err.value)
+    for value in (None, {}, "", 0, False):  # empty values: no children, like a missing key
+        empty = toc_from({"title": "Vide", "sections": value, "articles": [], "modifDate": value}, code)
+        assert empty.entries == () and empty.modif_date is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"   ", b'{"title":"x","sections":[{"title":"S"', b'{"title":"x"} {}', b'{"title":"x",}',
+     b"{'title':'x'}", b'{"title":"\xff"}', b'{"sections":[], "articles":[]}]'],
+)
+def test_invalid_or_truncated_json_is_a_body_error(body: bytes) -> None:
+    for size in (1, 7, len(body) or 1):
+        with pytest.raises(TocBodyError, match="invalid JSON"):
+            fed(body, "LEGITEXT000099900003", size)
+
+
+def test_a_body_error_wins_over_bad_lists_seen_before_it() -> None:
+    """Bad lists are judged only once the JSON proved whole: a cut body is worth asking again."""
+    body = b'{"sections":"nope","articles":[{"id":"LEGIARTI000000000001","etat":"VIG'
+    with pytest.raises(TocBodyError):
+        parse_toc(body, "LEGITEXT000099900003")
+
+
+def test_top_level_lists_are_reported() -> None:
+    for value, listed in (({"sections": []}, True), ({"articles": []}, True), ({"title": "x"}, False),
+                          ({"sections": None, "articles": {}}, False)):
+        parser = TocParser("LEGITEXT000099900003")
+        parser.feed(json.dumps(value).encode())
+        parser.close()
+        assert parser.listed is listed
 
 
 # ---- dates ----------------------------------------------------------------------------------
