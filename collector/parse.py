@@ -154,13 +154,16 @@ def _ordered(node: _Node) -> list[_Kept | _Node]:
 
 def _entries(top: _Node) -> tuple[TocEntry, ...]:
     """Depth-first in intOrdre order with an explicit stack (no recursion limit, one path string
-    per section); one entry per cid, the highest id winning at the cid's first position."""
+    per section); one entry per cid, the highest id winning at the cid's first position. Each
+    node is emptied once walked, so the tree shrinks as the entries grow."""
     by_cid: dict[str, TocEntry] = {}
     stack: list[tuple[str, _Node]] = [("", top)]
     while stack:
         path, node = stack.pop()
         pending: list[tuple[str, _Node]] = []
-        for child in _ordered(node):
+        children = _ordered(node)
+        node.articles, node.sections = [], []
+        for child in children:
             if isinstance(child, _Node):
                 title = child.title
                 pending.append((f"{path}{PATH_SEPARATOR}{title}" if path and title else path or title, child))
@@ -169,6 +172,7 @@ def _entries(top: _Node) -> tuple[TocEntry, ...]:
             seen = by_cid.get(cid)
             if seen is None or _id_number(article_id) > _id_number(seen.id):
                 by_cid[cid] = TocEntry(id=article_id, cid=cid, num=num, etat=etat, section_path=path)
+        del children
         stack.extend(reversed(pending))
     return tuple(by_cid.values())
 
@@ -229,6 +233,7 @@ class TocParser:
         except ijson.JSONError as exc:
             raise self._invalid(exc) from None
         self._dispatch()
+        self._consumer = None  # its frame refers to self: let both go by reference counting
         if self._not_object:
             raise TocBodyError(self.code_id, "JSON body is not an object")
         if self._bad or self._top is None:
@@ -237,11 +242,12 @@ class TocParser:
             )
         title = self._top_fields.get("title")
         modif = self._top_fields.get("modifDate")
+        top, self._top = self._top, None
         return CodeToc(
             code_id=self.code_id,
             title=_text(title).strip() if title else self.code_id,
             modif_date=_text(modif)[:10] if modif else None,
-            entries=_entries(self._top),
+            entries=_entries(top),
         )
 
     def _push(self, data: bytes) -> None:
@@ -281,6 +287,7 @@ class TocParser:
         builder = ObjectBuilder()
         null, map_key, start_map, end_map, start_array, end_array = _EVENT_NAMES  # locals: fast
         article_keys, node_keys = _ARTICLE_KEYS, _NODE_KEYS
+        etats: dict[str, str] = {}
         while True:
             if state == _ARTICLES:  # a node's articles list, and its articles: the hot loop
                 for event, value in it:
@@ -300,9 +307,9 @@ class TocParser:
                                 node.articles.append((
                                     _int_or_zero(article.get("intOrdre")),
                                     article_id,
-                                    cid if isinstance(cid, str) else article_id,
+                                    cid if isinstance(cid, str) and cid != article_id else article_id,
                                     _text(num) if num is not None else None,
-                                    etat,
+                                    etats.setdefault(etat, etat),  # one string per etat value
                                 ))
                             article.clear()
                             key, in_article = "", False
