@@ -160,6 +160,14 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
+class _NoCookies(http.cookiejar.CookieJar):
+    """A jar that keeps nothing. PISTE authenticates by bearer token only: a gateway's cookie
+    never goes back, and the Set-Cookie parsing httpx runs on every response is skipped."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        return None
+
+
 class LegifranceClient:
     """Async client. All requests pass through `budget.slot()`."""
 
@@ -220,9 +228,7 @@ class LegifranceClient:
             headers={"Accept": "application/json", "User-Agent": "legifrance-collector/0.1"},
             limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
             timeout=self._timeout(read_timeout),
-            # PISTE authenticates by bearer token only: refusing cookies keeps a gateway's cookie
-            # out of later requests and skips httpx's per-response cookie parsing.
-            cookies=http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
+            cookies=_NoCookies(),
         )
         # Joined once: httpx would parse and join a relative path again on every request.
         self._urls = {name: self._http.base_url.join(path) for name, path in ENDPOINT_PATHS.items()}
