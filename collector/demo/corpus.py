@@ -266,7 +266,9 @@ class Corpus:
         self._repealed: dict[tuple[int, int], int] = {}  # slot -> day its last version ends
         self._lock = threading.Lock()
         self._text_titles = [self._build_text_titles(i) for i in range(len(CODES))]
-        self._chapter_sections = functools.lru_cache(maxsize=8192)(self._chapter_sections_uncached)
+        # TOCs and a pass's getArticle calls walk chapters in order: a few hundred cached chapters
+        # serve them, and the emulator's memory stays flat with the corpus size.
+        self._chapter_sections = functools.lru_cache(maxsize=512)(self._chapter_sections_uncached)
 
     # ---- codes ---------------------------------------------------------------------------
     @property
