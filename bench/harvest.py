@@ -58,10 +58,11 @@ def _maxrss_mb() -> float:
 
 
 class _TimedApp:
-    """ASGI wrapper adding up the emulator's CPU time (thread CPU around each call).
+    """ASGI wrapper adding up the emulator's CPU time (thread CPU of the app's own steps).
 
-    Exact for the in-process emulator without latency: ASGITransport's receive/send never
-    suspend, so nothing else runs on this thread while the app handles a request."""
+    The in-process transport runs the app on its own task; the app only waits in `send` when a
+    streamed body (a TOC) fills the transport's pipe, and the reader runs meanwhile, so the clock
+    stops while `send` waits. With no latency nothing else suspends the app."""
 
     def __init__(self, app: Callable[..., Any]) -> None:
         self.app = app
@@ -69,8 +70,17 @@ class _TimedApp:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         start = time.thread_time()
+
+        async def timed_send(message: Any) -> None:
+            nonlocal start
+            self.cpu_s += time.thread_time() - start
+            try:
+                await send(message)  # may wait for the reader: not the emulator's CPU
+            finally:
+                start = time.thread_time()
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, timed_send)
         finally:
             self.cpu_s += time.thread_time() - start
 
