@@ -308,54 +308,56 @@ class _Pass:
             raise _Interrupted
         with self.status.update():
             self.status.progress(code_id).state = "done"
-        if complete and await self._retire(toc):
-            if last_update is None and mark is not None and mark.modif_date == toc.modif_date:
+        title, modif_date = toc.title, toc.modif_date
+        ids, cids = [e.id for e in toc.entries], [e.cid for e in toc.entries]
+        del toc, to_fetch, known  # the entries go before the retire's own work: flat memory
+        if complete and await self._retire(code_id, ids, cids):
+            if last_update is None and mark is not None and mark.modif_date == modif_date:
                 last_update = mark.last_update  # still true: the TOC did not change
-            new_mark = CodeMark(code_id=code_id, title=toc.title, modif_date=toc.modif_date,
+            new_mark = CodeMark(code_id=code_id, title=title, modif_date=modif_date,
                                 last_update=last_update, walked_at=self.opt.clock())
             await asyncio.to_thread(self.store.set_code_mark, new_mark)
 
-    async def _retire(self, toc: CodeToc) -> bool:
+    async def _retire(self, code_id: str, ids: list[str], cids: list[str]) -> bool:
         """After a complete walk, retire the code's stored rows that left today's TOC (see
         Store.retire_absent). False when the store failed or the TOC looks wrong (`_suspicious`):
         the code's mark is then not saved, so the next pass walks it again and retries."""
-        ids, cids = [e.id for e in toc.entries], [e.cid for e in toc.entries]
         try:
-            in_force = await asyncio.to_thread(self.store.count_in_force, toc.code_id)
-            if self._suspicious(toc, in_force):
+            in_force = await asyncio.to_thread(self.store.count_in_force, code_id)
+            if self._suspicious(code_id, len(ids), in_force):
                 return False
-            superseded, repealed = await asyncio.to_thread(self.store.retire_absent, toc.code_id, ids, cids)
+            superseded, repealed = await asyncio.to_thread(self.store.retire_absent, code_id, ids, cids)
         except StoreFatal:
             raise
         except StoreError as exc:
-            message = f"could not retire the outdated rows of {toc.code_id}: {exc}"
+            message = f"could not retire the outdated rows of {code_id}: {exc}"
             self.summary.errors.append(message)
             self.status.error(message)
-            log.error("retire failed", code_id=toc.code_id, error=str(exc))
+            log.error("retire failed", code_id=code_id, error=str(exc))
             return False
         self.summary.superseded += superseded
         self.summary.repealed += repealed
-        log.info("outdated rows retired", code_id=toc.code_id, superseded=superseded, repealed=repealed)
+        log.info("outdated rows retired", code_id=code_id, superseded=superseded, repealed=repealed)
         return True
 
-    def _suspicious(self, toc: CodeToc, in_force: int) -> bool:
-        """True (reported) when the TOC would retire most of the code's `in_force` rows. Each
-        TOC entry keeps at most one row in force, so at least `in_force - entries` would go."""
-        listed = len(toc.entries)
+    def _suspicious(self, code_id: str, listed: int, in_force: int) -> bool:
+        """True (reported) when a TOC of `listed` entries would retire most of the code's
+        `in_force` rows. Each entry keeps at most one row in force, so at least
+        `in_force - listed` would go."""
         at_least = in_force - listed
         empty = listed == 0 and in_force > 0
         if not empty and not (at_least > RETIRE_GUARD_FRACTION * in_force and at_least > RETIRE_GUARD_MIN_ROWS):
             return False
         message = (
-            f"table of contents of {toc.code_id} looks wrong: it lists {listed} articles in force "
+            f"table of contents of {code_id} looks wrong: it lists {listed} articles in force "
             f"while the store holds {in_force}; retiring would take at least {at_least} of them out "
             "of force, so nothing was retired and the code will be walked again next pass"
         )
         self.summary.errors.append(message)
         self.status.error(message)
         with self.status.update():
-            self.status.progress(toc.code_id).error = message
-        log.warning("retire skipped: suspicious table of contents", code_id=toc.code_id,
+            self.status.progress(code_id).error = message
+        log.warning("retire skipped: suspicious table of contents", code_id=code_id,
                     toc_in_force=listed, stored_in_force=in_force, would_retire_at_least=at_least)
         return True
 

@@ -33,6 +33,7 @@ from collector.store.rows import (
     ARTICLE_COLUMNS,
     MARK_COLUMNS,
     REJECTED_COLUMNS,
+    id_array_json,
     iso_ts,
     mark_from_row,
     mark_row,
@@ -401,7 +402,7 @@ class SqliteStore:
     ) -> tuple[int, int]:
         """See Store.retire_absent: one IMMEDIATE transaction, two set-based UPDATEs."""
         code, ids, cids = retire_args(code_id, in_force_ids, in_force_cids)
-        params = {"code": code, "ids": to_json(ids), "cids": to_json(cids)}
+        params = {"code": code, "ids": id_array_json(ids), "cids": id_array_json(cids)}
         with self._write() as conn:
             conn.execute(_RESTORE, {"code": code, "ids": params["ids"]})
             etats = [row[0] for row in conn.execute(_RETIRE, params).fetchall()]
