@@ -16,7 +16,7 @@ DAY_MS = 86_400_000
 
 
 def in_force_toc_ids(corpus: Corpus, code: str, on: date) -> dict[str, str]:
-    """cid -> id of the TOC's in-force entries (the highest id per cid, like walk_toc)."""
+    """cid -> id of the TOC's in-force entries (the highest id per cid, like collector.parse.TocParser)."""
     out: dict[str, str] = {}
     for entry in toc_articles(json.loads(corpus.table_matieres_json(code, on))):
         if entry["etat"].startswith("VIGUEUR"):
