@@ -33,7 +33,6 @@ from collector.store.rows import (
     ARTICLE_COLUMNS,
     MARK_COLUMNS,
     REJECTED_COLUMNS,
-    id_array_json,
     iso_ts,
     mark_from_row,
     mark_row,
@@ -139,21 +138,26 @@ _UPSERT_ARTICLE = _upsert_sql("legifrance_articles", ARTICLE_COLUMNS, "id")
 _UPSERT_REJECTED = _upsert_sql("legifrance_rejected", REJECTED_COLUMNS, "id")
 _UPSERT_MARK = _upsert_sql("collector_code_marks", MARK_COLUMNS, "code_id")
 
-# retire_absent: the in-force ids/cids arrive as JSON arrays; each `IN (SELECT value FROM
-# json_each(?))` is an uncorrelated subquery SQLite turns into an ephemeral index once, so
-# 12,000 ids cost one scan of the code's rows (code_id index), like PostgreSQL's unnest.
+# retire_absent: the in-force ids/cids go into two temp tables of the write connection (keys
+# only, emptied in the same transaction); `IN (SELECT ... FROM temp.x)` then reads their primary
+# key, so a code's rows are scanned once (code_id index). JSON arrays with json_each did the same
+# but kept ~9 MB of parse trees and ephemeral indexes for a 30,000-article code.
+_RETIRE_TABLES = (
+    "CREATE TEMP TABLE IF NOT EXISTS retire_ids (id TEXT PRIMARY KEY) WITHOUT ROWID",
+    "CREATE TEMP TABLE IF NOT EXISTS retire_cids (cid TEXT PRIMARY KEY) WITHOUT ROWID",
+)
 _RETIRE = """
 UPDATE legifrance_articles
 SET etat = CASE
-    WHEN cid IN (SELECT value FROM json_each(:cids))
-      OR cid IN (SELECT cid FROM legifrance_articles WHERE id IN (SELECT value FROM json_each(:ids)))
+    WHEN cid IN (SELECT cid FROM temp.retire_cids)
+      OR cid IN (SELECT a.cid FROM temp.retire_ids r JOIN legifrance_articles a ON a.id = r.id)
     THEN 'MODIFIE' ELSE 'ABROGE' END
-WHERE code_id = :code AND etat LIKE 'VIGUEUR%' AND id NOT IN (SELECT value FROM json_each(:ids))
+WHERE code_id = :code AND etat LIKE 'VIGUEUR%' AND id NOT IN (SELECT id FROM temp.retire_ids)
 RETURNING etat
 """
 _RESTORE = """
 UPDATE legifrance_articles SET etat = 'VIGUEUR'
-WHERE code_id = :code AND etat NOT LIKE 'VIGUEUR%' AND id IN (SELECT value FROM json_each(:ids))
+WHERE code_id = :code AND etat NOT LIKE 'VIGUEUR%' AND id IN (SELECT id FROM temp.retire_ids)
 """
 
 
@@ -402,10 +406,15 @@ class SqliteStore:
     ) -> tuple[int, int]:
         """See Store.retire_absent: one IMMEDIATE transaction, two set-based UPDATEs."""
         code, ids, cids = retire_args(code_id, in_force_ids, in_force_cids)
-        params = {"code": code, "ids": id_array_json(ids), "cids": id_array_json(cids)}
         with self._write() as conn:
-            conn.execute(_RESTORE, {"code": code, "ids": params["ids"]})
-            etats = [row[0] for row in conn.execute(_RETIRE, params).fetchall()]
+            for create in _RETIRE_TABLES:
+                conn.execute(create)
+            conn.executemany("INSERT INTO temp.retire_ids VALUES (?)", ((i,) for i in ids))
+            conn.executemany("INSERT INTO temp.retire_cids VALUES (?)", ((c,) for c in cids))
+            conn.execute(_RESTORE, {"code": code})
+            etats = [row[0] for row in conn.execute(_RETIRE, {"code": code}).fetchall()]
+            conn.execute("DELETE FROM temp.retire_ids")
+            conn.execute("DELETE FROM temp.retire_cids")
         return etats.count("MODIFIE"), etats.count("ABROGE")
 
     def count_in_force(self, code_id: str) -> int:

@@ -254,14 +254,3 @@ def test_supabase_count_in_force_is_one_head_request_filtered_by_code_and_etat(
         supabase.count_in_force(CODE)
     assert KEY not in str(caught.value)
 
-
-@pytest.mark.parametrize("ids", [
-    [], ["LEGIARTI000006398213"], ["LEGIARTI000006398213", "LEGIARTI000099000001"],
-    ['a"b', "c"], ["back\\slash"], ["tab\there"], ["new\nline", "x"], ["é", "ü\u00a0"], [""],
-])
-def test_id_arrays_are_the_json_arrays_of_their_ids(ids: list[str]) -> None:
-    """The join shortcut gives exactly the array json.loads reads back, quotes, backslashes and
-    control characters included (they take the encoder's way)."""
-    from collector.store.rows import id_array_json
-
-    assert json.loads(id_array_json(ids)) == ids
