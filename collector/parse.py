@@ -143,37 +143,39 @@ def _text(value: Any) -> str:
 
 
 def _ordered(node: _Node) -> list[_Kept | _Node]:
-    """Children of a node in intOrdre order, articles first on ties (the sort is stable)."""
-    if not node.sections:
-        return sorted(node.articles, key=itemgetter(0))  # type: ignore[return-value]
-    children: list[tuple[int, bool, _Kept | _Node]] = [(a[0], False, a) for a in node.articles]
-    children += [(s.order, True, s) for s in node.sections]
+    """Children of a node in intOrdre order, articles first on ties (the sort is stable); the
+    node lets go of them."""
+    articles, sections = node.articles, node.sections
+    node.articles, node.sections = [], []
+    if not sections:
+        return sorted(articles, key=itemgetter(0))  # type: ignore[return-value]
+    children: list[tuple[int, bool, _Kept | _Node]] = [(a[0], False, a) for a in articles]
+    children += [(s.order, True, s) for s in sections]
     children.sort(key=itemgetter(0, 1))
     return [child for _, _, child in children]
 
 
 def _entries(top: _Node) -> tuple[TocEntry, ...]:
-    """Depth-first in intOrdre order with an explicit stack (no recursion limit, one path string
-    per section); one entry per cid, the highest id winning at the cid's first position. Each
-    node is emptied once walked, so the tree shrinks as the entries grow."""
+    """Depth-first in intOrdre order (a section's articles come where the section stands among
+    its siblings) with an explicit stack: no recursion limit, one path string per section. One
+    entry per cid, the highest id winning at the cid's first position. Each node is emptied as
+    it is entered, so the tree shrinks as the entries grow."""
     by_cid: dict[str, TocEntry] = {}
-    stack: list[tuple[str, _Node]] = [("", top)]
+    stack: list[tuple[str, Iterator[_Kept | _Node]]] = [("", iter(_ordered(top)))]
     while stack:
-        path, node = stack.pop()
-        pending: list[tuple[str, _Node]] = []
-        children = _ordered(node)
-        node.articles, node.sections = [], []
+        path, children = stack[-1]
         for child in children:
             if isinstance(child, _Node):
                 title = child.title
-                pending.append((f"{path}{PATH_SEPARATOR}{title}" if path and title else path or title, child))
-                continue
+                sub = f"{path}{PATH_SEPARATOR}{title}" if path and title else path or title
+                stack.append((sub, iter(_ordered(child))))
+                break
             _, article_id, cid, num, etat = child
             seen = by_cid.get(cid)
             if seen is None or _id_number(article_id) > _id_number(seen.id):
                 by_cid[cid] = TocEntry(id=article_id, cid=cid, num=num, etat=etat, section_path=path)
-        del children
-        stack.extend(reversed(pending))
+        else:
+            stack.pop()
     return tuple(by_cid.values())
 
 

@@ -162,6 +162,22 @@ def test_toc_walk_orders_by_intordre_and_dedups_cids() -> None:
     assert result.entries[0].etat == "VIGUEUR_DIFF"
 
 
+def test_toc_entries_follow_reading_order_across_levels() -> None:
+    """A section's articles come where the section stands among its siblings, not after all
+    of its parent's own articles."""
+    def art(n: int, order: int) -> dict[str, Any]:
+        return {"id": f"LEGIARTI{n:012d}", "etat": "VIGUEUR", "num": str(n), "intOrdre": order}
+
+    result = toc_from({
+        "articles": [art(4, 3), art(1, 0)],
+        "sections": [{"title": "S", "intOrdre": 1, "articles": [art(3, 2), art(2, 1)],
+                      "sections": [{"title": "T", "intOrdre": 1, "articles": [art(5, 0)]}]}],
+    })
+    assert [(e.num, e.section_path) for e in result.entries] == [
+        ("1", ""), ("2", "S"), ("5", "S > T"), ("3", "S"), ("4", "")
+    ]
+
+
 def test_real_tocs_give_the_same_result_fed_whole_or_in_tiny_pieces(real_fixtures: Path) -> None:
     for code_id in (MONNAIES, ARCHITECTES):
         data = (real_fixtures / "codes" / f"{code_id}.json").read_bytes()
