@@ -84,23 +84,7 @@ _SLICE = 1 << 14  # bytes handed to yajl at once: the events of one slice stay i
 _ARTICLE_KEYS = frozenset({"id", "cid", "num", "etat", "intOrdre"})
 _NODE_KEYS = frozenset({"title", "intOrdre", "modifDate", "articles", "sections"})
 _LIST = object()  # marks a node's "articles"/"sections" value as a list (its items were read)
-
-
-def _event_names() -> tuple[str, ...]:
-    """ijson's own event name strings (it reuses one object per name): `==` against the very
-    object the parser yields is settled by identity, a third cheaper per event than against a
-    literal. Equal strings all the same, so this only ever costs speed if ijson changes."""
-    events: list[_Event] = ijson.sendable_list()
-    coro = ijson.basic_parse_coro(events)
-    coro.send(b'[null, {"k": {}}]')
-    coro.close()
-    names = {name: name for name, _ in events}
-    wanted = ("null", "map_key", "start_map", "end_map", "start_array", "end_array")
-    return tuple(names.get(name, name) for name in wanted)
-
-
-_EVENT_NAMES = _event_names()
-_START, _NODE, _ARTICLES, _SECTIONS, _SKIP, _CAPTURE, _END = range(7)  # consumer states
+_START, _NODE, _ARTICLES, _SECTIONS, _VALUE, _END = range(6)  # consumer states
 
 
 class _Node:
@@ -177,6 +161,16 @@ def _entries(top: _Node) -> tuple[TocEntry, ...]:
         else:
             stack.pop()
     return tuple(by_cid.values())
+
+
+def _opened(event: str, value: Any, build: bool) -> ObjectBuilder | None:
+    """For a container just opened: a builder fed its first event when its value is read,
+    None when it is skipped."""
+    if not build:
+        return None
+    builder = ObjectBuilder()
+    builder.event(event, value)
+    return builder
 
 
 def _bad_lists(fields: dict[str, Any]) -> bool:
@@ -278,26 +272,25 @@ class TocParser:
         the batch; a loop that runs out of events waits for the next batch (`yield`) and
         resumes in the same state. A value is None only for null and the container events."""
         it: Iterator[_Event] = iter(())
-        state = back = _START  # `back`: where _SKIP and _CAPTURE return
+        state = back = _START  # `back`: where _VALUE returns
         open_nodes: list[tuple[_Node, dict[str, Any]]] = []  # innermost last, with its fields
         node = _Node()
-        fields: dict[str, Any] = {}  # the wanted keys of the node being read
-        article: dict[str, Any] = {}  # the wanted keys of the article being read
+        fields: dict[str, Any] = {}  # the read keys of the node being read
+        article: dict[str, Any] = {}  # the read keys of the article being read
         in_article = False
         key = ""
-        depth = 0  # containers open in a skipped or captured value
-        builder = ObjectBuilder()
-        null, map_key, start_map, end_map, start_array, end_array = _EVENT_NAMES  # locals: fast
+        depth = 0  # containers open in the value being skipped or built
+        builder: ObjectBuilder | None = None  # builds that value when a read key holds it
         article_keys, node_keys = _ARTICLE_KEYS, _NODE_KEYS
         etats: dict[str, str] = {}
         while True:
             if state == _ARTICLES:  # a node's articles list, and its articles: the hot loop
                 for event, value in it:
                     if value is None:
-                        if event == null:
+                        if event == "null":
                             if key in article_keys:
                                 article[key] = None
-                        elif event == end_map:  # an article is read
+                        elif event == "end_map":  # an article is read
                             etat, article_id = article.get("etat"), article.get("id")
                             if (
                                 isinstance(etat, str)
@@ -315,44 +308,27 @@ class TocParser:
                                 ))
                             article.clear()
                             key, in_article = "", False
-                        elif event == end_array:
-                            break  # the list is read
-                        elif event == start_map and not in_article:
+                        elif event == "start_map" and not in_article:
                             in_article = True
-                        elif in_article and key in article_keys:
-                            break  # a wanted key holds a container
-                        else:  # a container nobody reads (a value, or an item that is no object)
-                            depth = 1
-                            for event, value in it:
-                                if value is None and event != null:
-                                    if event == start_map or event == start_array:
-                                        depth += 1
-                                    else:
-                                        depth -= 1
-                                        if not depth:
-                                            break
-                            if depth:
-                                break  # the batch ends inside it
-                    elif event == map_key:
+                        else:
+                            break  # the list's end, or a container value or item
+                    elif event == "map_key":
                         key = value
                     elif key in article_keys:  # "" between articles: scalar items are ignored
                         article[key] = value
                 else:
                     it = iter((yield))
                     continue
-                if depth:
-                    state, back = _SKIP, _ARTICLES
-                elif event == end_array:
+                if event == "end_array":
                     state = _NODE
                 else:
-                    builder = ObjectBuilder()
-                    builder.event(event, value)
-                    state, back, depth = _CAPTURE, _ARTICLES, 1
+                    builder = _opened(event, value, build=in_article and key in article_keys)
+                    state, back, depth = _VALUE, _ARTICLES, 1
             elif state == _NODE:  # the text or a section
                 for event, value in it:
-                    if value is None and event != null:
+                    if value is None and event != "null":
                         break  # end_map, or a container value
-                    if event == map_key:
+                    if event == "map_key":
                         key = value
                     elif key in node_keys:
                         fields[key] = value
@@ -363,7 +339,7 @@ class TocParser:
                 else:
                     it = iter((yield))
                     continue
-                if event == end_map:
+                if event == "end_map":
                     # judged when the node is whole: a repeated key replaces the earlier value
                     node.bad = _bad_lists(fields) or any(section.bad for section in node.sections)
                     node.order = _int_or_zero(fields.get("intOrdre"))
@@ -375,36 +351,35 @@ class TocParser:
                     parent, fields = open_nodes.pop()
                     parent.sections.append(node)
                     node, state = parent, _SECTIONS
-                elif key not in node_keys:
-                    state, back, depth = _SKIP, _NODE, 1
-                elif event == start_array and key == "articles":
+                elif event == "start_array" and key == "articles":
                     fields[key], node.articles = _LIST, []
                     key, in_article, state = "", False, _ARTICLES
-                elif event == start_array and key == "sections":
+                elif event == "start_array" and key == "sections":
                     fields[key], node.sections = _LIST, []
                     state = _SECTIONS
-                else:  # a wanted key holds an object, or a title a list: built, then judged
-                    builder = ObjectBuilder()
-                    builder.event(event, value)
-                    state, back, depth = _CAPTURE, _NODE, 1
+                else:  # a container nobody reads; or a read key holds an object, a title a list
+                    builder = _opened(event, value, build=key in node_keys)
+                    state, back, depth = _VALUE, _NODE, 1
             elif state == _SECTIONS:  # a node's sections list
                 for event, value in it:
-                    if value is None and event != null:
+                    if value is None and event != "null":
                         break  # scalar items are not objects: ignored
                 else:
                     it = iter((yield))
                     continue
-                if event == start_map:
+                if event == "start_map":
                     open_nodes.append((node, fields))
                     node, fields, key, state = _Node(), {}, "", _NODE
-                elif event == start_array:
-                    state, back, depth = _SKIP, _SECTIONS, 1  # not an object either
+                elif event == "start_array":  # not an object either
+                    builder, state, back, depth = None, _VALUE, _SECTIONS, 1
                 else:
                     state = _NODE
-            elif state == _SKIP:  # the rest of a container nobody reads
+            elif state == _VALUE:  # a container value: skipped, or built when `builder` is set
                 for event, value in it:
-                    if value is None and event != null:
-                        if event == start_map or event == start_array:
+                    if builder is not None:
+                        builder.event(event, value)
+                    if value is None and event != "null":
+                        if event == "start_map" or event == "start_array":
                             depth += 1
                         else:
                             depth -= 1
@@ -413,28 +388,16 @@ class TocParser:
                 else:
                     it = iter((yield))
                     continue
-                state = back
-            elif state == _CAPTURE:  # a wanted key holds a container (rare): build it
-                for event, value in it:
-                    builder.event(event, value)
-                    if value is None and event != null:
-                        if event == start_map or event == start_array:
-                            depth += 1
-                        else:
-                            depth -= 1
-                            if not depth:
-                                break
-                else:
-                    it = iter((yield))
-                    continue
-                if back == _ARTICLES:
-                    article[key] = builder.value
-                else:
-                    fields[key] = builder.value
-                    if key == "articles":
-                        node.articles = []
-                    elif key == "sections":
-                        node.sections = []
+                if builder is not None:
+                    if back == _ARTICLES:
+                        article[key] = builder.value
+                    else:
+                        fields[key] = builder.value
+                        if key == "articles":
+                            node.articles = []
+                        elif key == "sections":
+                            node.sections = []
+                    builder = None
                 state = back
             elif state == _START:
                 for event, value in it:
@@ -442,7 +405,7 @@ class TocParser:
                 else:
                     it = iter((yield))
                     continue
-                if event != start_map:
+                if event != "start_map":
                     self._not_object = True
                     return
                 state = _NODE
