@@ -4,7 +4,7 @@
 it with uvicorn, which imports this file as the module `dashboard`: only the app (lifespan +
 HTTP routes) is built then. Streamlit executes the same file as `__main__` for every page
 run: only the page is drawn then. The page and the lifespan share one runtime through the
-`st.cache_resource` accessor `collector.runtime.get_runtime`.
+`st.cache_resource` accessor `collector.shared_runtime.get_runtime`.
 
 The collector thread never calls `st.*`: the page only reads `scheduler.status()` and
 `logs.records()`, and every control goes through an `on_click` callback (callbacks run before
@@ -26,7 +26,7 @@ import streamlit as st
 
 from collector.config import parse_mode
 from collector.routes import build_routes
-from collector.runtime import get_runtime
+from collector.shared_runtime import get_runtime
 
 if TYPE_CHECKING:
     from collector.config import Settings

@@ -32,7 +32,7 @@ log = structlog.get_logger("collector.routes")
 
 
 def _default_runtime() -> Runtime:
-    from collector.runtime import get_runtime
+    from collector.shared_runtime import get_runtime
 
     return get_runtime()
 

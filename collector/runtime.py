@@ -1,8 +1,7 @@
 """The process-wide runtime: settings -> logging, store, state, budget, client, scheduler.
 
-`build_runtime()` wires everything and auto-resumes from the saved state; `get_runtime()` is
-the one `st.cache_resource` accessor the page and the st.App lifespan both call;
-`status_payload()` is the JSON of `python -m collector status` and `GET /aspirage/status`.
+`build_runtime()` wires everything and auto-resumes from the saved state (the page's one
+cached instance is collector.shared_runtime.get_runtime); `status_payload()` is the JSON of `python -m collector status` and `GET /aspirage/status`.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-import streamlit as st
 import structlog
 
 from collector import config
@@ -133,17 +131,6 @@ def build_runtime(
     except BaseException:
         store.close()
         raise
-
-
-def _release(runtime: Runtime) -> None:
-    runtime.close()
-
-
-@st.cache_resource(show_spinner=False, on_release=_release)
-def get_runtime() -> Runtime:
-    """The process-wide runtime (built once, resumed from the saved state); the page and
-    the st.App lifespan both call this. Clearing the cache closes the old runtime."""
-    return build_runtime()
 
 
 def _iso(value: Any) -> Any:

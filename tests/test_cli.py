@@ -122,6 +122,18 @@ def test_status_starts_nothing_and_reads_the_saved_state(env: dict[str, str]) ->
     assert json.loads(state.read_text()) == {"running": True, "mode": "MASSIVE"}  # untouched
 
 
+def test_cli_commands_run_without_importing_streamlit(env: dict[str, str]) -> None:
+    """The CLI builds its runtime without the page's machinery (Streamlit costs ~0.8 s per
+    command); `-X importtime` lists every module a command imports."""
+    for args in (("status",), ("run", "--once")):
+        result = subprocess.run([sys.executable, "-X", "importtime", "-m", "collector", *args], env=env,
+                                cwd=env["PYTHONPATH"], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]
+        imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                    if line.startswith("import time:")}
+        assert "collector.runtime" in imported and "streamlit" not in imported, args
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [("MAX_DAILY_REQUESTS", "lots"), ("SIPHONNAGE_MODE", "TURBO"), ("MAINTENANCE_CODES", "not-a-code")],

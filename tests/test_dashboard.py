@@ -204,7 +204,7 @@ def test_password_gate(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     names = list(state)
     assert names and all(PASSWORD not in repr(state[k]) for k in names), "nor kept in the session"
 
-    from collector.runtime import get_runtime
+    from collector.shared_runtime import get_runtime
 
     assert PASSWORD not in json.dumps(get_runtime().logs.records(limit=None), default=str)
 

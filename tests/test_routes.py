@@ -20,7 +20,7 @@ with warnings.catch_warnings():  # starlette 1.10 prefers httpx2 for its TestCli
     from starlette.testclient import TestClient
 
 from collector.routes import collector_threads
-from collector.runtime import get_runtime
+from collector.shared_runtime import get_runtime
 from tests.conftest import COLLECTOR_ENV
 
 TOKEN = "api-token-5e1f0b7d"

@@ -16,7 +16,8 @@ from collector import config
 from collector.config import ConfigError, Mode, Settings
 from collector.demo import DEMO_MAINTENANCE_CODES, DEMO_MASSIVE_CODES, DemoConfig, DemoServer, demo_transport
 from collector.logs import reset_logging
-from collector.runtime import Runtime, build_runtime, get_runtime, status_payload
+from collector.runtime import Runtime, build_runtime, status_payload
+from collector.shared_runtime import get_runtime
 from collector.scheduler import THREAD_NAME
 from collector.state import SchedulerState, StateFile, defaults_from_settings
 from collector.store.sqlite import SqliteStore
