@@ -21,13 +21,13 @@ class Obj(list):
     """A JSON object as (key, value) pairs, so a key can repeat (json.loads keeps the last)."""
 
 
-def dump(value: Any, ascii: bool) -> str:
-    """JSON text; `ascii` escapes non-ASCII characters as \\uXXXX, else they are UTF-8."""
+def dump(value: Any, escape: bool) -> str:
+    """JSON text; `escape` writes non-ASCII characters as \\uXXXX, else they are UTF-8."""
     if isinstance(value, Obj):
-        return "{" + ",".join(f"{json.dumps(k)}:{dump(v, ascii)}" for k, v in value) + "}"
+        return "{" + ",".join(f"{json.dumps(k)}:{dump(v, escape)}" for k, v in value) + "}"
     if isinstance(value, list):
-        return "[" + ",".join(dump(v, ascii) for v in value) + "]"
-    return json.dumps(value, ensure_ascii=ascii)
+        return "[" + ",".join(dump(v, escape) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=escape)
 
 
 # ---- the reference: the rules of collector.parse.TocParser, on the whole tree ----------------
@@ -101,6 +101,7 @@ def odd(rng: random.Random, depth: int = 0) -> Any:
 
 
 def article(rng: random.Random, depth: int) -> Any:
+    """An articles item: mostly an article entry with odd values now and then."""
     if rng.random() < 0.05:
         return odd(rng, depth)  # a list item that is no object
     pairs = Obj()
@@ -124,6 +125,7 @@ def article(rng: random.Random, depth: int) -> Any:
 
 
 def node_value(rng: random.Random, depth: int, key: str) -> Any:
+    """The value of a node's key; now and then "articles"/"sections" that are not lists."""
     if key in ("articles", "sections") and rng.random() < 0.004:
         return rng.choice(["nope", 1, True, Obj([("0", Obj())]), None, Obj(), "", 0, False])
     if key == "articles":
@@ -140,6 +142,7 @@ def node_value(rng: random.Random, depth: int, key: str) -> Any:
 
 
 def node(rng: random.Random, depth: int, top: bool = False) -> Any:
+    """The text (top) or a sections item: mostly a section, its keys in any order."""
     if not top and rng.random() < 0.05:
         return odd(rng, depth)  # a sections item that is no object
     keys = [k for k in ("title", "intOrdre", "articles", "sections") if rng.random() < 0.9]
@@ -170,6 +173,7 @@ def parsed(text: bytes, rng: random.Random) -> CodeToc | Exception:
 
 
 def expected(text: bytes) -> CodeToc | Exception:
+    """What the reference makes of the whole body."""
     try:
         return reference(json.loads(text))
     except TocError as exc:
@@ -177,6 +181,7 @@ def expected(text: bytes) -> CodeToc | Exception:
 
 
 def outcome(result: CodeToc | Exception) -> Any:
+    """Comparable: the CodeToc itself, or the class of the error."""
     return type(result) if isinstance(result, Exception) else result
 
 
@@ -185,7 +190,7 @@ def test_random_tocs_match_the_reference(seed: int) -> None:
     kinds: dict[str, int] = {}
     for doc in range(seed, seed + 50):
         rng = random.Random(doc)
-        text = dump(node(rng, 0, top=True), ascii=doc % 2 == 0).encode()
+        text = dump(node(rng, 0, top=True), escape=doc % 2 == 0).encode()
         got, want = parsed(text, rng), expected(text)
         assert outcome(got) == outcome(want), f"document {doc}: {text[:300]!r}"
         kind = type(got).__name__ if isinstance(got, Exception) else ("entries" if got.entries else "empty")
@@ -196,7 +201,7 @@ def test_random_tocs_match_the_reference(seed: int) -> None:
 def test_random_tocs_cut_short_are_body_errors() -> None:
     for doc in range(100):
         rng = random.Random(doc)
-        text = dump(node(rng, 0, top=True), ascii=doc % 2 == 0).encode()
+        text = dump(node(rng, 0, top=True), escape=doc % 2 == 0).encode()
         cut = text[: rng.randrange(len(text))]
         assert isinstance(parsed(cut, rng), TocBodyError), f"document {doc} cut at {len(cut)}"
 
@@ -207,5 +212,5 @@ def test_random_tocs_as_other_json_values_are_body_errors() -> None:
         value = odd(rng)
         if isinstance(value, Obj):
             continue
-        result = parsed(dump(value, ascii=False).encode(), rng)
+        result = parsed(dump(value, escape=False).encode(), rng)
         assert isinstance(result, TocBodyError) and "not an object" in str(result)
