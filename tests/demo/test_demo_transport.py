@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -98,24 +99,33 @@ def watch(transport: DemoTransport, **kwargs: Any) -> Watched:
     return watched
 
 
+@asynccontextmanager
+async def streamed_toc(transport: DemoTransport, read_timeout: float = 10.0,
+                       **watch_kwargs: Any) -> AsyncIterator[tuple[Watched, httpx.Response]]:
+    """The big code's TOC asked for as a stream, the app watched from that request on: the
+    response has started (200) and its body is left to the caller."""
+    async with client(transport, read_timeout) as http:
+        headers = await authorized(http)
+        watched = watch(transport, **watch_kwargs)
+        async with http.stream("POST", TOC_URL, json=TOC_BODY, headers=headers) as r:
+            assert r.status_code == 200
+            yield watched, r
+
+
 def test_big_toc_streams_in_chunks_while_the_app_writes_it_and_a_slow_reader_pauses_it() -> None:
     transport = demo_transport(DemoConfig(articles=20_000))
 
     async def go() -> None:
-        async with client(transport) as http:
-            headers = await authorized(http)
-            watched = watch(transport)
-            async with http.stream("POST", TOC_URL, json=TOC_BODY, headers=headers) as r:
-                assert r.status_code == 200
-                assert watched.outcome is None  # returned while the app is still writing the TOC
-                assert watched.sent <= 1 + AHEAD  # the first body message, read with the start
-                chunks: list[bytes] = []
-                async for chunk in r.aiter_raw():
-                    chunks.append(chunk)
-                    for _ in range(5):
-                        await asyncio.sleep(0)  # a slow reader: the app gets every chance to run ahead
-                    assert watched.sent <= len(chunks) + AHEAD  # ... and is held back by the queue
-            assert watched.outcome == "returned"
+        async with streamed_toc(transport) as (watched, r):
+            assert watched.outcome is None  # returned while the app is still writing the TOC
+            assert watched.sent <= 1 + AHEAD  # the first body message, read with the start
+            chunks: list[bytes] = []
+            async for chunk in r.aiter_raw():
+                chunks.append(chunk)
+                for _ in range(5):
+                    await asyncio.sleep(0)  # a slow reader: the app gets every chance to run ahead
+                assert watched.sent <= len(chunks) + AHEAD  # ... and is held back by the queue
+        assert watched.outcome == "returned"
         assert len(chunks) > 3 * AHEAD
         toc = json.loads(b"".join(chunks))
         assert toc["cid"] == BIG_CODE and toc["sections"]
@@ -127,14 +137,11 @@ def test_closing_the_response_early_cancels_the_app() -> None:
     transport = demo_transport(DemoConfig(articles=20_000))
 
     async def go() -> None:
-        async with client(transport) as http:
-            headers = await authorized(http)
-            watched = watch(transport)
-            async with http.stream("POST", TOC_URL, json=TOC_BODY, headers=headers) as r:
-                assert r.status_code == 200
-            # leaving the block closed the response after its first chunk
-            assert watched.outcome == "cancelled"
-            assert watched.task is not None and watched.task.cancelled()  # awaited, not left pending
+        async with streamed_toc(transport) as (watched, _):
+            pass
+        # leaving the block closed the response after its first chunk
+        assert watched.outcome == "cancelled"
+        assert watched.task is not None and watched.task.cancelled()  # awaited, not left pending
 
     run(go())
 
@@ -162,17 +169,13 @@ def test_a_drop_mid_body_raises_from_the_stream_read() -> None:
     transport = demo_transport(DemoConfig(articles=20_000))
 
     async def go() -> None:
-        async with client(transport) as http:
-            headers = await authorized(http)
-            watched = watch(transport, fail_after=3, fail=_drop)
-            async with http.stream("POST", TOC_URL, json=TOC_BODY, headers=headers) as r:
-                assert r.status_code == 200  # the response had started
-                received = 0
-                with pytest.raises(httpx.RemoteProtocolError):
-                    async for _ in r.aiter_raw():
-                        received += 1
-                assert received == 3
-            assert watched.outcome == "raised"
+        async with streamed_toc(transport, fail_after=3, fail=_drop) as (watched, r):  # it had started
+            received = 0
+            with pytest.raises(httpx.RemoteProtocolError):
+                async for _ in r.aiter_raw():
+                    received += 1
+            assert received == 3
+        assert watched.outcome == "raised"
 
     run(go())
 
@@ -198,15 +201,11 @@ def test_a_stall_mid_body_raises_read_timeout_from_the_stream_read() -> None:
     transport = demo_transport(DemoConfig(articles=20_000))
 
     async def go() -> None:
-        async with client(transport, read_timeout=0.2) as http:
-            headers = await authorized(http)
-            watched = watch(transport, fail_after=3, fail=_stall)
-            async with http.stream("POST", TOC_URL, json=TOC_BODY, headers=headers) as r:
-                assert r.status_code == 200
-                with pytest.raises(httpx.ReadTimeout):
-                    async for _ in r.aiter_raw():
-                        pass
-            assert watched.outcome == "cancelled"
+        async with streamed_toc(transport, read_timeout=0.2, fail_after=3, fail=_stall) as (watched, r):
+            with pytest.raises(httpx.ReadTimeout):
+                async for _ in r.aiter_raw():
+                    pass
+        assert watched.outcome == "cancelled"
 
     run(go())
 
