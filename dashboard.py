@@ -14,8 +14,8 @@ the script body, so the status drawn afterwards is fresh).
 from __future__ import annotations
 
 import asyncio
-import hmac
 import os
+import re
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import streamlit as st
 
 from collector.config import parse_mode
+from collector.gate import PasswordGate
 from collector.routes import build_routes
 from collector.shared_runtime import get_runtime
 
@@ -77,6 +78,16 @@ def safe_error(exc: BaseException) -> str:
 
 
 # ---- formatting helpers ----------------------------------------------------------------------
+_MD_SPECIAL = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character
+
+
+def md_text(value: object) -> str:
+    """`value` as literal text inside Markdown (st.markdown, captions, alerts, progress labels):
+    every ASCII punctuation is backslash-escaped, so API text cannot form a link, an image, an
+    HTML tag, an entity, an autolink, a directive or a heading; line breaks become spaces."""
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(value).split()))
+
+
 def _when(value: datetime | str | None) -> str:
     """A UTC time with how long ago / until, or an em dash."""
     if value is None:
@@ -162,15 +173,29 @@ def _cancel_reset() -> None:
     st.session_state.pop("confirm_reset", None)
 
 
+@st.cache_resource
+def _gate() -> PasswordGate:
+    """The process-wide throttle shared by every session (see collector.gate)."""
+    return PasswordGate()
+
+
 def _check_password() -> None:
     entered = str(st.session_state.get("password_input") or "")
     st.session_state["password_input"] = ""  # never keep it in the widget
     expected = get_runtime().settings.dashboard_password or ""
-    if expected and hmac.compare_digest(entered.encode(), expected.encode()):
+    failures = int(st.session_state.get("password_failures", 0))
+    verdict = _gate().attempt(entered, expected, failures)
+    if expected and verdict.ok:
         st.session_state["authenticated"] = True
-        st.session_state.pop("password_failed", None)
+        st.session_state.pop("password_failures", None)
+        st.session_state.pop("password_message", None)
+    elif verdict.retry_after is not None:
+        st.session_state["password_message"] = (
+            f"Too many attempts on this server: try again in {verdict.retry_after:.0f} s."
+        )
     else:
-        st.session_state["password_failed"] = True
+        st.session_state["password_failures"] = failures + 1
+        st.session_state["password_message"] = "Wrong password."
 
 
 # ---- dialogs (opened from the live fragment; buttons use on_click callbacks) --------------------
@@ -210,16 +235,16 @@ def _password_gate(password: str | None) -> bool:
         return True
     st.title("Légifrance Collector")
     st.text_input("Password", type="password", key="password_input", on_change=_check_password)
-    if st.session_state.get("password_failed"):
-        st.error("Wrong password.")
+    if st.session_state.get("password_message"):
+        st.error(st.session_state["password_message"])
     return False
 
 
 def _header(settings: Settings) -> None:
     st.title("Légifrance Collector")
     source, store = st.columns(2)
-    source.markdown(f"**Source:** {settings.source_label}")
-    store.markdown(f"**Store:** {settings.store_label}")
+    source.markdown(f"**Source:** {md_text(settings.source_label)}")
+    store.markdown(f"**Store:** {md_text(settings.store_label)}")
     if settings.is_demo:
         st.info(
             "DEMO source: an offline emulator serving synthetic codes (ids LEGITEXT0000999…). "
@@ -256,14 +281,14 @@ def _controls(snap: StatusSnapshot, locked: bool) -> None:
         message, icon = st.session_state.pop("toast")
         st.toast(message, icon=icon)
     if st.session_state.get("action_error"):
-        st.error(st.session_state["action_error"])
+        st.error(md_text(st.session_state["action_error"]))
     if not snap.state_saved:
         st.error(
-            f"The state could not be saved: {snap.state_error or 'unknown error'}. The change "
-            "applies now but will not survive a restart."
+            f"The state could not be saved: {md_text(snap.state_error or 'unknown error')}. The "
+            "change applies now but will not survive a restart."
         )
     elif snap.state_error:
-        st.warning(f"The state file is saved, but its copy in the store is not: {snap.state_error}")
+        st.warning(f"The state file is saved, but its copy in the store is not: {md_text(snap.state_error)}")
 
 
 def _overview(snap: StatusSnapshot) -> None:
@@ -275,11 +300,11 @@ def _overview(snap: StatusSnapshot) -> None:
     cols[1].metric("Mode", snap.mode)
     cols[2].metric("Phase", snap.phase)
     if snap.detail:
-        st.caption(snap.detail)
+        st.caption(md_text(snap.detail))
     if snap.current_code:
         title = next((p.title for p in snap.codes if p.code_id == snap.current_code and p.title), None)
         name = f"{title} ({snap.current_code})" if title else snap.current_code
-        st.markdown(f"**Current code:** {name}")
+        st.markdown(f"**Current code:** {md_text(name)}")
     cols = st.columns(6)
     cols[0].metric("Articles stored", f"{snap.stored_total:,}")
     cols[1].metric("Rejected (filter)", f"{snap.rejected_total:,}")
@@ -291,7 +316,7 @@ def _overview(snap: StatusSnapshot) -> None:
     times[0].markdown(f"**Last run:** {_when(snap.last_run_at)}")
     times[1].markdown(f"**Next run:** {_when(snap.next_run_at)}")
     if snap.last_error:
-        st.warning(f"Last error ({_when(snap.last_error_at)}): {snap.last_error}")
+        st.warning(f"Last error ({_when(snap.last_error_at)}): {md_text(snap.last_error)}")
 
 
 def _budget(budget: dict[str, Any]) -> None:
@@ -321,11 +346,11 @@ def _codes(snap: StatusSnapshot) -> None:
         done = p.stored + p.known + p.skipped + p.failed
         name = f"{p.title} ({p.code_id})" if p.title else p.code_id
         label = (
-            f"{name} — {p.state}: {done:,}/{p.total:,} (stored {p.stored:,}, known {p.known:,}, "
-            f"skipped {p.skipped:,}, failed {p.failed:,})"
+            f"{md_text(name)} — {md_text(p.state)}: {done:,}/{p.total:,} (stored {p.stored:,}, "
+            f"known {p.known:,}, skipped {p.skipped:,}, failed {p.failed:,})"
         )
         if p.error:
-            label += f" — {p.error}"
+            label += f" — {md_text(p.error)}"
         st.progress(_fraction(done, p.total), text=label)
 
 
@@ -404,7 +429,7 @@ def main() -> None:
     try:
         runtime = get_runtime()  # before the gate: the collector warms up even while locked
     except Exception as exc:
-        st.error(f"The collector could not start: {safe_error(exc)}")
+        st.error(f"The collector could not start: {md_text(safe_error(exc))}")
         st.stop()
     settings = runtime.settings
     if not _password_gate(settings.dashboard_password):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -69,6 +71,27 @@ MASSIVE_CODES: tuple[str, ...] = MAINTENANCE_CODES + (
     "LEGITEXT000006072026",  # monétaire et financier
 )
 
+MIN_SECRET_LENGTH = 12  # DASHBOARD_PASSWORD, COLLECTOR_API_TOKEN
+_CODE_ID = re.compile(r"LEGITEXT[0-9]{12}", re.ASCII)
+
+
+def is_code_id(value: object) -> bool:
+    """A LEGITEXT id: `LEGITEXT` + 12 ASCII digits (no other script's digits, no spaces)."""
+    return isinstance(value, str) and _CODE_ID.fullmatch(value) is not None
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """localhost, 127.0.0.0/8 or ::1: plain http stays on this machine."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 _SECRET_FIELDS = frozenset(
     {"client_secret", "supabase_key", "dashboard_password", "api_token"}
 )
@@ -106,6 +129,7 @@ class Settings:
     api_token: str | None = _secret()
     log_level: str = "INFO"
     log_format: str | None = None  # None = console on a TTY, json otherwise
+    allow_insecure_http: bool = False  # plain http:// accepted for non-loopback hosts
     on_render: bool = False
 
     # ---- derived -------------------------------------------------------------------------
@@ -189,12 +213,37 @@ class Settings:
             if raw is None:
                 return default
             items = tuple(dict.fromkeys(c.strip() for c in raw.split(",") if c.strip()))
-            bad = [c for c in items if not (c.startswith("LEGITEXT") and len(c) == 20 and c[8:].isdigit())]
+            bad = [c for c in items if not is_code_id(c)]
             if bad or not items:
                 raise ConfigError(
                     f"{name} must be comma-separated LEGITEXT ids (LEGITEXT + 12 digits); bad: {bad[:3]}"
                 )
             return items
+
+        def secret(name: str) -> str | None:
+            value = get(name)
+            if value is not None and len(value) < MIN_SECRET_LENGTH:
+                raise ConfigError(
+                    f"{name} is too short ({len(value)} characters): use at least {MIN_SECRET_LENGTH}, "
+                    "a short secret on a public URL is guessed by a script"
+                )
+            return value
+
+        insecure_ok = flag("ALLOW_INSECURE_HTTP", False)
+
+        def url(name: str) -> str | None:
+            value = get(name)
+            if value is None:
+                return None
+            parts = urlparse(value)
+            if parts.scheme not in {"http", "https"} or not parts.hostname:  # the value may hold a password
+                raise ConfigError(f"{name} must be an https:// URL with a host name (got scheme {parts.scheme!r})")
+            if parts.scheme == "http" and not insecure_ok and not is_loopback_host(parts.hostname):
+                raise ConfigError(
+                    f"{name} uses plain http:// to {parts.hostname}: credentials and data would cross "
+                    "the network unencrypted; use https:// (or set ALLOW_INSECURE_HTTP=true)"
+                )
+            return value
 
         mode_raw = get("SIPHONNAGE_MODE")
         try:
@@ -212,13 +261,13 @@ class Settings:
             default_mode=mode,
             client_id=get("LEGIFRANCE_CLIENT_ID"),
             client_secret=get("LEGIFRANCE_CLIENT_SECRET"),
-            oauth_url=get("LEGIFRANCE_OAUTH_URL") or PRODUCTION_OAUTH_URL,
-            api_base_url=(get("LEGIFRANCE_API_BASE_URL") or PRODUCTION_API_BASE_URL).rstrip("/"),
+            oauth_url=url("LEGIFRANCE_OAUTH_URL") or PRODUCTION_OAUTH_URL,
+            api_base_url=(url("LEGIFRANCE_API_BASE_URL") or PRODUCTION_API_BASE_URL).rstrip("/"),
             max_requests_per_second=int(number("LEGIFRANCE_MAX_REQUESTS_PER_SECOND", 15, int, 1)),
             max_requests_per_hour=int(number("LEGIFRANCE_MAX_REQUESTS_PER_HOUR", 24_000, int, 1)),
             max_daily_requests=int(number("MAX_DAILY_REQUESTS", 280_000, int, 1)),
             max_in_flight=int(number("LEGIFRANCE_MAX_IN_FLIGHT", 8, int, 1)),
-            supabase_url=get("SUPABASE_URL"),
+            supabase_url=url("SUPABASE_URL"),
             supabase_key=get("SUPABASE_SERVICE_ROLE_KEY"),
             db_path=Path(get("COLLECTOR_DB") or "data/collector.sqlite3"),
             maintenance_codes=codes("MAINTENANCE_CODES", MAINTENANCE_CODES),
@@ -227,9 +276,10 @@ class Settings:
             massive_interval_minutes=float(number("MASSIVE_INTERVAL_MINUTES", 10.0, float, 0)),
             min_article_chars=int(number("MIN_ARTICLE_CHARS", 100, int, 0)),
             lease_ttl_seconds=float(number("COLLECTOR_LEASE_TTL_SECONDS", 30.0, float, 1)),
-            dashboard_password=get("DASHBOARD_PASSWORD"),
-            api_token=get("COLLECTOR_API_TOKEN"),
+            dashboard_password=secret("DASHBOARD_PASSWORD"),
+            api_token=secret("COLLECTOR_API_TOKEN"),
             log_level=(get("LOG_LEVEL") or "INFO").upper(),
             log_format=log_format.lower() if log_format else None,
+            allow_insecure_http=insecure_ok,
             on_render=bool(get("RENDER")),
         )

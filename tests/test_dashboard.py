@@ -8,6 +8,7 @@ so the live fragment is checked for its content, not its timer.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -191,6 +192,7 @@ def test_password_gate(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert not keys(at)
     assert "wrong password 123" not in rendered_text(at), "never echoed"
     assert at.text_input[0].value == "", "the box is cleared after each attempt"
+    assert at.session_state["password_failures"] == 1, "the next attempt of this session waits"
 
     at.text_input[0].input(PASSWORD).run()
     assert keys(at) >= {"start", "stop", "reset"}
@@ -206,7 +208,10 @@ def test_password_gate(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
     from collector.shared_runtime import get_runtime
 
-    assert PASSWORD not in json.dumps(get_runtime().logs.records(limit=None), default=str)
+    records = json.dumps(get_runtime().logs.records(limit=None), default=str)
+    assert PASSWORD not in records
+    assert "dashboard password refused" in records, "the failure is logged"
+    assert "wrong password 123" not in records, "without what was typed"
 
 
 def test_on_render_without_password_controls_are_disabled(
@@ -251,3 +256,51 @@ def test_throughput_is_per_minute_over_windows_not_between_close_samples() -> No
     assert rates[1:] == pytest.approx([40.0, 40.0, 40.0])
     assert max(rates) < 500, "no spike from two samples a millisecond apart"
     assert throughput_rows(samples[:1]) == []
+
+
+HOSTILE = (
+    "![x](http://evil/x.png) [Click to re-authenticate](http://evil) <img src=x onerror=alert(1)> "
+    "&lt;b&gt; :red[alarm] www.evil.example\n# heading"
+)
+RAW = ("![", "](http", "<img", "&lt;", ":red[", "\n#")
+
+
+def test_api_text_never_reaches_markdown_unescaped(env: Path) -> None:
+    """A hostile code title, error and detail, put on the status board the way the collector
+    thread publishes them, appear as literal text: no Markdown-rendered element (markdown,
+    caption, alerts, progress labels, metrics, toasts) carries link, image or HTML syntax."""
+    from collector.shared_runtime import get_runtime
+
+    app()  # builds the runtime
+    board = get_runtime().status
+    with board.update() as s:
+        s.current_code = "LEGITEXT000099900001"
+        progress = board.progress("LEGITEXT000099900001")
+        progress.title, progress.error, progress.total = HOSTILE, HOSTILE, 10
+        s.detail = HOSTILE
+        s.last_error = HOSTILE
+        s.state_saved, s.state_error = False, HOSTILE
+    at = AppTest.from_file(DASHBOARD, default_timeout=30).run()
+    assert not at.exception
+
+    plain_kinds = {"arrow_data_frame", "text", "code", "json", "text_input", "button_group", "button"}
+    bodies = []
+    for node in at:
+        proto = getattr(node, "proto", None)
+        if proto is None or getattr(node, "type", "") in plain_kinds:
+            continue
+        bodies.append(str(proto))
+    shown = "\n".join(bodies)
+    assert "evil" in shown and "Click to re" in shown, "the hostile text is shown, as text"
+    assert shown.count("evil") >= 4 * 2, "title, error, detail, last error and state error all reached the page"
+    for raw in RAW:  # escaped, each special character is preceded by a backslash
+        assert not re.search(r"(?<!\\)" + re.escape(raw), shown), f"{raw!r} reached a Markdown element unescaped"
+
+
+def test_md_text_keeps_the_characters_and_neutralises_the_syntax() -> None:
+    from dashboard import md_text
+
+    assert md_text("Code civil") == "Code civil"
+    assert md_text("Art. L1-2 [x](y)") == "Art\\. L1\\-2 \\[x\\]\\(y\\)"
+    assert md_text("a\n\n# b") == "a \\# b"
+    assert md_text("é ü 日本") == "é ü 日本", "only ASCII punctuation is escaped"
