@@ -1,8 +1,13 @@
 """HTTP routes served by the Streamlit server through st.App (see dashboard.py).
 
-GET /aspirage/status is public (the status carries no secret). The control routes need
-`Authorization: Bearer $COLLECTOR_API_TOKEN` and call the same scheduler methods as the
-page's buttons, so each one saves the desired state before answering.
+GET /aspirage/status has two levels. Without credentials it answers what an anonymous
+visitor may know (runtime.public_status: running, mode, phase, counters, last and next run),
+from a copy refreshed at most once per STATUS_CACHE_SECONDS, so anonymous calls never queue
+behind the store. With `Authorization: Bearer $COLLECTOR_API_TOKEN` it answers the full status
+(store, lease holder, errors, state problems). The control routes need the same bearer token and
+call the same scheduler methods as the page's buttons, so each one saves the desired state
+before answering. Request bodies are read with a size cap and a nesting cap; every answer,
+errors included, is JSON.
 """
 
 from __future__ import annotations
@@ -10,8 +15,9 @@ from __future__ import annotations
 import hmac
 import json
 import threading
+import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from starlette.concurrency import run_in_threadpool
@@ -28,7 +34,47 @@ RuntimeGetter = Callable[[], "Runtime"]
 Handler = Callable[[Request], Awaitable[Response]]
 
 MAX_BODY_BYTES = 4096
+MAX_BODY_DEPTH = 8  # {"mode": ...} needs 1; a deeper body is refused before json.loads
+STATUS_CACHE_SECONDS = 3.0
 log = structlog.get_logger("collector.routes")
+
+
+class StatusCache:
+    """The public status of one runtime, computed at most once per `ttl` seconds. While one
+    caller computes it, the others get the previous copy at once (only the very first callers
+    of a runtime wait for it)."""
+
+    def __init__(self, ttl: float = STATUS_CACHE_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl, self._clock = ttl, clock
+        self._lock = threading.Lock()
+        self._owner: object = None  # the runtime the copy belongs to
+        self._value: dict[str, Any] | None = None
+        self._at = float("-inf")
+
+    def peek(self, owner: object) -> dict[str, Any] | None:
+        """The copy when it is fresh, without blocking (callable from the event loop)."""
+        if self._owner is owner and self._clock() - self._at < self._ttl:
+            return self._value
+        return None
+
+    def get(self, owner: object, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """A fresh copy, or the previous one while another caller computes (may block: a thread)."""
+        fresh = self.peek(owner)
+        if fresh is not None:
+            return fresh
+        if not self._lock.acquire(blocking=False):
+            if self._owner is owner and self._value is not None:
+                return self._value  # stale by at most one computation
+            self._lock.acquire()  # nothing to serve yet: wait for the first computation
+        try:
+            fresh = self.peek(owner)
+            if fresh is not None:
+                return fresh
+            value = compute()
+            self._owner, self._value, self._at = owner, value, self._clock()
+            return value
+        finally:
+            self._lock.release()
 
 
 def _default_runtime() -> Runtime:
@@ -60,17 +106,54 @@ def _authorize(request: Request, token: str | None) -> JSONResponse | None:
     return None
 
 
-async def _read_mode(request: Request) -> Mode | JSONResponse:
-    """The parsed `mode` field of the JSON body, or the error response to send."""
+def json_depth(body: bytes) -> int:
+    """How deeply arrays and objects nest in a JSON text (strings skipped), without parsing it."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return deepest
+
+
+async def read_json(request: Request, example: str) -> Any | JSONResponse:
+    """The decoded JSON body, or the error response to send: 413 over MAX_BODY_BYTES (read
+    with that cap, never buffered whole), 400 when nested deeper than MAX_BODY_DEPTH or not
+    JSON. `example` shows the expected body in the 400 message."""
+    too_large = _error(413, f"request body too large (max {MAX_BODY_BYTES} bytes)")
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return too_large
     body = b""
-    async for chunk in request.stream():  # bounded: never buffer a huge body
+    async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_BODY_BYTES:
-            return _error(413, f"request body too large (max {MAX_BODY_BYTES} bytes)")
+            return too_large
+    if json_depth(body) > MAX_BODY_DEPTH:
+        return _error(400, f"body nested too deeply (max {MAX_BODY_DEPTH} levels): send {example}")
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return _error(400, 'body must be JSON like {"mode": "MASSIVE"} or {"mode": "MAINTENANCE"}')
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return _error(400, f"body must be JSON like {example}")
+
+
+async def _read_mode(request: Request) -> Mode | JSONResponse:
+    """The parsed `mode` field of the JSON body, or the error response to send."""
+    data = await read_json(request, '{"mode": "MASSIVE"} or {"mode": "MAINTENANCE"}')
+    if isinstance(data, JSONResponse):
+        return data
     if not isinstance(data, dict) or "mode" not in data:
         return _error(422, 'body must be a JSON object with a "mode" field: "MASSIVE" or "MAINTENANCE"')
     try:
@@ -86,9 +169,19 @@ def collector_threads() -> int:
     return sum(1 for t in threading.enumerate() if t.name == THREAD_NAME and t.is_alive())
 
 
-def build_routes(get_runtime: RuntimeGetter = _default_runtime) -> list[Route]:
-    """The st.App routes, reading the process-wide runtime through `get_runtime`."""
-    from collector.runtime import status_payload
+def build_routes(
+    get_runtime: RuntimeGetter = _default_runtime, status_cache: StatusCache | None = None
+) -> list[Route]:
+    """The st.App routes, reading the process-wide runtime through `get_runtime`;
+    `status_cache` keeps the anonymous status (tests pass one with their own clock)."""
+    from collector.runtime import public_status, status_payload
+
+    cache = status_cache or StatusCache()
+
+    def full_status(rt: Runtime) -> dict[str, Any]:
+        payload = status_payload(rt)
+        payload["collector_threads"] = collector_threads()
+        return payload
 
     async def runtime_or_error() -> Runtime | JSONResponse:
         try:
@@ -101,9 +194,16 @@ def build_routes(get_runtime: RuntimeGetter = _default_runtime) -> list[Route]:
         rt = await runtime_or_error()
         if isinstance(rt, JSONResponse):
             return rt
-        payload = await run_in_threadpool(status_payload, rt)
-        payload["collector_threads"] = collector_threads()
-        return JSONResponse(payload)
+        if "authorization" in request.headers:  # asks for the full status: the token decides
+            denied = _authorize(request, rt.settings.api_token)
+            if denied is not None:
+                log.warning("status route refused", status=denied.status_code)
+                return denied
+            return JSONResponse(await run_in_threadpool(full_status, rt))
+        public = cache.peek(rt)
+        if public is None:
+            public = await run_in_threadpool(cache.get, rt, lambda: public_status(full_status(rt)))
+        return JSONResponse(public)
 
     def control(
         action: str, call: Callable[[Runtime, Mode | None], None], needs_mode: bool = False
@@ -123,8 +223,7 @@ def build_routes(get_runtime: RuntimeGetter = _default_runtime) -> list[Route]:
                     return parsed
                 mode = parsed
             await run_in_threadpool(call, rt, mode)  # saves the state before returning
-            payload = await run_in_threadpool(status_payload, rt)
-            payload["collector_threads"] = collector_threads()
+            payload = await run_in_threadpool(full_status, rt)
             snap = rt.scheduler.status()
             log.info("control route", action=action, mode=str(mode) if mode else None, state_saved=snap.state_saved)
             body = {
@@ -157,6 +256,10 @@ def _route(path: str, method: str, handler: Handler) -> Route:
     async def endpoint(request: Request) -> Response:
         if request.method != method and not (method == "GET" and request.method == "HEAD"):
             return _error(405, f"use {method} on {path}", {"Allow": method})
-        return await handler(request)
+        try:
+            return await handler(request)
+        except Exception as exc:  # never Starlette's plain-text 500 with a traceback
+            log.error("route failed", path=path, error_type=type(exc).__name__, error=str(exc)[:300])
+            return _error(500, "internal error; see the server logs")
 
     return Route(path, endpoint, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])

@@ -1,7 +1,9 @@
 """The process-wide runtime: settings -> logging, store, state, budget, client, scheduler.
 
 `build_runtime()` wires everything and auto-resumes from the saved state (the page's one
-cached instance is collector.shared_runtime.get_runtime); `status_payload()` is the JSON of `python -m collector status` and `GET /aspirage/status`.
+cached instance is collector.shared_runtime.get_runtime); `status_payload()` is the JSON of
+`python -m collector status` and of `GET /aspirage/status` with the bearer token;
+`public_status()` keeps what the anonymous `GET /aspirage/status` shows.
 """
 
 from __future__ import annotations
@@ -76,14 +78,16 @@ def build_runtime(
     transport: httpx.AsyncBaseTransport | None = None,
     resume: bool = True,
     scheduler_options: Mapping[str, Any] | None = None,
+    store: Store | None = None,
 ) -> Runtime:
     """Wire the runtime. `settings` default to the environment (ConfigError names the bad
-    variable); `transport` replaces the network (or the in-process emulator in demo mode);
+    variable); `store` replaces the one the settings name (the runtime closes it);
+    `transport` replaces the network (or the in-process emulator in demo mode);
     `resume` starts the collector when the saved state says running; `scheduler_options`
     are extra CollectorScheduler keyword arguments (tests: lease timings, run_pass, ...)."""
     settings = with_demo_codes(settings or Settings.from_env())
     logs = configure_logging(settings)
-    store = open_store(settings)
+    store = store if store is not None else open_store(settings)
     try:
         if settings.is_demo and transport is None:
             from collector.demo import DemoConfig, demo_transport
@@ -194,6 +198,19 @@ def status_payload(
             state_error=snapshot.state_error,
         )
     return _masked(payload, settings.secrets())
+
+
+PUBLIC_STATUS_FIELDS = (
+    "running", "mode", "massive_active", "timestamp", "phase",
+    "articles_stored", "articles_rejected", "requests", "last_run_at", "next_run_at",
+)
+
+
+def public_status(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a status payload an anonymous visitor may see: the desired state, the phase,
+    the counters and the run times. Left out: the store and source labels (path, host), the
+    lease holder (host, pid) in `detail`, error texts (they quote API bodies), state problems."""
+    return {k: payload[k] for k in PUBLIC_STATUS_FIELDS if k in payload}
 
 
 def _state_origin(loaded: LoadResult) -> dict[str, Any]:

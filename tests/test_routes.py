@@ -95,15 +95,32 @@ def test_lifespan_resumes_the_saved_state_without_a_browser(
     assert boot["threads"] == 1, "the collector thread started at server start"
 
 
-def test_status_json(client: TestClient) -> None:
+PUBLIC_KEYS = {
+    "running", "mode", "massive_active", "timestamp", "phase", "articles_stored", "articles_rejected",
+    "requests", "last_run_at", "next_run_at",
+}
+
+
+def test_status_json_public_and_with_the_token(client: TestClient, tmp_path: Path) -> None:
     resp = client.get("/aspirage/status")
     assert resp.status_code == 200
     body = resp.json()
-    assert {"running", "mode", "massive_active", "timestamp", "articles_stored"} <= body.keys()
+    assert set(body) <= PUBLIC_KEYS and {"running", "mode", "massive_active", "timestamp", "phase"} <= set(body)
     assert (body["running"], body["mode"], body["massive_active"]) == (False, "MAINTENANCE", False)
-    assert body["source"] == "DEMO"
-    assert body["collector_threads"] == 0
+    assert str(tmp_path) not in resp.text, "no store path for anonymous visitors"
     assert_no_secret(resp.text)
+
+    full = client.get("/aspirage/status", headers=auth())
+    assert full.status_code == 200
+    detail = full.json()
+    assert set(body) <= set(detail) and detail["source"] == "DEMO" and detail["collector_threads"] == 0
+    assert str(tmp_path) in detail["store"] and "state_source" in detail
+    assert_no_secret(full.text)
+
+
+def test_status_with_a_wrong_token_is_refused_not_downgraded(client: TestClient) -> None:
+    resp = client.get("/aspirage/status", headers=auth("not-the-token-at-all"))
+    assert resp.status_code == 401 and "invalid bearer token" in resp.json()["error"]
 
 
 def test_control_routes_save_the_state(client: TestClient, tmp_path: Path) -> None:
@@ -112,7 +129,7 @@ def test_control_routes_save_the_state(client: TestClient, tmp_path: Path) -> No
     texts.append(resp.text)
     assert resp.status_code == 200 and resp.json()["state_saved"] is True
     assert saved(tmp_path) == {"running": True, "mode": "MAINTENANCE"}
-    assert client.get("/aspirage/status").json()["collector_threads"] == 1
+    assert client.get("/aspirage/status", headers=auth()).json()["collector_threads"] == 1
 
     resp = client.post("/siphonnage/mode", headers=auth(), json={"mode": "MASSIVE"})
     texts.append(resp.text)
@@ -120,7 +137,7 @@ def test_control_routes_save_the_state(client: TestClient, tmp_path: Path) -> No
     assert saved(tmp_path) == {"running": True, "mode": "MASSIVE"}
 
     resp = client.post("/aspirage/start", headers=auth())  # idempotent: still one thread
-    assert client.get("/aspirage/status").json()["collector_threads"] == 1
+    assert client.get("/aspirage/status", headers=auth()).json()["collector_threads"] == 1
 
     resp = client.post("/aspirage/stop", headers=auth())
     texts.append(resp.text)
@@ -173,8 +190,13 @@ def test_routes_disabled_without_a_token(
         (b"", 400, "must be JSON"),
         (b"\xff\xfe", 400, "must be JSON"),
         (b"x" * 5000, 413, "too large"),
+        (b'{"mode": ' + b"[" * 2000 + b"]" * 2000 + b"}", 400, "nested too deeply"),
+        (b"[" * 4000, 400, "nested too deeply"),
+        (b'{"mode": "[[[[[[[[[[[[[[[[[[[[[["}', 422, "invalid mode"),
+        (b'{"mode": {"a": {"b": {"c": {"d": {"e": {"f": {"g": 1}}}}}}}}', 422, "invalid mode"),
     ],
-    ids=["unknown", "lowercase", "null", "no-field", "not-object", "truncated", "empty", "binary", "huge"],
+    ids=["unknown", "lowercase", "null", "no-field", "not-object", "truncated", "empty", "binary", "huge",
+         "nested", "nested-open", "brackets-in-string", "depth-8"],
 )
 def test_bad_mode_bodies(client: TestClient, tmp_path: Path, content: bytes, status: int, words: str) -> None:
     client.post("/aspirage/start", headers=auth())
@@ -204,3 +226,24 @@ def test_runtime_failure_is_a_clear_503_without_details(
     assert "unavailable" in resp.json()["error"]
     resp = client.post("/aspirage/start", headers=auth())
     assert resp.status_code == 503
+
+
+def test_declared_oversized_body_is_refused_before_reading(client: TestClient, tmp_path: Path) -> None:
+    headers = {**auth(), "Content-Type": "application/json", "Content-Length": str(10**9)}
+    resp = client.post("/siphonnage/mode", headers=headers, content=b'{"mode": "MASSIVE"}')
+    assert resp.status_code == 413 and "too large" in resp.json()["error"]
+    assert saved(tmp_path) is None
+
+
+def test_an_unexpected_failure_answers_json_not_a_traceback() -> None:
+    """A bug inside a handler (here: the getter hands over something that is not a runtime)
+    answers a JSON 500 without details, never Starlette's plain-text error page."""
+    from starlette.applications import Starlette
+
+    from collector.routes import build_routes
+
+    app = Starlette(routes=build_routes(lambda: object()))  # type: ignore[arg-type, return-value]
+    with TestClient(app, raise_server_exceptions=False) as other:
+        for resp in (other.get("/aspirage/status"), other.post("/aspirage/start", headers=auth())):
+            assert resp.status_code == 500 and resp.headers["content-type"] == "application/json"
+            assert resp.json() == {"error": "internal error; see the server logs"}

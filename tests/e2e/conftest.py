@@ -71,7 +71,8 @@ class Server:
             return 0
 
     def status(self) -> dict[str, Any]:
-        resp = httpx.get(f"{self.url}/aspirage/status", timeout=15)
+        """The full status (the bearer token shows what the anonymous one leaves out)."""
+        resp = httpx.get(f"{self.url}/aspirage/status", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=15)
         resp.raise_for_status()
         return resp.json()
 

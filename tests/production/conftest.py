@@ -106,8 +106,9 @@ class Proc:
         return found
 
     def status(self) -> dict[str, Any]:
-        """GET /aspirage/status."""
-        resp = httpx.get(f"{self.url}/aspirage/status", timeout=30)
+        """GET /aspirage/status with the bearer token: the full status."""
+        resp = httpx.get(f"{self.url}/aspirage/status", timeout=30,
+                         headers={"Authorization": f"Bearer {API_TOKEN}"})
         resp.raise_for_status()
         return resp.json()
 
