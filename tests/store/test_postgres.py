@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -30,7 +31,7 @@ from psycopg import errors, sql  # noqa: E402
 pytestmark = pytest.mark.postgres
 
 ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=5"
-MIGRATION = (REPO / "supabase" / "migrations" / "0001_collector.sql").read_text()
+MIGRATIONS = sorted((REPO / "supabase" / "migrations").glob("*.sql"))
 TABLES = sorted(KEYS)
 SUPABASE_ROLES_LOCK = 0x636F6C6C  # advisory lock serialising the tests that create roles
 
@@ -46,6 +47,12 @@ def server_available() -> bool:
         return True
     except psycopg.OperationalError:
         return False
+
+
+def apply_migrations(conn: psycopg.Connection) -> None:
+    """Every supabase/migrations/*.sql file, in name order (what a user runs on Supabase)."""
+    for path in MIGRATIONS:
+        conn.execute(path.read_text())
 
 
 def create_db() -> str:
@@ -67,7 +74,7 @@ def database() -> Iterator[str]:
     name = create_db()
     try:
         with psycopg.connect(conninfo(name), autocommit=True) as conn:
-            conn.execute(MIGRATION)
+            apply_migrations(conn)
         yield name
     finally:
         drop_db(name)
@@ -86,7 +93,7 @@ def db(database: str) -> Iterator[psycopg.Connection]:
 # ---- schema -------------------------------------------------------------------------------------
 
 def test_migration_is_idempotent_and_creates_the_tables(db: psycopg.Connection) -> None:
-    db.execute(MIGRATION)  # a second run changes nothing and does not fail
+    apply_migrations(db)  # a second run changes nothing and does not fail
     tables = db.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1"
     ).fetchall()
@@ -344,7 +351,11 @@ def test_add_requests_concurrent_increments_sum_exactly(database: str, db: psyco
 
 # ---- on a Supabase-like cluster (roles anon / authenticated / service_role) ------------------------
 
-def test_with_supabase_roles_anon_is_shut_out_and_service_role_works() -> None:
+@contextmanager
+def supabase_like_db() -> Iterator[psycopg.Connection]:
+    """A throwaway database on a cluster with Supabase's roles (anon, authenticated,
+    service_role BYPASSRLS) and its default grants of every new table to the API roles; the
+    roles this run created are dropped afterwards (an advisory lock serialises such tests)."""
     require(server_available(), "no PostgreSQL server on 127.0.0.1:5432 (user postgres)")
     created: list[str] = []
     with psycopg.connect(ADMIN, autocommit=True) as admin:
@@ -357,28 +368,11 @@ def test_with_supabase_roles_anon_is_shut_out_and_service_role_works() -> None:
             name = create_db()
             try:
                 with psycopg.connect(conninfo(name), autocommit=True) as conn:
-                    # Supabase grants table privileges to its API roles by default; RLS is the gate.
+                    # Supabase grants table privileges to its API roles by default.
                     conn.execute("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO anon, authenticated")
+                    conn.execute("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON SEQUENCES TO anon, authenticated")
                     conn.execute("GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role")
-                    conn.execute(MIGRATION)
-                    conn.execute(MIGRATION)
-                    conn.execute(
-                        "INSERT INTO legifrance_articles (id, cid, code_id, etat, text, content_sha256) "
-                        "VALUES ('LEGIARTI1', 'LEGIARTI1', 'LEGITEXT1', 'VIGUEUR', 't', 'h')"
-                    )
-                    conn.execute("SET ROLE anon")
-                    assert conn.execute("SELECT count(*) FROM legifrance_articles").fetchone() == (0,)
-                    with pytest.raises(errors.InsufficientPrivilege):
-                        conn.execute("INSERT INTO collector_state (running, mode) VALUES (true, 'MASSIVE')")
-                    with pytest.raises(errors.InsufficientPrivilege):
-                        conn.execute("SELECT * FROM collector_acquire_lease('intruder', 60)")
-                    conn.execute("RESET ROLE")
-                    conn.execute("SET ROLE service_role")
-                    assert conn.execute("SELECT count(*) FROM legifrance_articles").fetchone() == (1,)
-                    assert acquire(conn, "collector", 60)[2] is True
-                    conn.execute("SELECT collector_add_requests(ARRAY['d:1'], 2)")
-                    conn.execute("INSERT INTO collector_runs (mode) VALUES ('MASSIVE')")
-                    conn.execute("RESET ROLE")
+                    yield conn
             finally:
                 drop_db(name)
         finally:
@@ -388,3 +382,77 @@ def test_with_supabase_roles_anon_is_shut_out_and_service_role_works() -> None:
                 except psycopg.Error:
                     pass  # still used by a concurrent run's database: NOLOGIN, harmless
             admin.execute("SELECT pg_advisory_unlock(%s)", (SUPABASE_ROLES_LOCK,))
+
+
+def test_with_supabase_roles_anon_is_shut_out_and_service_role_works() -> None:
+    with supabase_like_db() as conn:
+        apply_migrations(conn)
+        apply_migrations(conn)
+        conn.execute(
+            "INSERT INTO legifrance_articles (id, cid, code_id, etat, text, content_sha256) "
+            "VALUES ('LEGIARTI1', 'LEGIARTI1', 'LEGITEXT1', 'VIGUEUR', 't', 'h')"
+        )
+        conn.execute("SET ROLE anon")
+        with pytest.raises(errors.InsufficientPrivilege):
+            conn.execute("INSERT INTO collector_state (running, mode) VALUES (true, 'MASSIVE')")
+        with pytest.raises(errors.InsufficientPrivilege):
+            conn.execute("SELECT * FROM collector_acquire_lease('intruder', 60)")
+        conn.execute("RESET ROLE")
+        conn.execute("SET ROLE service_role")
+        assert conn.execute("SELECT count(*) FROM legifrance_articles").fetchone() == (1,)
+        assert acquire(conn, "collector", 60)[2] is True
+        conn.execute("SELECT collector_add_requests(ARRAY['d:1'], 2)")
+        conn.execute("INSERT INTO collector_runs (mode) VALUES ('MASSIVE')")
+        conn.execute("RESET ROLE")
+
+
+@pytest.mark.parametrize("role", ["anon", "authenticated"])
+def test_api_roles_cannot_truncate_read_or_write_any_collector_table(role: str) -> None:
+    """RLS does not cover TRUNCATE: without 0003 the API roles could empty the articles.
+    After every migration, each statement on each collector table and sequence is refused."""
+    with supabase_like_db() as conn:
+        apply_migrations(conn)
+        conn.execute(
+            "INSERT INTO legifrance_articles (id, cid, code_id, etat, text, content_sha256) "
+            "VALUES ('LEGIARTI1', 'LEGIARTI1', 'LEGITEXT1', 'VIGUEUR', 't', 'h')"
+        )
+        tables = [r[0] for r in conn.execute(
+            "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind = 'r' "
+            "AND (relname LIKE 'legifrance%' OR relname LIKE 'collector%') ORDER BY 1"
+        )]
+        assert set(TABLES) <= set(tables)
+        conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+        for statement in (
+            "TRUNCATE legifrance_articles",
+            "SELECT count(*) FROM legifrance_articles",
+            "INSERT INTO legifrance_articles (id, cid, code_id, etat, text, content_sha256) "
+            "VALUES ('LEGIARTI2', 'LEGIARTI2', 'LEGITEXT1', 'VIGUEUR', 't', 'h')",
+            "DELETE FROM legifrance_articles",
+            "SELECT nextval(pg_get_serial_sequence('public.collector_runs', 'id'))",
+        ) + tuple(f"TRUNCATE {t}" for t in tables) + tuple(f"SELECT * FROM {t}" for t in tables):
+            with pytest.raises(errors.InsufficientPrivilege):
+                conn.execute(statement)
+        conn.execute("RESET ROLE")
+        assert conn.execute("SELECT count(*) FROM legifrance_articles").fetchone() == (1,), "nothing lost"
+        privileges = conn.execute(
+            "SELECT count(*) FROM information_schema.role_table_grants "
+            "WHERE grantee IN ('anon', 'authenticated') AND table_schema = 'public'"
+        ).fetchone()
+        assert privileges == (0,)
+
+
+def test_the_revoke_covers_tables_added_by_later_migrations() -> None:
+    """0003 revokes by name pattern: a table another migration adds (like 0002's change log)
+    before it runs is covered too; a table outside the collector's names is left alone."""
+    with supabase_like_db() as conn:
+        conn.execute((REPO / "supabase" / "migrations" / "0001_collector.sql").read_text())
+        conn.execute("CREATE TABLE IF NOT EXISTS public.legifrance_later (seq bigserial PRIMARY KEY, x text)")
+        conn.execute("CREATE TABLE public.someone_elses (x text)")
+        conn.execute((REPO / "supabase" / "migrations" / "0003_privileges.sql").read_text())
+        conn.execute("SET ROLE anon")
+        with pytest.raises(errors.InsufficientPrivilege):
+            conn.execute("TRUNCATE legifrance_later")
+        with pytest.raises(errors.InsufficientPrivilege):
+            conn.execute("SELECT nextval('legifrance_later_seq_seq')")
+        conn.execute("SELECT count(*) FROM someone_elses")  # not ours: its grants stay
+        conn.execute("RESET ROLE")

@@ -14,9 +14,17 @@ import respx
 
 from collector.store import SqliteStore
 from collector.store.supabase import SupabaseStore
-from tests.conftest import REPO, require
+from tests.conftest import require
 from tests.store.fake_postgrest import FakePostgrest
-from tests.store.test_postgres import conninfo, create_db, drop_db, postgrest_rpc, replay, server_available
+from tests.store.test_postgres import (
+    apply_migrations,
+    conninfo,
+    create_db,
+    drop_db,
+    postgrest_rpc,
+    replay,
+    server_available,
+)
 from tests.store.test_retire import CODE, OTHER, version
 
 psycopg = pytest.importorskip("psycopg")
@@ -24,7 +32,6 @@ from psycopg import errors, sql  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 
-MIGRATION = (REPO / "supabase" / "migrations" / "0001_collector.sql").read_text()
 URL = "https://proj.supabase.co"
 
 
@@ -34,7 +41,7 @@ def database() -> Iterator[str]:
     name = create_db()
     try:
         with psycopg.connect(conninfo(name), autocommit=True) as conn:
-            conn.execute(MIGRATION)
+            apply_migrations(conn)
         yield name
     finally:
         drop_db(name)
