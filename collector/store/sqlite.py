@@ -19,6 +19,7 @@ moved file on close, and its frames would otherwise be replayed over the new fil
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -293,6 +294,14 @@ class SqliteStore:
             raise StoreFatal(
                 f"cannot create the directory {self.path.parent} for the SQLite database: "
                 f"{exc.strerror} (set COLLECTOR_DB to a writable path)"
+            ) from None
+        try:  # owner-only from the first byte: SQLite gives its -wal and -shm the same mode
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass  # an existing database keeps the mode its owner gave it
+        except OSError as exc:
+            raise StoreFatal(
+                f"cannot create the SQLite database {self.path}: {exc.strerror} (set COLLECTOR_DB to a writable path)"
             ) from None
         pool = _Pool(self._connect)
         try:

@@ -8,6 +8,7 @@ import resource
 import shutil
 import signal
 import sqlite3
+import stat
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -321,6 +322,19 @@ def test_locked_database_gives_store_error_after_the_busy_timeout(db: Path) -> N
     store.commit_batch([article(2)])
     assert store.count_articles() == 2
     store.close()
+
+
+def test_new_database_and_its_wal_and_shm_are_owner_only(tmp_path: Path) -> None:
+    old_umask = os.umask(0o022)  # the usual umask, which would give 0644
+    try:
+        path = tmp_path / "fresh" / "collector.sqlite3"
+        store = SqliteStore(path)
+        store.commit_batch([article(1)])  # data written: the -wal and -shm exist now
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in path.parent.iterdir()}
+        store.close()
+    finally:
+        os.umask(old_umask)
+    assert modes == {"collector.sqlite3": 0o600, "collector.sqlite3-wal": 0o600, "collector.sqlite3-shm": 0o600}
 
 
 @pytest.fixture
