@@ -9,8 +9,10 @@ batch_size + max_in_flight articles are held at any time.
 Failure policy:
 * unknown code (LegifranceNotFound) or a TOC that fails after the client's retries: that code
   fails (status, summary, log) and the pass goes on;
-* an article that fails after retries, a null article, or an article whose id is not the one
-  asked for: counted `failed`, not stored, not remembered -> retried next pass;
+* an article that fails after retries (an answer over the client's time or size bounds or one
+  that cannot be decoded included), a null article, an article whose id is not the one asked
+  for, or one whose fields cannot be read: counted `failed`, not stored, not remembered ->
+  retried next pass;
 * LegifranceAuthError, StoreFatal, or a StoreError still failing after `commit_attempts`:
   the pass commits what it fetched (where the store still can) and raises.
 
@@ -459,6 +461,8 @@ class _Pass:
                 result = article_from_api(data, entry, toc, self.opt.min_chars, self.opt.clock())
             except ArticleError as exc:
                 item = _Failed(entry, str(exc))
+            except (RecursionError, MemoryError) as exc:  # a hostile body: that article's failure
+                item = _Failed(entry, f"getArticle({entry.id}) answer could not be read: {type(exc).__name__}")
             else:
                 (articles if isinstance(result, Article) else rejected).append(result)  # type: ignore[arg-type]
                 self.summary.fetched += 1

@@ -344,8 +344,9 @@ def test_faults_are_retried_until_every_article_is_returned(
     stats = client.stats.as_dict()
     assert stats["retries"] == count
     assert demo.server.stats()["faults"] == {kind: count}
-    # every attempt took a budget slot and reached the server
-    assert budget.snapshot().day_used == stats["attempts"] == len(ids) + count
+    # every attempt, and the token request, took a budget slot and reached the server
+    assert stats["attempts"] == len(ids) + count and stats["token_requests"] == 1
+    assert budget.snapshot().day_used == stats["attempts"] + stats["token_requests"]
     assert demo.server.stats()["requests"]["get_article"] == len(ids) + count
 
 
@@ -376,7 +377,7 @@ def test_expiring_token_is_renewed_before_it_is_refused(start_demo: Callable[...
     ids = article_ids(demo, 2)
 
     async def scenario() -> list[Any]:
-        async with make_client(demo) as client:
+        async with make_client(demo, min_token_lifetime=1.0) as client:
             first = await client.get_article(ids[0])
             await asyncio.sleep(1.6)
             second = await client.get_article(ids[1])
@@ -561,7 +562,7 @@ def test_over_a_socket_each_attempt_reports_when_it_was_written(
     start_demo: Callable[..., DemoServerThread],
 ) -> None:
     """The budget counts a request from the moment it was written when told so (ratelimit):
-    every attempt over a real connection tells it, retries included."""
+    every attempt over a real connection tells it, retries and the token request included."""
     demo = start_demo()
     demo.server.set_faults([FaultRule(kind="http_503", count=2, endpoint="get_article")])  # type: ignore[arg-type]
     budget = TicketRecordingBudget(1000, 1_000_000, 1_000_000, 4)
@@ -570,7 +571,7 @@ def test_over_a_socket_each_attempt_reports_when_it_was_written(
     articles = run(fetch_all(make_client(demo, budget), ids))
 
     assert_each_returned_once(ids, articles)
-    assert len(budget.tickets) == 7 and all(t.was_sent for t in budget.tickets)
+    assert len(budget.tickets) == 1 + 7 and all(t.was_sent for t in budget.tickets)
 
 
 def test_in_process_requests_count_until_their_answer() -> None:
@@ -585,7 +586,7 @@ def test_in_process_requests_count_until_their_answer() -> None:
     articles = run(fetch_all(client, ids))
 
     assert_each_returned_once(ids, articles)
-    assert len(budget.tickets) == 3 and not any(t.was_sent for t in budget.tickets)
+    assert len(budget.tickets) == 1 + 3 and not any(t.was_sent for t in budget.tickets)
 
 
 class CookieSettingTransport(httpx.AsyncHTTPTransport):
