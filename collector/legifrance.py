@@ -109,11 +109,13 @@ def token_lifetime(expires_in: Any, floor: float, ceiling: float) -> tuple[float
         return floor, True
     try:
         seconds = float(expires_in)
-    except (ValueError, OverflowError):
+    except ValueError:
         return floor, True
-    if not math.isfinite(seconds) or seconds < floor:
+    except OverflowError:  # an integer beyond any float: "forever"
+        return ceiling, True
+    if math.isnan(seconds) or seconds < floor:
         return floor, True
-    if seconds > ceiling:
+    if seconds > ceiling:  # +inf included
         return ceiling, True
     return seconds, False
 
