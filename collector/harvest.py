@@ -71,6 +71,9 @@ def _utcnow() -> datetime:
 class HarvestOptions:
     min_chars: int = 100
     batch_size: int = 100  # articles per commit (bounded memory, bounded loss on kill)
+    # ... or fewer, once the uncommitted articles hold this many characters of html + text: a
+    # batch of big answers (each up to LEGIFRANCE_MAX_BODY_BYTES) stays small in memory too.
+    batch_chars: int = 16_000_000
     # ... or fewer, once the oldest uncommitted article is this old: on a slow API a batch can
     # take many seconds to fill, and a process killed more often than that would never progress.
     commit_every_s: float = 2.0
@@ -82,7 +85,7 @@ class HarvestOptions:
     clock: Callable[[], datetime] = field(default=_utcnow)  # aware UTC datetimes
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "max_in_flight", "commit_attempts"):
+        for name in ("batch_size", "batch_chars", "max_in_flight", "commit_attempts"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"HarvestOptions.{name} must be an integer >= 1, got {value!r}")
@@ -387,7 +390,7 @@ class _Pass:
         watcher = asyncio.create_task(self._watch(workers, queue))
         articles: list[Article] = []
         rejected: list[Rejected] = []
-        received = failures = 0
+        received = failures = held = 0  # held: characters of the uncommitted articles
         loop = asyncio.get_running_loop()
         due: float | None = None  # when the oldest uncommitted result must be committed
         try:
@@ -405,15 +408,19 @@ class _Pass:
                     if isinstance(item, _Fatal):
                         raise item.error
                     received += 1
+                    before = len(articles)
                     failures += self._absorb(toc, item, articles, rejected)
+                    if len(articles) > before:
+                        held += len(articles[-1].html) + len(articles[-1].text)
                     if due is None and (articles or rejected):
                         due = loop.time() + self.opt.commit_every_s
                 pending = len(articles) + len(rejected)
-                if pending and (pending >= self.opt.batch_size or loop.time() >= (due or 0.0)):
+                full = pending >= self.opt.batch_size or held >= self.opt.batch_chars
+                if pending and (full or loop.time() >= (due or 0.0)):
                     batch_a, batch_r = articles[:], rejected[:]
                     articles.clear()
                     rejected.clear()
-                    due = None
+                    due, held = None, 0
                     await _shielded(self._commit(toc.code_id, batch_a, batch_r))
         finally:
             # Runs on success, interrupt, fatal error and cancellation alike.
