@@ -574,16 +574,19 @@ class _Pass:
             return None
 
 
-def _request_counts(client: LegifranceClient) -> tuple[int, int, int]:
-    """(HTTP attempts, tableMatieres calls, getArticle calls) from the client's stats."""
+def _request_counts(client: LegifranceClient) -> tuple[int, int, int, int]:
+    """(HTTP attempts to the API, tableMatieres calls, getArticle calls, token requests) from
+    the client's stats. Attempts and token requests each took a budget slot."""
     stats = getattr(client, "stats", None)
     if stats is None:
-        return 0, 0, 0
+        return 0, 0, 0, 0
     requests = getattr(stats, "requests", {}) or {}
+    tokens = int(getattr(stats, "token_requests", 0) or 0)
     return (
         int(getattr(stats, "attempts", 0) or 0),
         int(requests.get("table_matieres", 0)),
         int(requests.get("get_article", 0)),
+        tokens,
     )
 
 
@@ -621,6 +624,7 @@ async def run_pass(
         summary.requests = after[0] - before[0]
         summary.toc_requests = after[1] - before[1]
         summary.article_requests = after[2] - before[2]
+        summary.token_requests = after[3] - before[3]
         summary.finished_at = options.clock()
         if run.run_id is not None:
             await _finish_run(store, run.run_id, summary)

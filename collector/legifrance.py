@@ -120,11 +120,16 @@ def token_lifetime(expires_in: Any, floor: float, ceiling: float) -> tuple[float
     return seconds, False
 
 
+def declared_over(response: httpx.Response, limit: int) -> bool:
+    """The answer's Content-Length says more than `limit` bytes."""
+    declared = response.headers.get("content-length", "")
+    return declared.isascii() and declared.isdigit() and int(declared) > limit
+
+
 async def read_capped(response: httpx.Response, limit: int) -> bytes | None:
     """The (decoded) body, or None as soon as it is known to exceed `limit` bytes; the rest is
     never read."""
-    declared = response.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) > limit:
+    if declared_over(response, limit):
         return None
     chunks: list[bytes] = []
     size = 0
@@ -535,7 +540,6 @@ class LegifranceClient:
             retry_after = retry_after_seconds(response.headers.get("Retry-After"), self._clock())
             return _Retryable(f"HTTP {status}", status, retry_after)
         detail = self._error_detail(content)
-        what = f" ({subject})" if subject else ""
         if subject and status in (400, 404):
             raise LegifranceNotFound(f"{subject} not found (HTTP {status} on {endpoint}){detail}")
         if status == 404:
@@ -543,7 +547,8 @@ class LegifranceClient:
                 f"HTTP 404 on {endpoint}: is LEGIFRANCE_API_BASE_URL ({self.api_base_url}) right?"
             )
         if 300 <= status < 400:  # never followed: the request carries the bearer token
-            raise LegifranceError(f"HTTP {status} on {endpoint}: redirects are not followed{what}")
+            what = f" for {subject}" if subject else ""
+            raise LegifranceError(f"HTTP {status} on {endpoint}{what}: redirects are not followed")
         raise LegifranceError(f"HTTP {status} on {endpoint}{detail}")
 
     async def _read_json(self, response: httpx.Response) -> dict[str, Any] | _Retryable:
@@ -563,8 +568,7 @@ class LegifranceClient:
         """A tableMatieres body through a fresh TocParser, in batches of about _TOC_BATCH
         bytes each parsed in a worker thread, so the event loop stays free."""
         bounds = self._bounds["toc"]
-        declared = response.headers.get("content-length", "")
-        if declared.isascii() and declared.isdigit() and int(declared) > bounds.max_bytes:
+        if declared_over(response, bounds.max_bytes):
             self.stats.record(errors="body too big")
             return _Retryable(bounds.too_big(), 200)
         parser = TocParser(code_id)

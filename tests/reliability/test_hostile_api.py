@@ -144,6 +144,7 @@ def _run_case(case: Case, folder: Path) -> dict[str, Any]:
     assert seen.thief == [], "a redirect was followed to another host"
     logs = proc.stdout() + proc.stderr()
     assert not any(token in logs for token in seen.tokens), "a bearer token reached the output"
+    assert summary["token_requests"] == seen.requests["token"]  # each took a budget slot too
     if case.token == "drip":
         assert seen.requests["token"] == 2
     if case.expires_in != 3600:  # clamped: one token for the whole pass, said once in the log
