@@ -768,6 +768,7 @@ def first_article(server: HostileServer) -> str:
     [
         ("drip", {"article_timeout": 0.5}, r"within 0.5 s \(LEGIFRANCE_ARTICLE_TIMEOUT_SECONDS\)"),
         ("huge", {"max_body_bytes": 1 << 20}, r"body over 1048576 bytes \(LEGIFRANCE_MAX_BODY_BYTES\)"),
+        ("gzip_bomb", {"max_body_bytes": 1 << 20}, r"body over 1048576 bytes \(LEGIFRANCE_MAX_BODY_BYTES\)"),
         ("deep", {}, "JSON nested too deep"),
     ],
 )
@@ -775,7 +776,8 @@ def test_a_hostile_article_answer_is_a_failed_attempt_naming_its_bound(
     hostile: Callable[..., HostileServer], hostility: str, options: dict[str, Any], error: str
 ) -> None:
     """Dripping one byte a second (the read timeout alone resets on every byte), a 500 MB body
-    (streamed: the client stops at its cap) or nesting 200,000 deep: retried, then given up
+    (streamed, or gzip-compressed to about 1 MB: the client stops at its cap of decoded bytes)
+    or nesting 200,000 deep: retried, then given up
     with the bound's setting in the message; the healthy articles still come back."""
     server = hostile()
     bad = first_article(server)

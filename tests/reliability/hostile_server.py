@@ -15,6 +15,7 @@ import asyncio
 import json
 import secrets
 import threading
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ class Hostility:
     `toc_code`: the code whose tableMatieres answers are; `first_tokens`: how many of the first
     token requests are; `expires_in`: the lifetime every token answer claims."""
 
-    article: str | None = None  # drip | huge | deep | redirect
+    article: str | None = None  # drip | huge | gzip_bomb | deep | redirect
     articles: frozenset[str] = frozenset()
     toc: str | None = None  # drip | huge | deep_title | nested_sections | giant_string
     toc_code: str | None = None
@@ -183,13 +184,16 @@ class HostileServer:
             return True
         chunks = {
             ("article", "huge"): _huge_article(article_id, 500 * MB),
+            ("article", "gzip_bomb"): _gzipped(_huge_article(article_id, 500 * MB)),
             ("article", "deep"): _deep_article(article_id, 200_000),
             ("toc", "huge"): _huge_toc(500 * MB),
             ("toc", "deep_title"): _deep_title(200_000),
             ("toc", "nested_sections"): _nested_sections(20_000),
             ("toc", "giant_string"): _giant_string(50 * MB),
         }[(endpoint, kind)]
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        encoding = b"Content-Encoding: gzip\r\n" if kind == "gzip_bomb" else b""
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n%sTransfer-Encoding: chunked\r\n\r\n"
+                     % encoding)
         for chunk in chunks:  # streamed: never more than one chunk in memory
             writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
             await writer.drain()
@@ -248,6 +252,15 @@ def _nested(head: bytes, depth: int, tail: bytes) -> Iterator[bytes]:
 
 def _deep_article(article_id: str, depth: int) -> Iterator[bytes]:
     return _nested(b'{"article": {"id": "%s", "texte": ' % article_id.encode(), depth, b"}}")
+
+
+def _gzipped(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The body gzip-compressed as it goes (500 MB of repeated text: about 1 MB on the wire)."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    for chunk in chunks:
+        if out := compressor.compress(chunk):
+            yield out
+    yield compressor.flush()
 
 
 def _huge_toc(size: int) -> Iterator[bytes]:

@@ -3,7 +3,7 @@ or abort the pass.
 
 Each case serves the demo corpus from tests/reliability/hostile_server.py on a real loopback
 socket, with some answers made hostile: dripping one byte a second, 500 MB bodies, nesting
-200,000 deep, 20,000 nested TOC sections, a 50 MB string in a TOC, a negative token lifetime,
+200,000 deep, a gzip bomb, 20,000 nested TOC sections, a 50 MB string in a TOC, a negative token lifetime,
 redirects to another host. The collector runs as a real process with small time bounds (its
 own settings) and, per case:
 * the pass ends well within 2 minutes with exit 0 (finished, not aborted), peak RSS under
@@ -76,6 +76,7 @@ class Case:
 CASES = [
     Case("drip (token, TOC, article)", article="drip", toc="drip", token="drip"),
     Case("huge (500 MB article, 500 MB TOC)", article="huge", toc="huge"),
+    Case("gzip bomb (500 MB article, ~1 MB gzip on the wire)", article="gzip_bomb"),
     Case("deep (article 200,000, TOC title 200,000)", article="deep", toc="deep_title"),
     Case("20,000 nested TOC sections", toc="nested_sections"),
     Case("50 MB string in a TOC", toc="giant_string"),
