@@ -18,6 +18,7 @@ import http.cookiejar
 import json
 import math
 import random
+import re
 import threading
 import time
 from collections import Counter
@@ -54,6 +55,12 @@ RETRY_EXCEPTIONS: tuple[type[Exception], ...] = (
 )
 _TOC_BATCH = 1 << 18  # bytes of a TOC body parsed per hop to a worker thread
 _ERROR_DETAIL_BYTES = 64 << 10  # of an error body, read for its message
+# Token, article and error bodies (real ones nest under 10 deep and hold under 200 brackets, so
+# they are never scanned): deep enough that json.loads, which recurses in C once per level,
+# stays far from the C stack's end even under a raised recursion limit.
+MAX_JSON_DEPTH = 512
+_NOT_MARKS = bytes(sorted(set(range(256)) - set(b'[]{}"')))  # all but brackets and quotes
+_STRING = re.compile(rb'"[^"]*"')  # a string once escapes are gone
 _PAGE_SIZE = 100  # the API's maximum
 _MAX_PAGES = 1000
 
@@ -141,9 +148,31 @@ async def read_capped(response: httpx.Response, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
+def nested_over(content: bytes, limit: int) -> bool:
+    """Whether the JSON text nests arrays/objects more than `limit` deep. Free for a body with
+    fewer brackets than that; else the brackets outside strings are counted (C-speed passes,
+    then a loop over the brackets alone)."""
+    if content.count(b"[") + content.count(b"{") <= limit:
+        return False
+    # an escape is a backslash and the next byte: without \\ and \" the quotes left delimit strings
+    marks = content.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_MARKS)
+    depth = 0
+    for byte in _STRING.sub(b"", marks):
+        if byte == 0x5B or byte == 0x7B:  # [ {
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
 def decode_object(content: bytes) -> dict[str, Any] | str:
-    """A JSON object, or why the body is not one (invalid UTF-8 or JSON, nested too deep for
-    the decoder, too big to decode, another JSON value)."""
+    """A JSON object, or why the body is not one (invalid UTF-8 or JSON, nested over
+    MAX_JSON_DEPTH, too big to decode, another JSON value). The depth is checked first:
+    json.loads recurses in C, so its RecursionError is only as safe as the recursion limit."""
+    if nested_over(content, MAX_JSON_DEPTH):
+        return f"JSON nested over {MAX_JSON_DEPTH} deep"
     try:
         data = json.loads(content)
     except RecursionError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -39,6 +40,8 @@ from collector.legifrance import (
     LegifranceClient,
     LegifranceError,
     LegifranceNotFound,
+    decode_object,
+    nested_over,
     retry_after_seconds,
     token_lifetime,
 )
@@ -769,7 +772,7 @@ def first_article(server: HostileServer) -> str:
         ("drip", {"article_timeout": 0.5}, r"within 0.5 s \(LEGIFRANCE_ARTICLE_TIMEOUT_SECONDS\)"),
         ("huge", {"max_body_bytes": 1 << 20}, r"body over 1048576 bytes \(LEGIFRANCE_MAX_BODY_BYTES\)"),
         ("gzip_bomb", {"max_body_bytes": 1 << 20}, r"body over 1048576 bytes \(LEGIFRANCE_MAX_BODY_BYTES\)"),
-        ("deep", {}, "JSON nested too deep"),
+        ("deep", {}, "JSON nested over 512 deep"),
     ],
 )
 def test_a_hostile_article_answer_is_a_failed_attempt_naming_its_bound(
@@ -925,3 +928,53 @@ def test_the_bounds_come_from_the_settings(hostile: Callable[..., HostileServer]
 def test_bad_bounds_are_configuration_errors_naming_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({name: value})
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a decoded JSON value (iterative)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, depth)
+            stack += [(child, depth + 1) for child in (item.values() if isinstance(item, dict) else item)]
+    return deepest
+
+
+def test_nested_over_agrees_with_the_decoded_depth() -> None:
+    """Brackets and escaped quotes inside strings never count."""
+    rng = random.Random(14)
+    tricky = ['a"b', "[{\\", ' ]}\\"', "\\", "x", 1, None]
+
+    def value(depth: int) -> Any:
+        roll = rng.random()
+        if depth > 8 or roll < 0.3:
+            return rng.choice(tricky)
+        if roll < 0.65:
+            return [value(depth + 1) for _ in range(rng.randrange(4))]
+        return {rng.choice(["k", "[", '"}']): value(depth + 1) for _ in range(rng.randrange(4))}
+
+    for _ in range(2000):
+        data = value(0)
+        body = json.dumps(data, ensure_ascii=rng.random() < 0.5).encode()
+        for limit in (0, 1, 2, 3, 5):
+            assert nested_over(body, limit) == (_depth(data) > limit), (body, limit)
+
+
+def test_a_deep_body_is_refused_before_json_loads_whatever_the_recursion_limit() -> None:
+    """json.loads recurses in C: under a raised recursion limit, 200,000 levels crash the
+    process (in a thread too); the depth is measured first."""
+    script = (
+        "import sys, threading\n"
+        "sys.setrecursionlimit(1_000_000)\n"
+        "from collector.legifrance import decode_object\n"
+        "body = b'{\"a\": ' + b'[' * 200_000 + b']' * 200_000 + b'}'\n"
+        "out = []\n"
+        "worker = threading.Thread(target=lambda: out.append(decode_object(body)))\n"
+        "worker.start(); worker.join()\n"
+        "print(out[0])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("JSON nested over 512 deep")
+    assert isinstance(decode_object(b'{"a": ' + b"[" * 500 + b"]" * 500 + b"}"), dict)
