@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +69,6 @@ class Case:
     token: str | None = None  # the first token request is hostile
     expires_in: Any = 3600
     failed_code: int | None = None  # the code that fails (default: toc_code when `toc` is set)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 CASES = [
@@ -107,8 +105,8 @@ def _run_measured(env: dict[str, str], folder: Path, name: str, *args: str) -> t
 
 
 def _hostility(case: Case, server: HostileServer) -> tuple[Hostility, set[str]]:
-    expected = {code: server.corpus.expected_ids([code]) for code in CODES}
-    bad = set(sorted(expected[CODES[case.article_code]])[:BAD_ARTICLES]) if case.article else set()
+    ids = sorted(server.corpus.expected_ids([CODES[case.article_code]]))
+    bad = set(ids[:BAD_ARTICLES]) if case.article else set()
     hostility = Hostility(
         article=case.article, articles=frozenset(bad), toc=case.toc, toc_code=CODES[case.toc_code],
         token=case.token, first_tokens=1 if case.token else 0, expires_in=case.expires_in,
