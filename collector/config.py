@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -116,6 +117,12 @@ class Settings:
     max_requests_per_hour: int = 24_000
     max_daily_requests: int = 280_000
     max_in_flight: int = 8
+    # Every API attempt is bounded in total time (body read included) and in bytes (streamed).
+    token_timeout_seconds: float = 30.0
+    toc_timeout_seconds: float = 300.0
+    article_timeout_seconds: float = 60.0  # getArticle, and the other small JSON endpoints
+    max_body_bytes: int = 4 << 20  # token, article and error bodies
+    max_toc_bytes: int = 64 << 20
     supabase_url: str | None = None
     supabase_key: str | None = _secret()
     db_path: Path = Path("data/collector.sqlite3")
@@ -194,8 +201,8 @@ class Settings:
                 value = kind(raw)
             except ValueError:
                 raise ConfigError(f"{name} must be a {kind.__name__}, got {raw[:20]!r}") from None
-            if value < minimum:
-                raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+            if not math.isfinite(value) or value < minimum:  # nan compares False to everything
+                raise ConfigError(f"{name} must be a finite number >= {minimum}, got {raw[:20]!r}")
             return value
 
         def flag(name: str, default: bool) -> bool:
@@ -267,6 +274,11 @@ class Settings:
             max_requests_per_hour=int(number("LEGIFRANCE_MAX_REQUESTS_PER_HOUR", 24_000, int, 1)),
             max_daily_requests=int(number("MAX_DAILY_REQUESTS", 280_000, int, 1)),
             max_in_flight=int(number("LEGIFRANCE_MAX_IN_FLIGHT", 8, int, 1)),
+            token_timeout_seconds=float(number("LEGIFRANCE_TOKEN_TIMEOUT_SECONDS", 30.0, float, 0.1)),
+            toc_timeout_seconds=float(number("LEGIFRANCE_TOC_TIMEOUT_SECONDS", 300.0, float, 0.1)),
+            article_timeout_seconds=float(number("LEGIFRANCE_ARTICLE_TIMEOUT_SECONDS", 60.0, float, 0.1)),
+            max_body_bytes=int(number("LEGIFRANCE_MAX_BODY_BYTES", 4 << 20, int, 1024)),
+            max_toc_bytes=int(number("LEGIFRANCE_MAX_TOC_BYTES", 64 << 20, int, 1024)),
             supabase_url=url("SUPABASE_URL"),
             supabase_key=get("SUPABASE_SERVICE_ROLE_KEY"),
             db_path=Path(get("COLLECTOR_DB") or "data/collector.sqlite3"),

@@ -9,8 +9,10 @@ batch_size + max_in_flight articles are held at any time.
 Failure policy:
 * unknown code (LegifranceNotFound) or a TOC that fails after the client's retries: that code
   fails (status, summary, log) and the pass goes on;
-* an article that fails after retries, a null article, or an article whose id is not the one
-  asked for: counted `failed`, not stored, not remembered -> retried next pass;
+* an article that fails after retries (an answer over the client's time or size bounds or one
+  that cannot be decoded included), a null article, an article whose id is not the one asked
+  for, or one whose fields cannot be read: counted `failed`, not stored, not remembered ->
+  retried next pass;
 * LegifranceAuthError, StoreFatal, or a StoreError still failing after `commit_attempts`:
   the pass commits what it fetched (where the store still can) and raises.
 
@@ -69,6 +71,9 @@ def _utcnow() -> datetime:
 class HarvestOptions:
     min_chars: int = 100
     batch_size: int = 100  # articles per commit (bounded memory, bounded loss on kill)
+    # ... or fewer, once the uncommitted articles hold this many characters of html + text: a
+    # batch of big answers (each up to LEGIFRANCE_MAX_BODY_BYTES) stays small in memory too.
+    batch_chars: int = 16_000_000
     # ... or fewer, once the oldest uncommitted article is this old: on a slow API a batch can
     # take many seconds to fill, and a process killed more often than that would never progress.
     commit_every_s: float = 2.0
@@ -80,7 +85,7 @@ class HarvestOptions:
     clock: Callable[[], datetime] = field(default=_utcnow)  # aware UTC datetimes
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "max_in_flight", "commit_attempts"):
+        for name in ("batch_size", "batch_chars", "max_in_flight", "commit_attempts"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"HarvestOptions.{name} must be an integer >= 1, got {value!r}")
@@ -385,7 +390,7 @@ class _Pass:
         watcher = asyncio.create_task(self._watch(workers, queue))
         articles: list[Article] = []
         rejected: list[Rejected] = []
-        received = failures = 0
+        received = failures = held = 0  # held: characters of the uncommitted articles
         loop = asyncio.get_running_loop()
         due: float | None = None  # when the oldest uncommitted result must be committed
         try:
@@ -403,15 +408,19 @@ class _Pass:
                     if isinstance(item, _Fatal):
                         raise item.error
                     received += 1
+                    before = len(articles)
                     failures += self._absorb(toc, item, articles, rejected)
+                    if len(articles) > before:
+                        held += len(articles[-1].html) + len(articles[-1].text)
                     if due is None and (articles or rejected):
                         due = loop.time() + self.opt.commit_every_s
                 pending = len(articles) + len(rejected)
-                if pending and (pending >= self.opt.batch_size or loop.time() >= (due or 0.0)):
+                full = pending >= self.opt.batch_size or held >= self.opt.batch_chars
+                if pending and (full or loop.time() >= (due or 0.0)):
                     batch_a, batch_r = articles[:], rejected[:]
                     articles.clear()
                     rejected.clear()
-                    due = None
+                    due, held = None, 0
                     await _shielded(self._commit(toc.code_id, batch_a, batch_r))
         finally:
             # Runs on success, interrupt, fatal error and cancellation alike.
@@ -459,6 +468,8 @@ class _Pass:
                 result = article_from_api(data, entry, toc, self.opt.min_chars, self.opt.clock())
             except ArticleError as exc:
                 item = _Failed(entry, str(exc))
+            except (RecursionError, MemoryError) as exc:  # a hostile body: that article's failure
+                item = _Failed(entry, f"getArticle({entry.id}) answer could not be read: {type(exc).__name__}")
             else:
                 (articles if isinstance(result, Article) else rejected).append(result)  # type: ignore[arg-type]
                 self.summary.fetched += 1
@@ -563,16 +574,19 @@ class _Pass:
             return None
 
 
-def _request_counts(client: LegifranceClient) -> tuple[int, int, int]:
-    """(HTTP attempts, tableMatieres calls, getArticle calls) from the client's stats."""
+def _request_counts(client: LegifranceClient) -> tuple[int, int, int, int]:
+    """(HTTP attempts to the API, tableMatieres calls, getArticle calls, token requests) from
+    the client's stats. Attempts and token requests each took a budget slot."""
     stats = getattr(client, "stats", None)
     if stats is None:
-        return 0, 0, 0
+        return 0, 0, 0, 0
     requests = getattr(stats, "requests", {}) or {}
+    tokens = int(getattr(stats, "token_requests", 0) or 0)
     return (
         int(getattr(stats, "attempts", 0) or 0),
         int(requests.get("table_matieres", 0)),
         int(requests.get("get_article", 0)),
+        tokens,
     )
 
 
@@ -610,6 +624,7 @@ async def run_pass(
         summary.requests = after[0] - before[0]
         summary.toc_requests = after[1] - before[1]
         summary.article_requests = after[2] - before[2]
+        summary.token_requests = after[3] - before[3]
         summary.finished_at = options.clock()
         if run.run_id is not None:
             await _finish_run(store, run.run_id, summary)

@@ -1,9 +1,14 @@
 """LegifranceClient: OAuth2 token, retries, endpoints (list/code, tableMatieres, getArticle).
 
-Every API attempt (retries included) takes a `RequestBudget` slot; the token request does not
-(it goes to the OAuth server, which has no API quota). Use one client from one event loop.
-Answers are read as streams: a tableMatieres body (many MB for a big code) goes through the
-TOC push parser chunk by chunk, so it never exists whole in memory.
+Every attempt (retries included), token requests too, takes a `RequestBudget` slot. Use one
+client from one event loop. Answers are read as streams: a tableMatieres body (many MB for a
+big code) goes through the TOC push parser chunk by chunk, so it never exists whole in memory.
+
+Every attempt is bounded in total time (connection, request, the whole body, its parse:
+`asyncio.timeout`, one limit per endpoint kind) and in bytes (the body is counted as it streams
+in and dropped past the cap). An answer over a bound, or one that cannot be decoded (invalid
+UTF-8 or JSON, nested too deep, wrong types), is a failed attempt like a 503: retried within
+the usual policy, then a LegifranceError for that article or code, never a hung or dead pass.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import http.cookiejar
 import json
 import math
 import random
+import re
 import threading
 import time
 from collections import Counter
@@ -48,6 +54,13 @@ RETRY_EXCEPTIONS: tuple[type[Exception], ...] = (
     httpx.RemoteProtocolError,
 )
 _TOC_BATCH = 1 << 18  # bytes of a TOC body parsed per hop to a worker thread
+_ERROR_DETAIL_BYTES = 64 << 10  # of an error body, read for its message
+# Token, article and error bodies (real ones nest under 10 deep and hold under 200 brackets, so
+# they are never scanned): deep enough that json.loads, which recurses in C once per level,
+# stays far from the C stack's end even under a raised recursion limit.
+MAX_JSON_DEPTH = 512
+_NOT_MARKS = bytes(sorted(set(range(256)) - set(b'[]{}"')))  # all but brackets and quotes
+_STRING = re.compile(rb'"[^"]*"')  # a string once escapes are gone
 _PAGE_SIZE = 100  # the API's maximum
 _MAX_PAGES = 1000
 
@@ -74,6 +87,101 @@ class LegifranceNotFound(LegifranceError):
 
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """What one attempt of an endpoint kind may take, with the settings that say so."""
+
+    seconds: float
+    seconds_setting: str
+    max_bytes: int
+    bytes_setting: str
+
+    def timed_out(self) -> str:
+        return f"no complete answer within {self.seconds:g} s ({self.seconds_setting})"
+
+    def too_big(self) -> str:
+        return f"body over {self.max_bytes} bytes ({self.bytes_setting})"
+
+
+def token_lifetime(expires_in: Any, floor: float, ceiling: float) -> tuple[float, bool]:
+    """Seconds to trust a token for, from the token answer's `expires_in` (missing: 3600), and
+    whether it was clamped: at least `floor` (a negative, zero or non-numeric value would
+    otherwise mean one token request per call), at most `ceiling`. A token the server expires
+    sooner is refused with 401, which fetches a new one."""
+    if expires_in is None:
+        return min(max(3600.0, floor), ceiling), False
+    if isinstance(expires_in, bool) or not isinstance(expires_in, (int, float, str)):
+        return floor, True
+    try:
+        seconds = float(expires_in)
+    except ValueError:
+        return floor, True
+    except OverflowError:  # an integer beyond any float: "forever"
+        return ceiling, True
+    if math.isnan(seconds) or seconds < floor:
+        return floor, True
+    if seconds > ceiling:  # +inf included
+        return ceiling, True
+    return seconds, False
+
+
+def declared_over(response: httpx.Response, limit: int) -> bool:
+    """The answer's Content-Length says more than `limit` bytes."""
+    declared = response.headers.get("content-length", "")
+    return declared.isascii() and declared.isdigit() and int(declared) > limit
+
+
+async def read_capped(response: httpx.Response, limit: int) -> bytes | None:
+    """The (decoded) body, or None as soon as it is known to exceed `limit` bytes; the rest is
+    never read."""
+    if declared_over(response, limit):
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def nested_over(content: bytes, limit: int) -> bool:
+    """Whether the JSON text nests arrays/objects more than `limit` deep. Free for a body with
+    fewer brackets than that; else the brackets outside strings are counted (C-speed passes,
+    then a loop over the brackets alone)."""
+    if content.count(b"[") + content.count(b"{") <= limit:
+        return False
+    # an escape is a backslash and the next byte: without \\ and \" the quotes left delimit strings
+    marks = content.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_MARKS)
+    depth = 0
+    for byte in _STRING.sub(b"", marks):
+        if byte == 0x5B or byte == 0x7B:  # [ {
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def decode_object(content: bytes) -> dict[str, Any] | str:
+    """A JSON object, or why the body is not one (invalid UTF-8 or JSON, nested over
+    MAX_JSON_DEPTH, too big to decode, another JSON value). The depth is checked first:
+    json.loads recurses in C, so its RecursionError is only as safe as the recursion limit."""
+    if nested_over(content, MAX_JSON_DEPTH):
+        return f"JSON nested over {MAX_JSON_DEPTH} deep"
+    try:
+        data = json.loads(content)
+    except RecursionError:
+        return "JSON nested too deep"
+    except MemoryError:
+        return "JSON too big to decode"
+    except ValueError:  # UnicodeDecodeError included
+        return "invalid JSON"
+    return data if isinstance(data, dict) else "JSON body is not an object"
 
 
 @dataclass
@@ -187,7 +295,14 @@ class LegifranceClient:
         connect_timeout: float = 5.0,
         read_timeout: float = 30.0,
         toc_read_timeout: float = 120.0,
+        token_timeout: float = 30.0,
+        toc_timeout: float = 300.0,
+        article_timeout: float = 60.0,
+        max_body_bytes: int = 4 << 20,
+        max_toc_bytes: int = 64 << 20,
         token_margin: float = 60.0,
+        min_token_lifetime: float = 60.0,
+        max_token_lifetime: float = 86_400.0,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         rng: Callable[[], float] = random.random,
@@ -212,6 +327,14 @@ class LegifranceClient:
         self._read_timeout = read_timeout
         self._toc_read_timeout = toc_read_timeout
         self._token_margin = token_margin
+        self._token_lifetime = (min_token_lifetime, max_token_lifetime)
+        self._clamp_logged = False
+        body_setting = "LEGIFRANCE_MAX_BODY_BYTES"
+        self._bounds = {
+            "token": Bounds(token_timeout, "LEGIFRANCE_TOKEN_TIMEOUT_SECONDS", max_body_bytes, body_setting),
+            "toc": Bounds(toc_timeout, "LEGIFRANCE_TOC_TIMEOUT_SECONDS", max_toc_bytes, "LEGIFRANCE_MAX_TOC_BYTES"),
+            "article": Bounds(article_timeout, "LEGIFRANCE_ARTICLE_TIMEOUT_SECONDS", max_body_bytes, body_setting),
+        }
         self._clock = clock
         self._sleep = sleep
         self._rng = rng
@@ -229,6 +352,7 @@ class LegifranceClient:
             limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
             timeout=self._timeout(read_timeout),
             cookies=_NoCookies(),
+            follow_redirects=False,  # a redirect would carry the bearer token or the secret elsewhere
         )
         # Joined once: httpx would parse and join a relative path again on every request.
         self._urls = {name: self._http.base_url.join(path) for name, path in ENDPOINT_PATHS.items()}
@@ -242,7 +366,16 @@ class LegifranceClient:
         **options: Any,
     ) -> LegifranceClient:
         """PISTE when credentials are set; else the in-process demo emulator (unless
-        `transport` is given)."""
+        `transport` is given). The time and size bounds come from `settings`; `options`
+        override any argument."""
+        options = {
+            "token_timeout": settings.token_timeout_seconds,
+            "toc_timeout": settings.toc_timeout_seconds,
+            "article_timeout": settings.article_timeout_seconds,
+            "max_body_bytes": settings.max_body_bytes,
+            "max_toc_bytes": settings.max_toc_bytes,
+            **options,
+        }
         if settings.is_demo:
             from collector import demo  # lazy: the emulator is only needed in demo mode
             from collector.config import DEMO_API_BASE_URL, DEMO_OAUTH_URL
@@ -311,7 +444,8 @@ class LegifranceClient:
             return await self._read_toc(response, code_id)
 
         return await self._request(
-            "table_matieres", body, read, subject=f"code {code_id}", read_timeout=self._toc_read_timeout
+            "table_matieres", body, read, subject=f"code {code_id}", kind="toc",
+            read_timeout=self._toc_read_timeout,
         )
 
     async def get_article(self, article_id: str) -> dict[str, Any] | None:
@@ -341,17 +475,20 @@ class LegifranceClient:
         read: BodyReader[T],
         *,
         subject: str | None,
+        kind: str = "article",
         read_timeout: float | None = None,
     ) -> T:
-        """POST with auth, budget, retries; what `read` makes of the 200 body."""
+        """POST with auth, budget, retries; what `read` makes of the 200 body. `kind` names the
+        bounds of each attempt (toc, article)."""
         self.stats.record(requests=endpoint)
         url = self._urls[endpoint]
         timeout = self._timeout(read_timeout or self._read_timeout)
+        bounds = self._bounds[kind]
         reauthenticated = False
         failures = 0
         while True:
             token = await self._get_token()
-            outcome = await self._attempt(endpoint, url, body, token, timeout, subject, read)
+            outcome = await self._attempt(endpoint, url, body, token, timeout, bounds, subject, read)
             if outcome is None:  # 401: the token was refused
                 if reauthenticated:
                     raise LegifranceAuthError(
@@ -389,11 +526,13 @@ class LegifranceClient:
         body: dict[str, Any],
         token: str,
         timeout: httpx.Timeout,
+        bounds: Bounds,
         subject: str | None,
         read: BodyReader[T],
     ) -> T | _Retryable | None:
         """One budgeted HTTP attempt: what `read` makes of a 200 body, a retryable failure, or
-        None for 401. Fatal answers raise. The whole body is read within the slot."""
+        None for 401. Fatal answers raise. The whole body is read within the slot and within
+        `bounds.seconds` (the budget wait is not part of it)."""
         headers = {"Authorization": f"Bearer {token}"}
         async with self.budget.slot() as ticket:
             self.stats.record(attempts=1)
@@ -402,15 +541,20 @@ class LegifranceClient:
                 extensions={"trace": _report_sent(ticket)},
             )
             try:
-                response = await self._http.send(request, stream=True)
-                try:
-                    status = response.status_code
-                    self.stats.record(statuses=status)
-                    if status == 200:
-                        return await read(response)
-                    await response.aread()  # an error body: small, read for its detail
-                finally:
-                    await response.aclose()
+                async with asyncio.timeout(bounds.seconds):
+                    response = await self._http.send(request, stream=True)
+                    try:
+                        status = response.status_code
+                        self.stats.record(statuses=status)
+                        if status == 200:
+                            return await read(response)
+                        # an error body, read (up to a bound) for its detail only
+                        content = await read_capped(response, _ERROR_DETAIL_BYTES)
+                    finally:
+                        await response.aclose()
+            except TimeoutError:
+                self.stats.record(errors="timeout")
+                return _Retryable(bounds.timed_out())
             except RETRY_EXCEPTIONS as exc:
                 self.stats.record(errors=type(exc).__name__)
                 return _Retryable(type(exc).__name__)
@@ -424,36 +568,47 @@ class LegifranceClient:
         if status in RETRY_STATUSES:
             retry_after = retry_after_seconds(response.headers.get("Retry-After"), self._clock())
             return _Retryable(f"HTTP {status}", status, retry_after)
-        detail = self._error_detail(response)
+        detail = self._error_detail(content)
         if subject and status in (400, 404):
             raise LegifranceNotFound(f"{subject} not found (HTTP {status} on {endpoint}){detail}")
         if status == 404:
             raise LegifranceError(
                 f"HTTP 404 on {endpoint}: is LEGIFRANCE_API_BASE_URL ({self.api_base_url}) right?"
             )
+        if 300 <= status < 400:  # never followed: the request carries the bearer token
+            what = f" for {subject}" if subject else ""
+            raise LegifranceError(f"HTTP {status} on {endpoint}{what}: redirects are not followed")
         raise LegifranceError(f"HTTP {status} on {endpoint}{detail}")
 
     async def _read_json(self, response: httpx.Response) -> dict[str, Any] | _Retryable:
         """A small JSON body (every endpoint but tableMatieres): the decoded object."""
-        content = await response.aread()
-        try:
-            data = json.loads(content)
-        except ValueError:
+        bounds = self._bounds["article"]
+        content = await read_capped(response, bounds.max_bytes)
+        if content is None:
+            self.stats.record(errors="body too big")
+            return _Retryable(bounds.too_big(), 200)
+        data = decode_object(content)
+        if isinstance(data, str):
             self.stats.record(errors="invalid JSON")
-            return _Retryable("invalid JSON", 200)
-        if not isinstance(data, dict):
-            self.stats.record(errors="invalid JSON")
-            return _Retryable("JSON body is not an object", 200)
+            return _Retryable(data, 200)
         return data
 
     async def _read_toc(self, response: httpx.Response, code_id: str) -> CodeToc | _Retryable:
         """A tableMatieres body through a fresh TocParser, in batches of about _TOC_BATCH
         bytes each parsed in a worker thread, so the event loop stays free."""
+        bounds = self._bounds["toc"]
+        if declared_over(response, bounds.max_bytes):
+            self.stats.record(errors="body too big")
+            return _Retryable(bounds.too_big(), 200)
         parser = TocParser(code_id)
         pending: list[bytes] = []
-        size = 0
+        size = total = 0
         try:
             async for chunk in response.aiter_bytes():
+                total += len(chunk)
+                if total > bounds.max_bytes:
+                    self.stats.record(errors="body too big")
+                    return _Retryable(bounds.too_big(), 200)
                 pending.append(chunk)
                 size += len(chunk)
                 if size >= _TOC_BATCH:
@@ -474,16 +629,14 @@ class LegifranceClient:
             )
         return toc
 
-    def _error_detail(self, response: httpx.Response) -> str:
-        """A short, scrubbed hint from an error body (JSON 'message'/'error' only)."""
-        try:
-            data = response.json()
-        except ValueError:
-            return ""
+    def _error_detail(self, content: bytes | None) -> str:
+        """A short, scrubbed hint from an error body (a JSON 'message'/'error' string only)."""
+        data = decode_object(content) if content is not None else None
         if not isinstance(data, dict):
             return ""
         text = next(
-            (str(data[k]) for k in ("message", "error_description", "error") if data.get(k)), ""
+            (data[k] for k in ("message", "error_description", "error") if isinstance(data.get(k), str) and data[k]),
+            "",
         )
         return f": {self._scrub(text)[:200]}" if text else ""
 
@@ -529,19 +682,12 @@ class LegifranceClient:
             "client_secret": self._secret,
             "scope": "openid",
         }
+        bounds = self._bounds["token"]
         failures = 0
         while True:
-            self.stats.record(token_requests=1)
-            try:
-                response = await self._http.post(
-                    self.oauth_url, data=form, timeout=self._timeout(self._read_timeout)
-                )
-            except RETRY_EXCEPTIONS as exc:
-                outcome = _Retryable(type(exc).__name__)
-            else:
-                outcome = self._token_outcome(response)
-                if outcome is None:
-                    return
+            outcome = await self._token_attempt(form, bounds)
+            if outcome is None:
+                return
             failures += 1
             if failures >= self.max_attempts:
                 raise LegifranceError(
@@ -558,32 +704,61 @@ class LegifranceClient:
             )
             await self._sleep(delay)
 
-    def _token_outcome(self, response: httpx.Response) -> _Retryable | None:
+    async def _token_attempt(self, form: dict[str, str], bounds: Bounds) -> _Retryable | None:
+        """One budgeted token request, bounded like an API attempt: None once the token is
+        stored, a retryable failure, or a raise for refused credentials."""
+        async with self.budget.slot() as ticket:
+            self.stats.record(token_requests=1)
+            request = self._http.build_request(
+                "POST", self.oauth_url, data=form, timeout=self._timeout(self._read_timeout),
+                extensions={"trace": _report_sent(ticket)},
+            )
+            try:
+                async with asyncio.timeout(bounds.seconds):
+                    response = await self._http.send(request, stream=True)
+                    try:
+                        content = await read_capped(response, bounds.max_bytes)
+                    finally:
+                        await response.aclose()
+            except TimeoutError:
+                return _Retryable(bounds.timed_out())
+            except RETRY_EXCEPTIONS as exc:
+                return _Retryable(type(exc).__name__)
+        return self._token_outcome(response.status_code, response.headers, content, bounds)
+
+    def _token_outcome(
+        self, status: int, headers: httpx.Headers, content: bytes | None, bounds: Bounds
+    ) -> _Retryable | None:
         """Store the token and return None, or a retryable failure; fatal answers raise."""
-        status = response.status_code
         if status in RETRY_STATUSES:
-            retry_after = retry_after_seconds(response.headers.get("Retry-After"), self._clock())
+            retry_after = retry_after_seconds(headers.get("Retry-After"), self._clock())
             return _Retryable(f"HTTP {status}", status, retry_after)
+        data = decode_object(content) if content is not None else None
+        if 300 <= status < 400:  # never followed: the form carries the client secret
+            raise LegifranceError(
+                f"the token endpoint {self.oauth_url} answered a redirect (HTTP {status}); "
+                "redirects are not followed: set LEGIFRANCE_OAUTH_URL to the token URL itself"
+            )
         if status != 200:
             code = ""
-            try:
-                data = response.json()
-                if isinstance(data, dict) and isinstance(data.get("error"), str):
-                    code = " " + "".join(c for c in data["error"] if c.isalnum() or c == "_")[:40]
-            except ValueError:
-                pass
+            if isinstance(data, dict) and isinstance(data.get("error"), str):
+                code = " " + "".join(c for c in data["error"] if c.isalnum() or c == "_")[:40]
             raise LegifranceAuthError(
                 f"the token endpoint {self.oauth_url} refused the credentials "
                 f"(HTTP {status}{code}). " + _PISTE_CONSOLE
             )
-        try:
-            data = response.json()
-            token = data["access_token"]
-            lifetime = float(data.get("expires_in") or 3600)
-        except (ValueError, KeyError, TypeError):
-            return _Retryable("token response without access_token", status)
+        if content is None:
+            return _Retryable(bounds.too_big(), status)
+        token = data.get("access_token") if isinstance(data, dict) else None
         if not isinstance(token, str) or not token:
             return _Retryable("token response without access_token", status)
+        assert isinstance(data, dict)
+        lifetime, clamped = token_lifetime(data.get("expires_in"), *self._token_lifetime)
+        if clamped and not self._clamp_logged:
+            self._clamp_logged = True  # a server that says it once says it every time
+            raw = data.get("expires_in")
+            shown = str(raw)[:40] if isinstance(raw, (int, float, str)) else type(raw).__name__
+            log.warning("legifrance token lifetime clamped", expires_in=shown, lifetime=lifetime)
         # renew `token_margin` early; short-lived tokens (tests) keep most of their life
         margin = min(self._token_margin, lifetime / 4)
         if self._had_token:

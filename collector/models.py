@@ -91,9 +91,10 @@ class PassSummary:
 
     mode: str
     codes: int = 0
-    requests: int = 0
+    requests: int = 0  # HTTP attempts to the API
     toc_requests: int = 0
     article_requests: int = 0
+    token_requests: int = 0  # to the token endpoint; with `requests`, what the budget counted
     fetched: int = 0
     stored: int = 0
     skipped: int = 0

@@ -32,8 +32,9 @@ class TocError(ValueError):
 
 
 class TocBodyError(TocError):
-    """The tableMatieres body is not a JSON object: invalid or truncated JSON, or another JSON
-    value (worth asking again, unlike a well-formed object with bad lists)."""
+    """The tableMatieres body is not a JSON object: invalid or truncated JSON, another JSON
+    value, or a body over the parser's bounds (MAX_TOKEN_BYTES, MAX_SECTION_DEPTH,
+    MAX_VALUE_DEPTH) (worth asking again, unlike a well-formed object with bad lists)."""
 
     def __init__(self, code_id: str, reason: str) -> None:
         super().__init__(f"tableMatieres response for {code_id}: {reason}")
@@ -81,6 +82,14 @@ _Event = tuple[str, Any]
 _Kept = tuple[int, str, str, str | None, str]  # an in-force article: (intOrdre, id, cid, num, etat)
 
 _SLICE = 1 << 14  # bytes handed to yajl at once: the events of one slice stay in the CPU cache
+# Bounds on what a body may make the parser do (a real TOC stays far below each):
+# yajl lexes a token again from its start on every slice it spans, so a string, number or
+# run of blanks of L bytes costs O(L**2 / _SLICE); past this many bytes without an event the
+# body is refused (1 MiB: ~20 ms).
+MAX_TOKEN_BYTES = 1 << 20
+MAX_SECTION_DEPTH = 64  # sections within sections (real codes: about 10)
+MAX_VALUE_DEPTH = 64  # containers within a value nobody needs deep (a title, an unknown key)
+MAX_PATH_CHARS = 2000  # a section path is cut there (real ones: a few hundred characters)
 _ARTICLE_KEYS = frozenset({"id", "cid", "num", "etat", "intOrdre"})
 _NODE_KEYS = frozenset({"title", "intOrdre", "modifDate", "articles", "sections"})
 _LIST = object()  # marks a node's "articles"/"sections" value as a list (its items were read)
@@ -139,20 +148,24 @@ def _ordered(node: _Node) -> list[_Kept | _Node]:
     return [child for _, _, child in children]
 
 
+def _subpath(path: str, title: str) -> str:
+    """`path > title`, cut at MAX_PATH_CHARS (with an ellipsis)."""
+    sub = f"{path}{PATH_SEPARATOR}{title}" if path and title else path or title
+    return sub if len(sub) <= MAX_PATH_CHARS else sub[: MAX_PATH_CHARS - 1] + "…"
+
+
 def _entries(top: _Node) -> tuple[TocEntry, ...]:
     """Depth-first in intOrdre order (a section's articles come where the section stands among
-    its siblings) with an explicit stack: no recursion limit, one path string per section. One
-    entry per cid, the highest id winning at the cid's first position. Each node is emptied as
-    it is entered, so the tree shrinks as the entries grow."""
+    its siblings) with an explicit stack: no recursion limit, one path string (at most
+    MAX_PATH_CHARS) per section. One entry per cid, the highest id winning at the cid's first
+    position. Each node is emptied as it is entered, so the tree shrinks as the entries grow."""
     by_cid: dict[str, TocEntry] = {}
     stack: list[tuple[str, Iterator[_Kept | _Node]]] = [("", iter(_ordered(top)))]
     while stack:
         path, children = stack[-1]
         for child in children:
             if isinstance(child, _Node):
-                title = child.title
-                sub = f"{path}{PATH_SEPARATOR}{title}" if path and title else path or title
-                stack.append((sub, iter(_ordered(child))))
+                stack.append((_subpath(path, child.title), iter(_ordered(child))))
                 break
             _, article_id, cid, num, etat = child
             seen = by_cid.get(cid)
@@ -194,8 +207,11 @@ class TocParser:
     without building its value.
 
     Errors, raised by `feed` or `close`: TocBodyError when the body is not a JSON object
-    (invalid or truncated JSON, or another JSON value); TocError, at `close` and only for
-    valid JSON, when "articles"/"sections" of a node are neither lists nor empty.
+    (invalid or truncated JSON, or another JSON value) or goes past a bound (a token over
+    MAX_TOKEN_BYTES, sections nested over MAX_SECTION_DEPTH, a value nested over
+    MAX_VALUE_DEPTH): so no body costs quadratic time, deep recursion or one path per level;
+    TocError, at `close` and only for valid JSON, when "articles"/"sections" of a node are
+    neither lists nor empty.
     """
 
     def __init__(self, code_id: str) -> None:
@@ -208,6 +224,7 @@ class TocParser:
         self._top_fields: dict[str, Any] = {}
         self._not_object = False
         self._bad = False
+        self._quiet = 0  # bytes fed since yajl last gave an event
 
     @property
     def listed(self) -> bool:
@@ -228,6 +245,8 @@ class TocParser:
             self._yajl.close()
         except ijson.JSONError as exc:
             raise self._invalid(exc) from None
+        except Exception as exc:  # noqa: BLE001 - as in _push
+            raise TocBodyError(self.code_id, f"undecodable JSON ({type(exc).__name__})") from None
         self._dispatch()
         self._consumer = None  # its frame refers to self: let both go by reference counting
         if self._not_object:
@@ -253,7 +272,15 @@ class TocParser:
             self._yajl.send(data)
         except ijson.JSONError as exc:
             raise self._invalid(exc) from None
-        self._dispatch()
+        except Exception as exc:  # noqa: BLE001 - e.g. an integer over Python's digit limit
+            raise TocBodyError(self.code_id, f"undecodable JSON ({type(exc).__name__})") from None
+        if self._events:
+            self._quiet = 0
+            self._dispatch()
+        else:
+            self._quiet += len(data)
+            if self._quiet > MAX_TOKEN_BYTES:
+                raise TocBodyError(self.code_id, f"a JSON token over {MAX_TOKEN_BYTES} bytes")
 
     def _dispatch(self) -> None:
         if self._consumer is not None and self._events:
@@ -368,6 +395,8 @@ class TocParser:
                     it = iter((yield))
                     continue
                 if event == "start_map":
+                    if len(open_nodes) >= MAX_SECTION_DEPTH:
+                        raise TocBodyError(self.code_id, f"sections nested over {MAX_SECTION_DEPTH} deep")
                     open_nodes.append((node, fields))
                     node, fields, key, state = _Node(), {}, "", _NODE
                 elif event == "start_array":  # not an object either
@@ -381,6 +410,8 @@ class TocParser:
                     if value is None and event != "null":
                         if event == "start_map" or event == "start_array":
                             depth += 1
+                            if depth > MAX_VALUE_DEPTH:
+                                raise TocBodyError(self.code_id, f"a value nested over {MAX_VALUE_DEPTH} deep")
                         else:
                             depth -= 1
                             if not depth:
@@ -454,7 +485,8 @@ def article_from_api(
         raise ArticleError(f"getArticle({entry.id}) returned no article object")
     got_id = article_json.get("id")
     if got_id is not None and got_id != entry.id:
-        raise ArticleError(f"getArticle({entry.id}) returned article {str(got_id)[:40]}")
+        shown = got_id[:40] if isinstance(got_id, str) else f"with a {type(got_id).__name__} id"
+        raise ArticleError(f"getArticle({entry.id}) returned article {shown}")
 
     html = _str_or_none(article_json.get("texteHtml")) or ""
     text = clean_text(html) or normalize_text(_str_or_none(article_json.get("texte")))
@@ -470,6 +502,7 @@ def article_from_api(
         _str_or_none(article_json.get("nota"))
     )
     num = article_json.get("num")
+    num = num if isinstance(num, (str, int, float)) and not isinstance(num, bool) else None
     etat = _str_or_none(article_json.get("etat")) or entry.etat
     return Article(
         id=entry.id,

@@ -28,7 +28,7 @@ from collector.demo import (
 from collector.demo.transport import DemoTransport
 from collector.harvest import HarvestOptions, run_pass
 from collector.legifrance import LegifranceAuthError, LegifranceClient
-from collector.models import PassSummary
+from collector.models import Article, PassSummary
 from collector.ratelimit import RequestBudget
 from collector.status import StatusBoard
 from collector.store.sqlite import SqliteStore
@@ -358,6 +358,34 @@ def test_a_slow_batch_is_committed_on_time_not_only_when_full(rig: Rig) -> None:
 
     fetched, total = run_sync(scenario())
     assert 0 < fetched < total  # committed while the first code was still being fetched
+
+
+class BatchRecordingStore(SqliteStore):
+    """The real SQLite store, remembering the characters of html + text of each committed article,
+    batch by batch."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.batches: list[list[int]] = []
+
+    def commit_batch(self, articles: Sequence[Article], *args: Any, **kwargs: Any) -> None:
+        super().commit_batch(articles, *args, **kwargs)
+        if articles:
+            self.batches.append([len(a.html) + len(a.text) for a in articles])
+
+
+def test_a_batch_of_big_articles_is_committed_before_it_is_full(tmp_path: Path) -> None:
+    """Up to batch_size answers of up to LEGIFRANCE_MAX_BODY_BYTES each would be held at once:
+    the batch is also cut at batch_chars characters of html + text."""
+    store = BatchRecordingStore(tmp_path / "collector.sqlite3")
+    rig = Rig(demo_transport(DemoConfig(articles=300)), store)  # type: ignore[arg-type]
+    try:
+        summary = rig.pass_(batch_size=1000, commit_every_s=60, batch_chars=5_000)
+    finally:
+        store.close()
+    assert summary.stored == len(rig.expected()) and summary.failed == 0
+    assert len(store.batches) > len(DEMO_MASSIVE_CODES)  # more than the one batch per code
+    assert all(sum(sizes[:-1]) < 5_000 for sizes in store.batches)  # cut by the article crossing it
 
 
 def test_commit_every_must_be_positive() -> None:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 from email.utils import format_datetime
 from typing import Any
@@ -21,7 +23,7 @@ import httpx
 import pytest
 import structlog
 
-from collector.config import DEMO_API_BASE_URL, DEMO_OAUTH_URL, Settings
+from collector.config import DEMO_API_BASE_URL, DEMO_OAUTH_URL, ConfigError, Settings
 from collector.demo import (
     API_PREFIX,
     DEMO_CLIENT_ID,
@@ -38,12 +40,16 @@ from collector.legifrance import (
     LegifranceClient,
     LegifranceError,
     LegifranceNotFound,
+    decode_object,
+    nested_over,
     retry_after_seconds,
+    token_lifetime,
 )
 from collector.models import CodeToc
 from collector.parse import TocError, parse_toc
 from collector.ratelimit import RequestBudget, SlotTicket
 from tests.conftest import REPO
+from tests.reliability.hostile_server import Hostility, HostileServer
 
 FAST = dict(backoff_base=0.02, backoff_cap=0.1, retry_after_cap=1.0)
 
@@ -344,8 +350,9 @@ def test_faults_are_retried_until_every_article_is_returned(
     stats = client.stats.as_dict()
     assert stats["retries"] == count
     assert demo.server.stats()["faults"] == {kind: count}
-    # every attempt took a budget slot and reached the server
-    assert budget.snapshot().day_used == stats["attempts"] == len(ids) + count
+    # every attempt, and the token request, took a budget slot and reached the server
+    assert stats["attempts"] == len(ids) + count and stats["token_requests"] == 1
+    assert budget.snapshot().day_used == stats["attempts"] + stats["token_requests"]
     assert demo.server.stats()["requests"]["get_article"] == len(ids) + count
 
 
@@ -376,7 +383,7 @@ def test_expiring_token_is_renewed_before_it_is_refused(start_demo: Callable[...
     ids = article_ids(demo, 2)
 
     async def scenario() -> list[Any]:
-        async with make_client(demo) as client:
+        async with make_client(demo, min_token_lifetime=1.0) as client:
             first = await client.get_article(ids[0])
             await asyncio.sleep(1.6)
             second = await client.get_article(ids[1])
@@ -561,7 +568,7 @@ def test_over_a_socket_each_attempt_reports_when_it_was_written(
     start_demo: Callable[..., DemoServerThread],
 ) -> None:
     """The budget counts a request from the moment it was written when told so (ratelimit):
-    every attempt over a real connection tells it, retries included."""
+    every attempt over a real connection tells it, retries and the token request included."""
     demo = start_demo()
     demo.server.set_faults([FaultRule(kind="http_503", count=2, endpoint="get_article")])  # type: ignore[arg-type]
     budget = TicketRecordingBudget(1000, 1_000_000, 1_000_000, 4)
@@ -570,7 +577,7 @@ def test_over_a_socket_each_attempt_reports_when_it_was_written(
     articles = run(fetch_all(make_client(demo, budget), ids))
 
     assert_each_returned_once(ids, articles)
-    assert len(budget.tickets) == 7 and all(t.was_sent for t in budget.tickets)
+    assert len(budget.tickets) == 1 + 7 and all(t.was_sent for t in budget.tickets)
 
 
 def test_in_process_requests_count_until_their_answer() -> None:
@@ -585,7 +592,7 @@ def test_in_process_requests_count_until_their_answer() -> None:
     articles = run(fetch_all(client, ids))
 
     assert_each_returned_once(ids, articles)
-    assert len(budget.tickets) == 3 and not any(t.was_sent for t in budget.tickets)
+    assert len(budget.tickets) == 1 + 3 and not any(t.was_sent for t in budget.tickets)
 
 
 class CookieSettingTransport(httpx.AsyncHTTPTransport):
@@ -727,3 +734,247 @@ def test_retry_after_parsing() -> None:
         assert retry_after_seconds(bad, now) is None
     assert retry_after_seconds("-5", now) == 0.0
     assert timedelta(seconds=retry_after_seconds("120", now) or 0) == timedelta(minutes=2)
+
+
+# ---- hostile answers: every attempt bounded in time and bytes ------------------------------
+
+
+@pytest.fixture
+def hostile() -> Iterator[Callable[..., HostileServer]]:
+    """Start hostile servers (tests/reliability/hostile_server.py) on loopback; stopped at teardown."""
+    started: list[HostileServer] = []
+
+    def start(**hostility: Any) -> HostileServer:
+        server = HostileServer(120, 0, Hostility(**hostility)).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def hostile_client(server: HostileServer, **options: Any) -> LegifranceClient:
+    return LegifranceClient(
+        client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET, oauth_url=server.oauth_url,
+        api_base_url=server.api_base_url,
+        **{"budget": RequestBudget(1000, 1_000_000, 1_000_000, 8), **FAST, "max_attempts": 2, **options},
+    )
+
+
+def first_article(server: HostileServer) -> str:
+    return sorted(server.corpus.expected_ids(DEMO_MASSIVE_CODES[:1]))[0]
+
+
+@pytest.mark.parametrize(
+    "hostility, options, error",
+    [
+        ("drip", {"article_timeout": 0.5}, r"within 0.5 s \(LEGIFRANCE_ARTICLE_TIMEOUT_SECONDS\)"),
+        ("huge", {"max_body_bytes": 1 << 20}, r"body over 1048576 bytes \(LEGIFRANCE_MAX_BODY_BYTES\)"),
+        ("gzip_bomb", {"max_body_bytes": 1 << 20}, r"body over 1048576 bytes \(LEGIFRANCE_MAX_BODY_BYTES\)"),
+        ("deep", {}, "JSON nested over 512 deep"),
+    ],
+)
+def test_a_hostile_article_answer_is_a_failed_attempt_naming_its_bound(
+    hostile: Callable[..., HostileServer], hostility: str, options: dict[str, Any], error: str
+) -> None:
+    """Dripping one byte a second (the read timeout alone resets on every byte), a 500 MB body
+    (streamed, or gzip-compressed to about 1 MB: the client stops at its cap of decoded bytes)
+    or nesting 200,000 deep: retried, then given up
+    with the bound's setting in the message; the healthy articles still come back."""
+    server = hostile()
+    bad = first_article(server)
+    good = sorted(server.corpus.expected_ids(DEMO_MASSIVE_CODES[:1]))[1]
+    server.hostility = Hostility(article=hostility, articles=frozenset({bad}))
+
+    async def scenario() -> tuple[Any, Any]:
+        async with hostile_client(server, **options) as client:
+            with pytest.raises(LegifranceError, match=f"after 2 attempts.*{error}") as err:
+                await client.get_article(bad)
+            return err.value, await client.get_article(good)
+
+    _, article = run(scenario())
+    assert article["id"] == good
+    assert server.seen.hostile["article"] == 2
+
+
+@pytest.mark.parametrize(
+    "hostility, options, error",
+    [
+        ("drip", {"toc_timeout": 0.5}, r"within 0.5 s \(LEGIFRANCE_TOC_TIMEOUT_SECONDS\)"),
+        ("huge", {"max_toc_bytes": 2 << 20}, r"body over 2097152 bytes \(LEGIFRANCE_MAX_TOC_BYTES\)"),
+        ("deep_title", {}, "a value nested over 64 deep"),
+        ("nested_sections", {}, "sections nested over 64 deep"),
+        ("giant_string", {}, "a JSON token over 1048576 bytes"),
+    ],
+)
+def test_a_hostile_toc_answer_is_a_failed_attempt_naming_its_bound(
+    hostile: Callable[..., HostileServer], hostility: str, options: dict[str, Any], error: str
+) -> None:
+    code = DEMO_MASSIVE_CODES[0]
+    server = hostile(toc=hostility, toc_code=code)
+
+    async def scenario() -> CodeToc:
+        async with hostile_client(server, **options) as client:
+            with pytest.raises(LegifranceError, match=f"code {code} failed after 2 attempts.*{error}"):
+                await client.table_matieres(code, date.today())
+            return await client.table_matieres(DEMO_MASSIVE_CODES[1], date.today())
+
+    assert run(scenario()).entries
+    assert server.seen.hostile["toc"] == 2
+
+
+def test_a_dripping_token_answer_times_out_and_is_asked_again(hostile: Callable[..., HostileServer]) -> None:
+    server = hostile(token="drip", first_tokens=1)
+
+    async def scenario() -> Any:
+        async with hostile_client(server, token_timeout=0.5) as client:
+            with structlog.testing.capture_logs() as events:
+                article = await client.get_article(first_article(server))
+            return article, events
+
+    article, events = run(scenario())
+    assert article and server.seen.requests["token"] == 2
+    retry = next(e for e in events if e["event"] == "legifrance token retry")
+    assert "LEGIFRANCE_TOKEN_TIMEOUT_SECONDS" in retry["error"]
+
+
+@pytest.mark.parametrize("expires_in", [-1, 0, "soon", None, [1], 1e308, float("nan")])
+def test_an_absurd_token_lifetime_is_clamped_and_logged_once(
+    hostile: Callable[..., HostileServer], expires_in: Any
+) -> None:
+    """`expires_in: -1` once meant one token request per call, outside the budget."""
+    server = hostile(expires_in=expires_in)
+    ids = sorted(server.corpus.expected_ids())[:20]
+    budget = RequestBudget(1000, 1_000_000, 1_000_000, 4)
+
+    async def scenario() -> Any:
+        async with hostile_client(server, budget=budget) as client:
+            with structlog.testing.capture_logs() as events:
+                articles = [await client.get_article(i) for i in ids]
+            return articles, events, client.stats.as_dict()
+
+    articles, events, stats = run(scenario())
+    assert [a["id"] for a in articles] == ids
+    assert server.seen.requests["token"] == stats["token_requests"] == 1
+    assert budget.snapshot().day_used == len(ids) + 1  # the token request took a slot too
+    clamped = [e for e in events if e["event"] == "legifrance token lifetime clamped"]
+    assert len(clamped) == (0 if expires_in is None else 1)
+
+
+def test_token_lifetime_bounds() -> None:
+    assert token_lifetime(3600, 60, 86_400) == (3600.0, False)
+    assert token_lifetime(None, 60, 86_400) == (3600.0, False)
+    assert token_lifetime("1200", 60, 86_400) == (1200.0, False)
+    for absurd in (-1, 0, 59.9, "soon", [], {}, True, float("nan"), float("-inf")):
+        assert token_lifetime(absurd, 60, 86_400) == (60.0, True), absurd
+    for endless in (86_401, 10**400, float("inf"), "1e999"):
+        assert token_lifetime(endless, 60, 86_400) == (86_400.0, True), endless
+
+
+@pytest.mark.parametrize("where", ["token", "article"])
+def test_redirects_are_never_followed(hostile: Callable[..., HostileServer], where: str) -> None:
+    """A 307/308 to another host (127.0.0.2) would carry the secret or the bearer token there."""
+    server = hostile()
+    article_id = first_article(server)
+    if where == "token":
+        server.hostility = Hostility(token="redirect", first_tokens=1)
+    else:
+        server.hostility = Hostility(article="redirect", articles=frozenset({article_id}))
+
+    async def scenario() -> None:
+        async with hostile_client(server) as client:
+            await client.get_article(article_id)
+
+    message = "LEGIFRANCE_OAUTH_URL" if where == "token" else "redirects are not followed"
+    with pytest.raises(LegifranceError, match=message) as err:
+        run(scenario())
+    assert not isinstance(err.value, LegifranceAuthError)
+    assert server.seen.thief == [] and server.seen.hostile[where] == 1  # not retried either
+    assert DEMO_CLIENT_SECRET not in str(err.value)
+
+
+def test_the_bounds_come_from_the_settings(hostile: Callable[..., HostileServer]) -> None:
+    env = {"LEGIFRANCE_TOKEN_TIMEOUT_SECONDS": "2", "LEGIFRANCE_TOC_TIMEOUT_SECONDS": "3",
+           "LEGIFRANCE_ARTICLE_TIMEOUT_SECONDS": "0.5", "LEGIFRANCE_MAX_BODY_BYTES": "65536",
+           "LEGIFRANCE_MAX_TOC_BYTES": "1048576"}
+    settings = Settings.from_env(env)
+    assert (settings.token_timeout_seconds, settings.toc_timeout_seconds, settings.article_timeout_seconds,
+            settings.max_body_bytes, settings.max_toc_bytes) == (2.0, 3.0, 0.5, 65536, 1 << 20)
+    defaults = Settings.from_env({})
+    assert (defaults.token_timeout_seconds, defaults.toc_timeout_seconds, defaults.article_timeout_seconds,
+            defaults.max_body_bytes, defaults.max_toc_bytes) == (30.0, 300.0, 60.0, 4 << 20, 64 << 20)
+    server = hostile()
+    bad = first_article(server)
+    server.hostility = Hostility(article="drip", articles=frozenset({bad}))
+    settings = replace(settings, client_id=DEMO_CLIENT_ID, client_secret=DEMO_CLIENT_SECRET,
+                       oauth_url=server.oauth_url, api_base_url=server.api_base_url)
+
+    async def scenario() -> None:
+        budget = RequestBudget(1000, 1_000_000, 1_000_000, 4)
+        async with LegifranceClient.from_settings(settings, budget, max_attempts=1) as client:
+            await client.get_article(bad)
+
+    with pytest.raises(LegifranceError, match=r"within 0.5 s \(LEGIFRANCE_ARTICLE_TIMEOUT_SECONDS\)"):
+        run(scenario())
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [("LEGIFRANCE_ARTICLE_TIMEOUT_SECONDS", "0"), ("LEGIFRANCE_TOC_TIMEOUT_SECONDS", "nan"),
+     ("LEGIFRANCE_TOKEN_TIMEOUT_SECONDS", "inf"), ("LEGIFRANCE_MAX_TOC_BYTES", "lots"),
+     ("LEGIFRANCE_MAX_BODY_BYTES", "10")],
+)
+def test_bad_bounds_are_configuration_errors_naming_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: value})
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a decoded JSON value (iterative)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            deepest = max(deepest, depth)
+            stack += [(child, depth + 1) for child in (item.values() if isinstance(item, dict) else item)]
+    return deepest
+
+
+def test_nested_over_agrees_with_the_decoded_depth() -> None:
+    """Brackets and escaped quotes inside strings never count."""
+    rng = random.Random(14)
+    tricky = ['a"b', "[{\\", ' ]}\\"', "\\", "x", 1, None]
+
+    def value(depth: int) -> Any:
+        roll = rng.random()
+        if depth > 8 or roll < 0.3:
+            return rng.choice(tricky)
+        if roll < 0.65:
+            return [value(depth + 1) for _ in range(rng.randrange(4))]
+        return {rng.choice(["k", "[", '"}']): value(depth + 1) for _ in range(rng.randrange(4))}
+
+    for _ in range(2000):
+        data = value(0)
+        body = json.dumps(data, ensure_ascii=rng.random() < 0.5).encode()
+        for limit in (0, 1, 2, 3, 5):
+            assert nested_over(body, limit) == (_depth(data) > limit), (body, limit)
+
+
+def test_a_deep_body_is_refused_before_json_loads_whatever_the_recursion_limit() -> None:
+    """json.loads recurses in C: under a raised recursion limit, 200,000 levels crash the
+    process (in a thread too); the depth is measured first."""
+    script = (
+        "import sys, threading\n"
+        "sys.setrecursionlimit(1_000_000)\n"
+        "from collector.legifrance import decode_object\n"
+        "body = b'{\"a\": ' + b'[' * 200_000 + b']' * 200_000 + b'}'\n"
+        "out = []\n"
+        "worker = threading.Thread(target=lambda: out.append(decode_object(body)))\n"
+        "worker.start(); worker.join()\n"
+        "print(out[0])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("JSON nested over 512 deep")
+    assert isinstance(decode_object(b'{"a": ' + b"[" * 500 + b"]" * 500 + b"}"), dict)

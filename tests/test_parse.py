@@ -13,6 +13,10 @@ import pytest
 
 from collector.models import Article, CodeToc, Rejected, TocEntry
 from collector.parse import (
+    MAX_PATH_CHARS,
+    MAX_SECTION_DEPTH,
+    MAX_TOKEN_BYTES,
+    MAX_VALUE_DEPTH,
     ArticleError,
     TocBodyError,
     TocError,
@@ -185,17 +189,79 @@ def test_real_tocs_give_the_same_result_fed_whole_or_in_tiny_pieces(real_fixture
         assert whole.entries and fed(data, code_id, 7) == fed(data, code_id, 1) == whole
 
 
-def test_toc_walk_handles_deep_nesting_without_recursion() -> None:
-    # Built as text: json.dumps itself would hit the recursion limit.
+def nested_sections(depth: int, title: str = "S{d}") -> bytes:
+    """A TOC whose sections are nested `depth` deep, one in-force article in the innermost.
+    Built as text: json.dumps itself would hit the recursion limit."""
     article = '{"id":"LEGIARTI000000000001","cid":"LEGIARTI000000000001","etat":"VIGUEUR","num":"1"}'
     text = '{"title":"Profond","sections":['
-    text += "".join(f'{{"title":"S{d}","intOrdre":1,"articles":[],"sections":[' for d in range(1, 3000))
-    text += f'{{"title":"S3000","intOrdre":1,"sections":[],"articles":[{article}]}}'
-    text += "]}" * 2999 + "]}"
-    data = text.encode()
+    text += "".join(f'{{"title":"{title.format(d=d)}","intOrdre":1,"articles":[],"sections":['
+                    for d in range(1, depth))
+    text += f'{{"title":"{title.format(d=depth)}","intOrdre":1,"sections":[],"articles":[{article}]}}'
+    text += "]}" * (depth - 1) + "]}"
+    return text.encode()
+
+
+def test_toc_walk_handles_nesting_up_to_the_bound_without_recursion() -> None:
+    data = nested_sections(MAX_SECTION_DEPTH)
     (entry,) = parse_toc(data, "LEGITEXT000099900002").entries
-    assert entry.section_path.startswith("S1 > S2 > S3 > ") and entry.section_path.endswith(" > S3000")
+    assert entry.section_path.startswith("S1 > S2 > S3 > ") and entry.section_path.endswith(f" > S{MAX_SECTION_DEPTH}")
     assert fed(data, "LEGITEXT000099900002", 7).entries == (entry,)
+
+
+@pytest.mark.parametrize("depth", [MAX_SECTION_DEPTH + 1, 20_000])
+def test_sections_nested_past_the_bound_are_a_body_error(depth: int) -> None:
+    """20,000 nested sections once cost gigabytes (one path string per level): now the parse
+    stops at the bound, whole or fed in pieces."""
+    data = nested_sections(depth)
+    for parse in (lambda: parse_toc(data, "LEGITEXT000099900002"), lambda: fed(data, "LEGITEXT000099900002", 4096)):
+        with pytest.raises(TocBodyError, match=f"sections nested over {MAX_SECTION_DEPTH} deep"):
+            parse()
+
+
+def test_long_section_paths_are_cut() -> None:
+    data = nested_sections(20, title="S{d} " + "t" * 300)
+    (entry,) = parse_toc(data, "LEGITEXT000099900002").entries
+    assert len(entry.section_path) == MAX_PATH_CHARS and entry.section_path.endswith("…")
+    assert entry.section_path.startswith("S1 tttt")
+
+
+@pytest.mark.parametrize("where", ["title", "unknown key", "article num"])
+def test_a_deeply_nested_value_is_a_body_error(where: str) -> None:
+    """A title (or any value) nested 200,000 deep once raised RecursionError out of the pass."""
+    deep = "[" * 200_000 + "]" * 200_000
+    article = f'{{"id":"LEGIARTI000000000001","etat":"VIGUEUR","num":{deep if where == "article num" else 1}}}'
+    body = {
+        "title": f'{{"title":{deep},"sections":[]}}',
+        "unknown key": f'{{"title":"Code","junk":{deep},"sections":[]}}',
+        "article num": f'{{"title":"Code","articles":[{article}]}}',
+    }[where].encode()
+    with pytest.raises(TocBodyError, match=f"nested over {MAX_VALUE_DEPTH} deep"):
+        parse_toc(body, "LEGITEXT000099900002")
+    deep_enough = "[" * MAX_VALUE_DEPTH + "]" * MAX_VALUE_DEPTH  # up to the bound: read as before
+    assert parse_toc(f'{{"title":"Code","junk":{deep_enough},"sections":[]}}'.encode(), "X").title == "Code"
+
+
+@pytest.mark.parametrize("token", [b'"' + b"a" * (50 << 20) + b'"', b"9" * (2 << 20), b" " * (2 << 20) + b"1"])
+def test_a_token_over_the_bound_is_a_body_error(token: bytes) -> None:
+    """yajl lexes a token again from its start on every slice it spans (a 50 MB string once
+    took 49 s); past MAX_TOKEN_BYTES without an event the body is refused, fed whole or in
+    network-sized pieces."""
+    body = b'{"title":"Code","junk":' + token + b',"sections":[]}'
+    with pytest.raises(TocBodyError, match=f"token over {MAX_TOKEN_BYTES} bytes"):
+        parse_toc(body, "LEGITEXT000099900002")
+    with pytest.raises(TocBodyError, match=f"token over {MAX_TOKEN_BYTES} bytes"):
+        fed(body, "LEGITEXT000099900002", 65536)
+
+
+def test_a_token_under_the_bound_is_read() -> None:
+    title = "T" * (MAX_TOKEN_BYTES - 1024)
+    toc = parse_toc(json.dumps({"title": title, "sections": []}).encode(), "LEGITEXT000099900002")
+    assert toc.title == title
+
+
+def test_an_integer_python_cannot_convert_is_a_body_error() -> None:
+    with pytest.raises(TocBodyError, match="undecodable JSON"):
+        parse_toc(b'{"intOrdre":' + b"9" * 5000 + b',"sections":[]}', "LEGITEXT000099900002")
 
 
 def test_unknown_keys_are_skipped_whatever_they_hold() -> None:
@@ -451,3 +517,19 @@ def test_empty_article_reason_and_wrong_id() -> None:
         article_from_api({"id": "LEGIARTI000099900002", "texte": "x"}, entry, toc, 0, NOW)
     with pytest.raises(ArticleError):
         article_from_api(None, entry, toc, 0, NOW)  # type: ignore[arg-type]
+
+
+def test_wrong_types_in_an_article_never_escape_as_anything_but_article_error() -> None:
+    """Hostile field values: a nested id names its type, a nested num falls back to the TOC's."""
+    toc = CodeToc(code_id="LEGITEXT000099900001", title="Code de démonstration", modif_date=None, entries=())
+    entry = TocEntry(id="LEGIARTI000099900001", cid="LEGIARTI000099900001", num="1", etat="VIGUEUR", section_path="")
+    deep: Any = []
+    for _ in range(5000):  # deeper than str() can recurse
+        deep = [deep]
+    with pytest.raises(ArticleError, match="with a list id"):
+        article_from_api({"id": deep, "texte": "x"}, entry, toc, 0, NOW)
+    odd = {"id": entry.id, "texte": "x" * 120, "num": deep, "etat": deep, "cid": deep, "dateDebut": deep,
+           "texteHtml": {"a": 1}, "nota": [1]}
+    article = article_from_api(odd, entry, toc, 100, NOW)
+    assert isinstance(article, Article)
+    assert (article.num, article.etat, article.cid, article.date_debut, article.nota) == ("1", "VIGUEUR", entry.cid, None, None)

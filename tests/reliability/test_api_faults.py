@@ -107,6 +107,7 @@ def _run_case(case: Case, folder: Path, seed: int) -> dict[str, Any]:
         assert retry_logs == retryable and reauth_logs == refused_401
         assert summary["failed"] == nulls
         assert summary["interrupted"] is False
+        assert summary["token_requests"] == stats["tokens_issued"]
         if case.expire_tokens_mid_pass:
             assert refused_401 >= 1 and stats["tokens_issued"] >= 2
         if case.unknown_code:
