@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,8 +20,8 @@ from collector.config import Mode, Settings
 from collector.legifrance import LegifranceClient
 from collector.logs import LogBuffer, configure_logging
 from collector.ratelimit import RequestBudget, window_keys
-from collector.scheduler import CollectorScheduler
-from collector.state import LoadResult, SchedulerState, StateFile, StateKeeper, defaults_from_settings
+from collector.scheduler import CollectorScheduler, SchedulerOptions
+from collector.state import DesiredState, LoadResult, StateFile, defaults_from_settings
 from collector.status import StatusBoard, StatusSnapshot, utcnow
 from collector.store import open_store
 from collector.store.base import Store
@@ -40,7 +39,7 @@ class Runtime:
     status: StatusBoard
     logs: LogBuffer
     demo: Any = None  # the in-process emulator's DemoServer (demo source only)
-    keeper: StateKeeper | None = None  # the state file + store mirror (its last_load: boot)
+    desired: DesiredState | None = None  # the desired state (its last_load: where the boot found it)
     _closed: bool = field(default=False, init=False, repr=False)
 
     def close(self, timeout: float = 10.0) -> None:
@@ -75,12 +74,12 @@ def build_runtime(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     resume: bool = True,
-    scheduler_options: Mapping[str, Any] | None = None,
+    scheduler_options: SchedulerOptions | None = None,
 ) -> Runtime:
     """Wire the runtime. `settings` default to the environment (ConfigError names the bad
     variable); `transport` replaces the network (or the in-process emulator in demo mode);
     `resume` starts the collector when the saved state says running; `scheduler_options`
-    are extra CollectorScheduler keyword arguments (tests: lease timings, run_pass, ...)."""
+    replace the timings derived from the settings (tests: shorter leases)."""
     settings = with_demo_codes(settings or Settings.from_env())
     logs = configure_logging(settings)
     store = open_store(settings)
@@ -102,16 +101,15 @@ def build_runtime(
             ledger=store,
         )
         status = StatusBoard()
-        keeper = StateKeeper(StateFile(settings.state_file, defaults_from_settings(settings)), store)
-        lease = {"lease_ttl": settings.lease_ttl_seconds, "lease_renew_every": settings.lease_ttl_seconds / 3}
+        desired = DesiredState(StateFile(settings.state_file, defaults_from_settings(settings)), store)
         scheduler = CollectorScheduler(
             settings,
-            state=keeper,
+            state=desired,
             store=store,
             status=status,
             client_factory=client_factory,
             budget=budget,
-            **{**lease, **dict(scheduler_options or {})},
+            options=scheduler_options or SchedulerOptions.from_settings(settings),
         )
         log.info(
             "runtime ready",
@@ -124,7 +122,7 @@ def build_runtime(
         )
         if settings.is_demo:
             log.warning("source=DEMO: synthetic articles from the offline emulator, not real law")
-        runtime = Runtime(settings, store, scheduler, status, logs, demo, keeper)
+        runtime = Runtime(settings, store, scheduler, status, logs, demo, desired)
         if resume:
             scheduler.resume()
         return runtime
@@ -141,15 +139,13 @@ def status_payload(
     source: Runtime | Settings,
     store: Store | None = None,
     snapshot: StatusSnapshot | None = None,
-    *,
-    state: SchedulerState | None = None,
 ) -> dict[str, Any]:
     """The status JSON (no secrets): `status_payload(runtime)` for a live process, or
     `status_payload(settings, store)` from the saved state and the store alone (CLI)."""
     payload: dict[str, Any] = {}
     if isinstance(source, Runtime):
         settings, store, snapshot = source.settings, source.store, source.scheduler.status()
-        booted = source.keeper.last_load if source.keeper is not None else None
+        booted = source.desired.last_load if source.desired is not None else None
         if booted is not None:  # where the state in effect came from when the process started
             payload.update(_state_origin(booted))
     else:
@@ -159,17 +155,15 @@ def status_payload(
     if snapshot is not None:
         running, mode = snapshot.running, snapshot.mode
     else:
-        if state is None:
-            state_file = StateFile(settings.state_file, defaults_from_settings(settings))
-            loaded = StateKeeper(state_file, store).load()
-            state = loaded.state
-            payload.update(_state_origin(loaded))
-            # Nothing is saved here; say whether a change (a button, a route, `run`) could be.
-            problem = state_file.save_problem()
-            payload["state_saved"] = problem is None
-            if problem is not None:
-                payload["state_error"] = f"state cannot be saved to {settings.state_file}: {problem}"
-        running, mode = state.running, str(state.mode)
+        state_file = StateFile(settings.state_file, defaults_from_settings(settings))
+        loaded = DesiredState(state_file, store).load(write_back=False)
+        payload.update(_state_origin(loaded))
+        # Nothing is saved here; say whether a change (a button, a route, `run`) could be.
+        problem = state_file.save_problem()
+        payload["state_saved"] = problem is None
+        if problem is not None:
+            payload["state_error"] = f"state cannot be saved to {settings.state_file}: {problem}"
+        running, mode = loaded.state.running, str(loaded.state.mode)
     payload = {
         "running": running,
         "mode": mode,
