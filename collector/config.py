@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import quote, quote_plus, urlparse
 
 
 class Mode(str, Enum):
@@ -69,9 +70,34 @@ MASSIVE_CODES: tuple[str, ...] = MAINTENANCE_CODES + (
     "LEGITEXT000006072026",  # monétaire et financier
 )
 
-_SECRET_FIELDS = frozenset(
-    {"client_secret", "supabase_key", "dashboard_password", "api_token"}
-)
+MODES: tuple[str, ...] = tuple(m.value for m in Mode)
+
+# The secret settings (field -> environment variable): their values never reach a log line, the
+# page, an exception message or the repr of Settings.
+SECRET_SETTINGS: dict[str, str] = {
+    "client_secret": "LEGIFRANCE_CLIENT_SECRET",
+    "supabase_key": "SUPABASE_SERVICE_ROLE_KEY",
+    "dashboard_password": "DASHBOARD_PASSWORD",
+    "api_token": "COLLECTOR_API_TOKEN",
+}
+MASK = "***"
+
+
+class SecretMask:
+    """Replaces every given secret value, and its URL-encoded forms, with "***"."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        variants = {v for s in secrets if s for v in (s, quote(s, safe=""), quote_plus(s))}
+        ordered = sorted(variants, key=len, reverse=True)  # longest first: no partial leftovers
+        self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+
+    def __call__(self, text: str) -> str:
+        return self._pattern.sub(MASK, text) if self._pattern else text
+
+
+def mask(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every secret value (and its URL-encoded forms) replaced by "***"."""
+    return SecretMask(secrets)(text)
 
 
 def _secret() -> str | None:
@@ -138,8 +164,13 @@ class Settings:
 
     def secrets(self) -> tuple[str, ...]:
         """The secret values set, for log and error masking."""
-        values = (getattr(self, name) for name in _SECRET_FIELDS)
+        values = (getattr(self, name) for name in SECRET_SETTINGS)
         return tuple(v for v in values if v)
+
+    @property
+    def controls_locked(self) -> bool:
+        """On Render without DASHBOARD_PASSWORD the page is public: its controls are disabled."""
+        return self.on_render and not self.dashboard_password
 
     def codes_for(self, mode: Mode) -> tuple[str, ...]:
         return self.massive_codes if mode is Mode.MASSIVE else self.maintenance_codes
@@ -211,7 +242,7 @@ class Settings:
             enable_scheduler=flag("ENABLE_SCHEDULER", False),
             default_mode=mode,
             client_id=get("LEGIFRANCE_CLIENT_ID"),
-            client_secret=get("LEGIFRANCE_CLIENT_SECRET"),
+            client_secret=get(SECRET_SETTINGS["client_secret"]),
             oauth_url=get("LEGIFRANCE_OAUTH_URL") or PRODUCTION_OAUTH_URL,
             api_base_url=(get("LEGIFRANCE_API_BASE_URL") or PRODUCTION_API_BASE_URL).rstrip("/"),
             max_requests_per_second=int(number("LEGIFRANCE_MAX_REQUESTS_PER_SECOND", 15, int, 1)),
@@ -219,7 +250,7 @@ class Settings:
             max_daily_requests=int(number("MAX_DAILY_REQUESTS", 280_000, int, 1)),
             max_in_flight=int(number("LEGIFRANCE_MAX_IN_FLIGHT", 8, int, 1)),
             supabase_url=get("SUPABASE_URL"),
-            supabase_key=get("SUPABASE_SERVICE_ROLE_KEY"),
+            supabase_key=get(SECRET_SETTINGS["supabase_key"]),
             db_path=Path(get("COLLECTOR_DB") or "data/collector.sqlite3"),
             maintenance_codes=codes("MAINTENANCE_CODES", MAINTENANCE_CODES),
             massive_codes=codes("MASSIVE_CODES", MASSIVE_CODES),
@@ -227,8 +258,8 @@ class Settings:
             massive_interval_minutes=float(number("MASSIVE_INTERVAL_MINUTES", 10.0, float, 0)),
             min_article_chars=int(number("MIN_ARTICLE_CHARS", 100, int, 0)),
             lease_ttl_seconds=float(number("COLLECTOR_LEASE_TTL_SECONDS", 30.0, float, 1)),
-            dashboard_password=get("DASHBOARD_PASSWORD"),
-            api_token=get("COLLECTOR_API_TOKEN"),
+            dashboard_password=get(SECRET_SETTINGS["dashboard_password"]),
+            api_token=get(SECRET_SETTINGS["api_token"]),
             log_level=(get("LOG_LEVEL") or "INFO").upper(),
             log_format=log_format.lower() if log_format else None,
             on_render=bool(get("RENDER")),

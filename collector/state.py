@@ -36,15 +36,8 @@ from collector.statefile import (
 )
 from collector.store.base import Store
 
-__all__ = [
-    "DesiredState",
-    "InvalidState",
-    "LoadResult",
-    "SchedulerState",
-    "StateFile",
-    "StateSaveError",
-    "defaults_from_settings",
-]
+__all__ = ["DesiredState", "InvalidState", "LoadResult", "SchedulerState", "StateFile", "StateSaveError",
+           "defaults_from_settings"]
 
 UNREADABLE_WARN_EVERY = 60.0  # seconds between two warnings that the store row could not be read
 
@@ -78,14 +71,6 @@ class DesiredState:
         self.last_load: LoadResult | None = None  # the boot's load: where the state came from
 
     @property
-    def defaults(self) -> SchedulerState:
-        return self.file.defaults
-
-    @property
-    def state(self) -> SchedulerState:
-        return self._state
-
-    @property
     def running(self) -> bool:
         return self._state.running
 
@@ -105,14 +90,14 @@ class DesiredState:
         copy: Callable[[], None] | None = None
         if stored is not None and (held is None or stored.newer_than(held)):
             held = self._resolve(stored)
-            result = replace(result, state=self.defaults if stored.reset else stored,
+            result = replace(result, state=self.file.defaults if stored.reset else stored,
                              source="defaults" if stored.reset else "store")
             copy = self.file.clear if stored.reset else partial(self.file.save, stored)
         elif held is not None and self.store is not None and store_problem is None and (
                 stored is None or stored.updated_at != held.updated_at):
             copy = partial(self.store.save_state, held.to_json())
         with self._lock:
-            self._state = held or self.defaults
+            self._state = held or self.file.defaults
             if write_back and copy is not None:
                 try:  # the copy that lost takes the winner (a state only the file knew reaches the store)
                     copy()
@@ -144,7 +129,7 @@ class DesiredState:
         """A Reset's row means this process's defaults, stamped as the row is."""
         if not record.reset:
             return record
-        return replace(self.defaults, updated_at=record.updated_at, pid=record.pid, host=record.host, reset=True)
+        return replace(self.file.defaults, updated_at=record.updated_at, pid=record.pid, host=record.host, reset=True)
 
     # ---- changes -----------------------------------------------------------------------------
     def save(self, running: bool | None = None, mode: Mode | str | None = None) -> SchedulerState:
@@ -165,7 +150,7 @@ class DesiredState:
         """Back to the environment defaults: the file is removed and the store row marked
         `reset`, so every instance (and the next boot) uses its own defaults as they are then."""
         with self._lock:
-            return self._write(replace(self.defaults, updated_at=self._stamp(), pid=self._pid,
+            return self._write(replace(self.file.defaults, updated_at=self._stamp(), pid=self._pid,
                                        host=self._host, reset=True))
 
     def _write(self, state: SchedulerState) -> SchedulerState:

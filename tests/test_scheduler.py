@@ -29,7 +29,8 @@ from collector.models import PassSummary
 from collector.ratelimit import RequestBudget
 from collector.scheduler import THREAD_NAME, CollectorScheduler, LeaseHeld, SchedulerOptions
 from collector.state import DesiredState, StateFile, defaults_from_settings
-from collector.status import StatusBoard, utcnow
+from collector.clock import utcnow
+from collector.status import StatusBoard
 from collector.store.base import StoreError, StoreFatal
 from collector.store.sqlite import SqliteStore
 
