@@ -2,7 +2,8 @@
 
 The delay functions are pure: they take the random source (and `now`, for an HTTP-date), so a
 test passes fixed ones. `retry_call` / `retry_async` run an attempt until it succeeds, raises an
-exception that does not retry, or has used every attempt (the last error is then re-raised).
+exception that does not retry (not in `retry_on`, or in `give_up`), or has used every attempt
+(the last error is then re-raised).
 """
 
 from __future__ import annotations
@@ -52,15 +53,18 @@ def jittered(base: float, cap: float, rng: Callable[[], float] = random.random) 
     return lambda failure: backoff_delay(failure, base, cap, rng)
 
 
-def retry_call(attempt: Callable[[], T], *, attempts: int, retry_on: tuple[type[BaseException], ...],
-               delay: Delay, on_retry: OnRetry | None = None, sleep: Callable[[float], None] = time.sleep) -> T:
-    """`attempt()` until it returns; an error in `retry_on` is retried after `delay(n)`, up to
-    `attempts` tries in all, then re-raised; any other error is raised at once."""
+Errors = tuple[type[BaseException], ...]
+
+
+def retry_call(attempt: Callable[[], T], *, attempts: int, retry_on: Errors, delay: Delay, give_up: Errors = (),
+               on_retry: OnRetry | None = None, sleep: Callable[[float], None] = time.sleep) -> T:
+    """`attempt()` until it returns; an error in `retry_on` (and not in `give_up`) is retried
+    after `delay(n)`, up to `attempts` tries in all, then re-raised; any other is raised at once."""
     for failure in range(1, attempts + 1):
         try:
             return attempt()
         except retry_on as exc:
-            if failure >= attempts:
+            if failure >= attempts or isinstance(exc, give_up):
                 raise
             wait = delay(failure)
             if on_retry is not None:
@@ -69,15 +73,14 @@ def retry_call(attempt: Callable[[], T], *, attempts: int, retry_on: tuple[type[
     raise AssertionError("unreachable: attempts must be >= 1")
 
 
-async def retry_async(attempt: Callable[[], Awaitable[T]], *, attempts: int,
-                      retry_on: tuple[type[BaseException], ...], delay: Delay,
-                      on_retry: OnRetry | None = None) -> T:
+async def retry_async(attempt: Callable[[], Awaitable[T]], *, attempts: int, retry_on: Errors, delay: Delay,
+                      give_up: Errors = (), on_retry: OnRetry | None = None) -> T:
     """`retry_call` for a coroutine function; waits with asyncio.sleep (cancellable)."""
     for failure in range(1, attempts + 1):
         try:
             return await attempt()
         except retry_on as exc:
-            if failure >= attempts:
+            if failure >= attempts or isinstance(exc, give_up):
                 raise
             wait = delay(failure)
             if on_retry is not None:

@@ -1,7 +1,8 @@
 """The process-wide runtime: settings -> logging, store, state, budget, client, scheduler.
 
 `build_runtime()` wires everything and auto-resumes from the saved state (the page's one
-cached instance is collector.shared_runtime.get_runtime); `status_payload()` is the JSON of `python -m collector status` and `GET /aspirage/status`.
+cached instance is collector.shared_runtime.get_runtime); `status_payload()` is the JSON of
+`python -m collector status` and `GET /aspirage/status`.
 """
 
 from __future__ import annotations
@@ -9,20 +10,21 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import httpx
 import structlog
 
 from collector import config
-from collector.config import Mode, Settings
+from collector.clock import utcnow
+from collector.config import Mode, SecretMask, Settings
+from collector.jsonable import jsonable
 from collector.legifrance import LegifranceClient
 from collector.logs import LogBuffer, configure_logging
 from collector.ratelimit import RequestBudget, window_keys
 from collector.scheduler import CollectorScheduler, SchedulerOptions
 from collector.state import DesiredState, LoadResult, StateFile, defaults_from_settings
-from collector.status import StatusBoard, StatusSnapshot, utcnow
+from collector.status import StatusBoard, StatusSnapshot
 from collector.store import open_store
 from collector.store.base import Store
 
@@ -131,10 +133,6 @@ def build_runtime(
         raise
 
 
-def _iso(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else value
-
-
 def status_payload(
     source: Runtime | Settings,
     store: Store | None = None,
@@ -181,13 +179,13 @@ def status_payload(
             alive=snapshot.alive,
             current_code=snapshot.current_code,
             last_error=snapshot.last_error,
-            last_error_at=_iso(snapshot.last_error_at),
-            last_run_at=_iso(snapshot.last_run_at),
-            next_run_at=_iso(snapshot.next_run_at),
+            last_error_at=jsonable(snapshot.last_error_at),
+            last_run_at=jsonable(snapshot.last_run_at),
+            next_run_at=jsonable(snapshot.next_run_at),
             state_saved=snapshot.state_saved,
             state_error=snapshot.state_error,
         )
-    return _masked(payload, settings.secrets())
+    return _masked(payload, SecretMask(settings.secrets()))
 
 
 def _state_origin(loaded: LoadResult) -> dict[str, Any]:
@@ -219,31 +217,19 @@ def _counters(settings: Settings, store: Store, snapshot: StatusSnapshot | None)
         else:
             out["articles_stored"], out["articles_rejected"] = store.count_articles(), store.count_rejected()
         runs = store.last_runs(1)
-        out["last_run"] = _jsonable(runs[0]) if runs else None
+        out["last_run"] = jsonable(runs[0]) if runs else None
     except Exception as exc:  # noqa: BLE001 - the status must answer even when the store does not
         out["store_error"] = f"{type(exc).__name__}: {exc}"[:300]
         log.warning("status counters unavailable", error=out["store_error"])
     return out
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return _iso(value) if isinstance(value, datetime) else str(value)
-
-
-def _masked(value: Any, secrets: tuple[str, ...]) -> Any:
+def _masked(value: Any, mask: SecretMask) -> Any:
     """Belt and braces: no secret value survives anywhere in the payload."""
     if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, "***")
-        return value
+        return mask(value)
     if isinstance(value, dict):
-        return {k: _masked(v, secrets) for k, v in value.items()}
+        return {k: _masked(v, mask) for k, v in value.items()}
     if isinstance(value, list):
-        return [_masked(v, secrets) for v in value]
+        return [_masked(v, mask) for v in value]
     return value

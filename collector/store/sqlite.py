@@ -568,11 +568,6 @@ class SqliteStore:
             )
 
     # ---- lifecycle ---------------------------------------------------------------------------
-    def check(self) -> None:
-        """Raise StoreError/StoreFatal if the database cannot be read (used by health checks)."""
-        with self._read() as conn:
-            conn.execute("SELECT 1 FROM collector_state LIMIT 1").fetchall()
-
     def close(self) -> None:
         with self._open_lock:
             self._closed = True
