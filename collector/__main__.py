@@ -1,4 +1,4 @@
-"""CLI: `python -m collector {status,run,reset,demo-server}` (the contracts are in design.md).
+"""CLI: `python -m collector {status,run,reset,demo-server}` (README.md, "Command line").
 
 Exit codes: 0 ok; 2 bad configuration or arguments; 3 authentication refused by the API;
 4 permanent store failure; 5 another collector holds the store lease; 1 anything else.
