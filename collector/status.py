@@ -9,13 +9,15 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from collector.clock import utcnow
 from collector.jsonable import jsonable
 from collector.models import CodeProgress
 from collector.ratelimit import BudgetSnapshot
+
+THROUGHPUT_BUCKET_SECONDS = 15.0
 
 
 @dataclass(slots=True)
@@ -134,3 +136,22 @@ class StatusBoard:
             snap = copy.deepcopy(self._s)
             snap.throughput = list(self._samples)
         return snap
+
+
+def throughput_rows(
+    samples: list[tuple[float, int]], bucket: float = THROUGHPUT_BUCKET_SECONDS
+) -> list[dict[str, Any]]:
+    """Articles per minute over consecutive `bucket`-second windows (the last sample of each
+    window counts), so bursts of close samples and batch commits do not spike the chart."""
+    last: dict[int, tuple[float, int]] = {}
+    for t, n in samples:
+        last[int(t // bucket)] = (t, n)
+    points = [last[k] for k in sorted(last)]
+    return [
+        {
+            "time": datetime.fromtimestamp(t1, UTC),
+            "articles/min": max(0.0, (n1 - n0) * 60 / (t1 - t0)),
+        }
+        for (t0, n0), (t1, n1) in zip(points, points[1:], strict=False)
+        if t1 > t0
+    ]
