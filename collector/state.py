@@ -186,11 +186,13 @@ class DesiredState:
             self.file.save(state)
 
     def _stamp(self) -> datetime:
-        # Strictly increasing, so "newer wins" orders this process's saves even within a clock
-        # tick or after the wall clock stepped back.
+        # After every stamp this process made or took in (a clock ahead of ours included), so
+        # "newer wins" orders its saves within a clock tick, after the clock stepped back, and
+        # after a change another instance stamped.
         now = as_utc(self._clock())
-        if self._last_stamp is not None and now <= self._last_stamp:
-            now = self._last_stamp + timedelta(microseconds=1)
+        floor = max((t for t in (self._last_stamp, self._state.updated_at) if t is not None), default=None)
+        if floor is not None and now <= floor:
+            now = floor + timedelta(microseconds=1)
         self._last_stamp = now
         return now
 

@@ -715,3 +715,15 @@ def test_refresh_from_a_stopped_instance_sees_a_start_pressed_elsewhere(tmp_path
     later.save(True)
     new = mine.refresh()
     assert new is not None and new.running and mine.running
+
+
+def test_a_save_after_a_change_from_an_instance_whose_clock_is_ahead_still_wins(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    ahead = DesiredState(StateFile(tmp_path / "b.json", DEFAULTS), store, clock=Clock(T0 + timedelta(hours=1)))
+    mine = keeper_for(tmp_path / "a.json", store)  # its clock says T0
+    mine.load()
+    pressed = ahead.save(True, Mode.MASSIVE)
+    assert mine.refresh() == pressed
+    mine.save(False)  # pressed here after it: stamped after what this instance took in
+    assert ahead.refresh() is not None and not ahead.running
