@@ -26,6 +26,7 @@ from datetime import date, datetime
 from enum import Enum
 from os import PathLike
 from typing import IO, Any
+
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from datetime import UTC, date, datetime, timedelta, timezone
 from enum import Enum
 from pathlib import Path
@@ -35,6 +36,7 @@ def test_one_secret_list_feeds_settings_and_the_masker() -> None:
     assert sorted(settings.secrets()) == sorted(f"value-of-{field}" for field in SECRET_SETTINGS)
     shown = repr(settings)
     assert not any(secret in shown for secret in settings.secrets())
+    assert {f.name for f in fields(Settings) if not f.repr} == set(SECRET_SETTINGS)  # the same list
     text = "url?key=a%2Bb&other=a+b and a+b"
     assert mask(text, ["a+b"]) == "url?key=***&other=*** and ***"
     assert SecretMask([])("nothing to hide") == "nothing to hide"
