@@ -17,7 +17,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Any
 
 import structlog
@@ -80,28 +79,26 @@ class DesiredState:
 
     # ---- boot --------------------------------------------------------------------------------
     def load(self, *, write_back: bool = True) -> LoadResult:
-        """Hold the newer of the file and the store row (a tie goes to the file) and, with
-        `write_back`, copy it to the other one. A store that cannot be read or holds an invalid
-        row is logged and the file is used (`store_problem` says why). Never raises."""
+        """Hold the newer of the file and the store row (a tie goes to the file). With
+        `write_back`, a file newer than the row (or the only copy) is written to the store, so a
+        state only the file knew survives a redeploy; the file takes the row at the next change.
+        A store that cannot be read or holds an invalid row is logged and the file is used
+        (`store_problem` says why). Never raises."""
         from_file = self.file.load()
         stored, store_problem = self._read_store(using=from_file.source)
         result = replace(from_file, store_problem=store_problem)
         held = from_file.state if from_file.source == "file" else None
-        copy: Callable[[], None] | None = None
+        to_store = held is not None and store_problem is None and (stored is None or held.newer_than(stored))
         if stored is not None and (held is None or stored.newer_than(held)):
             held = self._resolve(stored)
             result = replace(result, state=self.file.defaults if stored.reset else stored,
                              source="defaults" if stored.reset else "store")
-            copy = self.file.clear if stored.reset else partial(self.file.save, stored)
-        elif held is not None and self.store is not None and store_problem is None and (
-                stored is None or stored.updated_at != held.updated_at):
-            copy = partial(self.store.save_state, held.to_json())
         with self._lock:
             self._state = held or self.file.defaults
-            if write_back and copy is not None:
-                try:  # the copy that lost takes the winner (a state only the file knew reaches the store)
-                    copy()
-                except Exception as exc:  # noqa: BLE001 - the copies agree again at the next change
+            if write_back and to_store and self.store is not None:
+                try:
+                    self.store.save_state(self._state.to_json())
+                except Exception as exc:  # noqa: BLE001 - the store takes it at the next change
                     _log().warning("state_write_back_failed", problem=f"{type(exc).__name__}: {exc}")
         self.last_load = result
         fields = {"source": result.source, "running": result.state.running, "mode": str(result.state.mode)}

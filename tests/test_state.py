@@ -669,20 +669,23 @@ def test_concurrent_keeper_saves_leave_file_and_store_in_agreement(path: Path, s
     assert SchedulerState.from_json(store.load_state()) == from_file.state
 
 
-def test_boot_writes_the_winning_copy_back_to_the_other(tmp_path: Path, path: Path, store: SqliteStore) -> None:
-    """A state only the file knew reaches the store; a newer store row reaches the file."""
+def test_boot_writes_a_newer_file_back_to_the_store(path: Path, store: SqliteStore) -> None:
+    """A state only the file knew reaches the store (it survives the next redeploy)."""
     only_in_file = SchedulerState(True, Mode.MASSIVE, T0, 3, "old-host")
     StateFile(path, DEFAULTS).save(only_in_file)
+    assert keeper_for(path, store).load(write_back=False).source == "file" and store.load_state() is None
     assert keeper_for(path, store).load().source == "file"
     assert SchedulerState.from_json(store.load_state()) == only_in_file
 
-    newer = SchedulerState(False, Mode.MAINTENANCE, T0 + timedelta(minutes=1), 4, "other")
-    store.save_state(newer.to_json())
-    assert keeper_for(path, store).load() == LoadResult(newer, "store")
-    assert StateFile(path, DEFAULTS).load().state == newer
+    newer_file = SchedulerState(False, Mode.MAINTENANCE, T0 + timedelta(minutes=1), 3, "old-host")
+    StateFile(path, DEFAULTS).save(newer_file)
+    assert keeper_for(path, store).load() == LoadResult(newer_file, "file")
+    assert SchedulerState.from_json(store.load_state()) == newer_file
 
-    other = tmp_path / "status-reader.json"  # a reader that must change nothing
-    assert keeper_for(other, store).load(write_back=False).source == "store" and not other.exists()
+    newer_row = SchedulerState(True, Mode.MASSIVE, T0 + timedelta(minutes=2), 4, "other")
+    store.save_state(newer_row.to_json())
+    assert keeper_for(path, store).load() == LoadResult(newer_row, "store")
+    assert StateFile(path, DEFAULTS).load().state == newer_file  # taken at the next change
 
 
 def test_refresh_applies_another_instances_row_and_never_echoes_its_own(tmp_path: Path, store: SqliteStore) -> None:
