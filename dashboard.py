@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
-from collector.config import parse_mode
+from collector.config import MODES, SECRET_SETTINGS, mask, parse_mode
 from collector.gate import PasswordGate
 from collector.routes import build_routes
 from collector.shared_runtime import get_runtime
+from collector.status import throughput_rows
 
 if TYPE_CHECKING:
     from collector.config import Settings
@@ -37,16 +38,8 @@ if TYPE_CHECKING:
 REFRESH_SECONDS = 2
 LOG_REFRESH_SECONDS = 5  # the log table is the heaviest element to redraw
 LOG_ROWS = 150
-THROUGHPUT_BUCKET_SECONDS = 15.0
 SHUTDOWN_TIMEOUT_SECONDS = 7.0  # Render allows 30 s; tests demand an exit within 10 s
-MODES = ("MAINTENANCE", "MASSIVE")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-SECRET_ENV = (
-    "LEGIFRANCE_CLIENT_SECRET",
-    "SUPABASE_SERVICE_ROLE_KEY",
-    "DASHBOARD_PASSWORD",
-    "COLLECTOR_API_TOKEN",
-)
 
 
 # ---- process lifespan (server start / SIGTERM) ----------------------------------------------
@@ -69,12 +62,8 @@ async def lifespan(_app: Any) -> AsyncIterator[None]:
 
 def safe_error(exc: BaseException) -> str:
     """`Type: message` with every secret value from the environment masked."""
-    text = f"{type(exc).__name__}: {exc}"
-    for name in SECRET_ENV:
-        value = (os.environ.get(name) or "").strip()
-        if value:
-            text = text.replace(value, "***")
-    return text
+    secrets = ((os.environ.get(name) or "").strip() for name in SECRET_SETTINGS.values())
+    return mask(f"{type(exc).__name__}: {exc}", secrets)
 
 
 # ---- formatting helpers ----------------------------------------------------------------------
@@ -363,25 +352,6 @@ def _throughput(samples: list[tuple[float, int]]) -> None:
     st.line_chart(rows, x="time", y="articles/min", height=180)
 
 
-def throughput_rows(
-    samples: list[tuple[float, int]], bucket: float = THROUGHPUT_BUCKET_SECONDS
-) -> list[dict[str, Any]]:
-    """Articles per minute over consecutive `bucket`-second windows (the last sample of each
-    window counts), so bursts of close samples and batch commits do not spike the chart."""
-    last: dict[int, tuple[float, int]] = {}
-    for t, n in samples:
-        last[int(t // bucket)] = (t, n)
-    points = [last[k] for k in sorted(last)]
-    return [
-        {
-            "time": datetime.fromtimestamp(t1, timezone.utc),
-            "articles/min": max(0.0, (n1 - n0) * 60 / (t1 - t0)),
-        }
-        for (t0, n0), (t1, n1) in zip(points, points[1:], strict=False)
-        if t1 > t0
-    ]
-
-
 @st.fragment(run_every=REFRESH_SECONDS)
 def _live_panel(locked: bool) -> None:
     """Controls and status, redrawn every couple of seconds without reloading the page."""
@@ -435,7 +405,7 @@ def main() -> None:
     if not _password_gate(settings.dashboard_password):
         st.stop()
     _header(settings)
-    locked = settings.on_render and not settings.dashboard_password
+    locked = settings.controls_locked
     if locked:
         st.warning(
             "Controls are disabled: this dashboard is public on Render and has no password. "

@@ -1,4 +1,4 @@
-"""CLI: `python -m collector {status,run,reset,demo-server}` (the contracts are in design.md).
+"""CLI: `python -m collector {status,run,reset,demo-server}` (README.md, "Command line").
 
 Exit codes: 0 ok; 2 bad configuration or arguments; 3 authentication refused by the API;
 4 permanent store failure; 5 another collector holds the store lease; 1 anything else.
@@ -94,7 +94,7 @@ def cmd_status(_: argparse.Namespace) -> int:
 
 def cmd_reset(_: argparse.Namespace) -> int:
     from collector.logs import configure_logging
-    from collector.state import StateFile, StateKeeper, defaults_from_settings
+    from collector.state import DesiredState, StateFile, defaults_from_settings
     from collector.store import open_store
 
     settings = _settings()
@@ -102,7 +102,7 @@ def cmd_reset(_: argparse.Namespace) -> int:
     store = open_store(settings)
     try:
         defaults = defaults_from_settings(settings)
-        StateKeeper(StateFile(settings.state_file, defaults), store).clear()
+        DesiredState(StateFile(settings.state_file, defaults), store).reset()
     finally:
         store.close()
     _print_json(
@@ -132,7 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_once(runtime: Any, mode: Mode) -> int:
-    from collector.scheduler import summary_dict
+    from collector.harvest import summary_as_dict
 
     async def main() -> Any:
         interrupt = asyncio.Event()
@@ -142,7 +142,7 @@ def _run_once(runtime: Any, mode: Mode) -> int:
         return await runtime.scheduler.run_once(mode, interrupt=interrupt)
 
     summary = asyncio.run(main())
-    _print_json(summary_dict(summary))
+    _print_json(summary_as_dict(summary))
     return EXIT_OK
 
 

@@ -6,11 +6,11 @@ import ipaddress
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import quote, quote_plus, urlparse
 
 
 class Mode(str, Enum):
@@ -93,9 +93,34 @@ def is_loopback_host(host: str | None) -> bool:
         return False
 
 
-_SECRET_FIELDS = frozenset(
-    {"client_secret", "supabase_key", "dashboard_password", "api_token"}
-)
+MODES: tuple[str, ...] = tuple(m.value for m in Mode)
+
+# The secret settings (field -> environment variable): their values never reach a log line, the
+# page, an exception message or the repr of Settings.
+SECRET_SETTINGS: dict[str, str] = {
+    "client_secret": "LEGIFRANCE_CLIENT_SECRET",
+    "supabase_key": "SUPABASE_SERVICE_ROLE_KEY",
+    "dashboard_password": "DASHBOARD_PASSWORD",
+    "api_token": "COLLECTOR_API_TOKEN",
+}
+MASK = "***"
+
+
+class SecretMask:
+    """Replaces every given secret value, and its URL-encoded forms, with "***"."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        variants = {v for s in secrets if s for v in (s, quote(s, safe=""), quote_plus(s))}
+        ordered = sorted(variants, key=len, reverse=True)  # longest first: no partial leftovers
+        self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+
+    def __call__(self, text: str) -> str:
+        return self._pattern.sub(MASK, text) if self._pattern else text
+
+
+def mask(text: str, secrets: Iterable[str]) -> str:
+    """`text` with every secret value (and its URL-encoded forms) replaced by "***"."""
+    return SecretMask(secrets)(text)
 
 
 def _secret() -> str | None:
@@ -169,8 +194,13 @@ class Settings:
 
     def secrets(self) -> tuple[str, ...]:
         """The secret values set, for log and error masking."""
-        values = (getattr(self, name) for name in _SECRET_FIELDS)
+        values = (getattr(self, name) for name in SECRET_SETTINGS)
         return tuple(v for v in values if v)
+
+    @property
+    def controls_locked(self) -> bool:
+        """On Render without DASHBOARD_PASSWORD the page is public: its controls are disabled."""
+        return self.on_render and not self.dashboard_password
 
     def codes_for(self, mode: Mode) -> tuple[str, ...]:
         return self.massive_codes if mode is Mode.MASSIVE else self.maintenance_codes
@@ -267,7 +297,7 @@ class Settings:
             enable_scheduler=flag("ENABLE_SCHEDULER", False),
             default_mode=mode,
             client_id=get("LEGIFRANCE_CLIENT_ID"),
-            client_secret=get("LEGIFRANCE_CLIENT_SECRET"),
+            client_secret=get(SECRET_SETTINGS["client_secret"]),
             oauth_url=url("LEGIFRANCE_OAUTH_URL") or PRODUCTION_OAUTH_URL,
             api_base_url=(url("LEGIFRANCE_API_BASE_URL") or PRODUCTION_API_BASE_URL).rstrip("/"),
             max_requests_per_second=int(number("LEGIFRANCE_MAX_REQUESTS_PER_SECOND", 15, int, 1)),
@@ -280,7 +310,7 @@ class Settings:
             max_body_bytes=int(number("LEGIFRANCE_MAX_BODY_BYTES", 4 << 20, int, 1024)),
             max_toc_bytes=int(number("LEGIFRANCE_MAX_TOC_BYTES", 64 << 20, int, 1024)),
             supabase_url=url("SUPABASE_URL"),
-            supabase_key=get("SUPABASE_SERVICE_ROLE_KEY"),
+            supabase_key=get(SECRET_SETTINGS["supabase_key"]),
             db_path=Path(get("COLLECTOR_DB") or "data/collector.sqlite3"),
             maintenance_codes=codes("MAINTENANCE_CODES", MAINTENANCE_CODES),
             massive_codes=codes("MASSIVE_CODES", MASSIVE_CODES),
@@ -288,8 +318,8 @@ class Settings:
             massive_interval_minutes=float(number("MASSIVE_INTERVAL_MINUTES", 10.0, float, 0)),
             min_article_chars=int(number("MIN_ARTICLE_CHARS", 100, int, 0)),
             lease_ttl_seconds=float(number("COLLECTOR_LEASE_TTL_SECONDS", 30.0, float, 1)),
-            dashboard_password=secret("DASHBOARD_PASSWORD"),
-            api_token=secret("COLLECTOR_API_TOKEN"),
+            dashboard_password=secret(SECRET_SETTINGS["dashboard_password"]),
+            api_token=secret(SECRET_SETTINGS["api_token"]),
             log_level=(get("LOG_LEVEL") or "INFO").upper(),
             log_format=log_format.lower() if log_format else None,
             allow_insecure_http=insecure_ok,

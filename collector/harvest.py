@@ -34,14 +34,17 @@ and its mark is not saved, so the next pass walks it again.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import structlog
 
+from collector.clock import as_utc, utcnow
 from collector.config import Mode, parse_mode
+from collector.jsonable import jsonable
 from collector.legifrance import (
     LegifranceAuthError,
     LegifranceClient,
@@ -50,6 +53,7 @@ from collector.legifrance import (
 )
 from collector.models import Article, CodeMark, CodeProgress, CodeToc, PassSummary, Rejected, TocEntry
 from collector.parse import ArticleError, TocError, article_from_api
+from collector.retry import backoff_delay, retry_async
 from collector.status import StatusBoard
 from collector.store.base import Store, StoreError, StoreFatal
 
@@ -63,10 +67,6 @@ RETIRE_GUARD_FRACTION = 0.5
 RETIRE_GUARD_MIN_ROWS = 20
 
 
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 @dataclass(frozen=True, slots=True)
 class HarvestOptions:
     min_chars: int = 100
@@ -78,11 +78,10 @@ class HarvestOptions:
     # take many seconds to fill, and a process killed more often than that would never progress.
     commit_every_s: float = 2.0
     max_in_flight: int = 8  # concurrent getArticle requests (the budget caps them too)
-    today: date | None = None  # TOC date; None = today (UTC)
     commit_attempts: int = 4  # tries of a commit failing with a transient StoreError
     commit_backoff_s: float = 0.5  # pause before the 2nd try, doubled for each next one
     mark_max_age: timedelta = timedelta(hours=24)  # MAINTENANCE re-walks a code at least this often
-    clock: Callable[[], datetime] = field(default=_utcnow)  # aware UTC datetimes
+    clock: Callable[[], datetime] = field(default=utcnow)  # aware UTC datetimes
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "batch_chars", "max_in_flight", "commit_attempts"):
@@ -119,11 +118,7 @@ _STOP = object()  # put in the result queue when the interrupt fires
 
 def summary_as_dict(summary: PassSummary) -> dict[str, Any]:
     """PassSummary as a JSON-ready dict (datetimes as ISO strings)."""
-    data = asdict(summary)
-    for key, value in data.items():
-        if isinstance(value, datetime):
-            data[key] = value.isoformat()
-    return data
+    return jsonable(asdict(summary))  # type: ignore[no-any-return]
 
 
 async def _shielded(awaitable: Awaitable[T]) -> T:
@@ -152,10 +147,6 @@ def _day(value: Any) -> str | None:
     return value[:10] if isinstance(value, str) and len(value) >= 10 else None
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
-
-
 class _Pass:
     """State of one run_pass call."""
 
@@ -177,7 +168,7 @@ class _Pass:
         self.opt = options
         self.interrupt = interrupt
         self.summary = PassSummary(mode=str(self.mode), codes=len(self.codes), started_at=options.clock())
-        self.today = options.today or self.summary.started_at.date()  # type: ignore[union-attr]
+        self.today = self.summary.started_at.date()  # type: ignore[union-attr]  # the TOC's date (UTC)
         self.run_id: int | None = None
         self.listing: dict[str, dict[str, Any]] | None = None
         self.marks: dict[str, CodeMark] = {}
@@ -250,7 +241,7 @@ class _Pass:
         """lastUpdate has not moved since the last complete walk, which is recent enough."""
         if mark is None or mark.walked_at is None or last_update is None:
             return False
-        if self.opt.clock() - _aware(mark.walked_at) >= self.opt.mark_max_age:
+        if self.opt.clock() - as_utc(mark.walked_at) >= self.opt.mark_max_age:
             return False
         if mark.last_update is not None:
             return mark.last_update == last_update
@@ -532,20 +523,20 @@ class _Pass:
         progress = self._progress_dict(code_id)
         progress["stored"] += len(articles)
         progress["skipped"] += len(rejected)
-        for attempt in range(1, self.opt.commit_attempts + 1):
-            try:
-                totals = await asyncio.to_thread(self._commit_sync, articles, rejected, progress)
-                break
-            except StoreFatal:
-                raise
-            except StoreError as exc:
-                if attempt == self.opt.commit_attempts:
-                    log.error("commit failed for good", code_id=code_id, attempts=attempt, error=str(exc))
-                    raise
-                delay = self.opt.commit_backoff_s * 2 ** (attempt - 1)
-                log.warning("commit failed, retrying", code_id=code_id, attempt=attempt,
-                            delay=delay, error=str(exc))
-                await asyncio.sleep(delay)
+
+        def retrying(failure: int, exc: BaseException, delay: float) -> None:
+            log.warning("commit failed, retrying", code_id=code_id, attempt=failure, delay=delay, error=str(exc))
+
+        try:
+            totals = await retry_async(
+                lambda: asyncio.to_thread(self._commit_sync, articles, rejected, progress),
+                attempts=self.opt.commit_attempts, retry_on=(StoreError,), give_up=(StoreFatal,),
+                delay=lambda n: backoff_delay(n, self.opt.commit_backoff_s, math.inf), on_retry=retrying)
+        except StoreFatal:
+            raise
+        except StoreError as exc:
+            log.error("commit failed for good", code_id=code_id, attempts=self.opt.commit_attempts, error=str(exc))
+            raise
         self.summary.stored += len(articles)
         self.summary.skipped += len(rejected)
         budget = self._budget()
@@ -563,12 +554,8 @@ class _Pass:
         log.debug("batch committed", code_id=code_id, stored=len(articles), rejected=len(rejected))
 
     def _budget(self) -> dict[str, Any] | None:
-        budget = getattr(self.client, "budget", None)
-        snapshot = getattr(budget, "snapshot", None)
-        if snapshot is None:
-            return None
         try:
-            return asdict(snapshot())
+            return asdict(self.client.budget.snapshot())
         except Exception as exc:  # noqa: BLE001 - the status is best effort
             log.debug("budget snapshot unavailable", error=str(exc))
             return None
@@ -577,16 +564,12 @@ class _Pass:
 def _request_counts(client: LegifranceClient) -> tuple[int, int, int, int]:
     """(HTTP attempts to the API, tableMatieres calls, getArticle calls, token requests) from
     the client's stats. Attempts and token requests each took a budget slot."""
-    stats = getattr(client, "stats", None)
-    if stats is None:
-        return 0, 0, 0, 0
-    requests = getattr(stats, "requests", {}) or {}
-    tokens = int(getattr(stats, "token_requests", 0) or 0)
+    stats = client.stats
     return (
-        int(getattr(stats, "attempts", 0) or 0),
-        int(requests.get("table_matieres", 0)),
-        int(requests.get("get_article", 0)),
-        tokens,
+        stats.attempts,
+        stats.requests["table_matieres"],
+        stats.requests["get_article"],
+        stats.token_requests,
     )
 
 

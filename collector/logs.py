@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import re
 import sys
 import threading
 from collections.abc import Iterable, Mapping
@@ -27,12 +26,11 @@ from datetime import date, datetime
 from enum import Enum
 from os import PathLike
 from typing import IO, Any
-from urllib.parse import quote, quote_plus
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from collector.config import Settings
+from collector.config import MASK, SecretMask, Settings
 
 __all__ = [
     "BUFFER_CAPACITY",
@@ -45,7 +43,6 @@ __all__ = [
 ]
 
 BUFFER_CAPACITY = 1000
-MASK = "***"
 LEVELS: dict[str, int] = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -83,12 +80,7 @@ class SecretMasker:
     with "***", masks the value of any secret-looking key, and makes every value JSON-safe."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        variants = {v for s in secrets if s for v in (s, quote(s, safe=""), quote_plus(s))}
-        ordered = sorted(variants, key=len, reverse=True)  # longest first: no partial leftovers
-        self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
-
-    def mask_text(self, text: str) -> str:
-        return self._pattern.sub(MASK, text) if self._pattern else text
+        self.mask_text = SecretMask(secrets)
 
     def __call__(self, _: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
         return {str(k): self._field(str(k), v) for k, v in event_dict.items()}

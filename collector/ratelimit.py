@@ -8,11 +8,10 @@ Every HTTP request to the API takes a slot: `async with budget.slot() as ticket:
   answer comes back (a busy event loop, a new connection, the server's own queue), each request
   also counts until 1 s (+ margin) after its answer, in-flight ones as "now" — or, when the
   caller reports the moment it finished writing the request (`ticket.sent()`, from the HTTP
-  trace of a real connection), until 1 s (+ margin) after that moment. Measured on loopback
-  (bench/harvest.py, docs/PERFORMANCE.md): the late arrivals came between the slot and the
-  write (tens of ms on a loaded machine); once written, the emulator registered a request
-  within ~1 ms (p99, spread starts), while counting until the answer cost the whole latency
-  on every request (20/s paced at 17/s with 150 ms answers);
+  trace of a real connection), until 1 s (+ margin) after that moment: a request is late
+  between its slot and its write (tens of ms on a loaded machine), a written one reaches the
+  server within about a millisecond, and counting until the answer would cost the whole
+  latency on every request (figures in docs/PERFORMANCE.md);
 * per hour / per day: fixed UTC windows keyed "h:YYYY-MM-DDTHH" / "d:YYYY-MM-DD" so they can
   be persisted in a ledger (the Store) and shared across restarts and processes;
 * in flight: at most `max_in_flight` slots are held at once;
@@ -155,10 +154,6 @@ class RequestBudget:
         """Write the unflushed requests to the ledger and re-read the shared counts."""
         if self._ledger is not None:
             await asyncio.to_thread(self._sync_blocking)
-
-    def flush_blocking(self) -> None:
-        """`flush()` for threads without an event loop (process shutdown)."""
-        self._sync_blocking()
 
     def _sync_blocking(self) -> None:
         """Write pending counts, then read the current windows back (runs in a worker thread)."""

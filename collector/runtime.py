@@ -12,20 +12,21 @@ import dataclasses
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import httpx
 import structlog
 
 from collector import config
-from collector.config import Mode, Settings
+from collector.clock import utcnow
+from collector.config import Mode, SecretMask, Settings
+from collector.jsonable import jsonable
 from collector.legifrance import LegifranceClient
 from collector.logs import LogBuffer, configure_logging
 from collector.ratelimit import RequestBudget, window_keys
-from collector.scheduler import CollectorScheduler
-from collector.state import LoadResult, SchedulerState, StateFile, StateKeeper, defaults_from_settings
-from collector.status import StatusBoard, StatusSnapshot, utcnow
+from collector.scheduler import CollectorScheduler, SchedulerOptions
+from collector.state import DesiredState, LoadResult, StateFile, defaults_from_settings
+from collector.status import StatusBoard, StatusSnapshot
 from collector.store import open_store
 from collector.store.base import Store
 
@@ -42,7 +43,7 @@ class Runtime:
     status: StatusBoard
     logs: LogBuffer
     demo: Any = None  # the in-process emulator's DemoServer (demo source only)
-    keeper: StateKeeper | None = None  # the state file + store mirror (its last_load: boot)
+    desired: DesiredState | None = None  # the desired state (its last_load: where the boot found it)
     _closed: bool = field(default=False, init=False, repr=False)
 
     def close(self, timeout: float = 10.0) -> None:
@@ -77,14 +78,14 @@ def build_runtime(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     resume: bool = True,
-    scheduler_options: Mapping[str, Any] | None = None,
+    scheduler_options: SchedulerOptions | None = None,
     store: Store | None = None,
 ) -> Runtime:
     """Wire the runtime. `settings` default to the environment (ConfigError names the bad
     variable); `store` replaces the one the settings name (the runtime closes it);
     `transport` replaces the network (or the in-process emulator in demo mode);
     `resume` starts the collector when the saved state says running; `scheduler_options`
-    are extra CollectorScheduler keyword arguments (tests: lease timings, run_pass, ...)."""
+    replace the timings derived from the settings (tests: shorter leases)."""
     settings = with_demo_codes(settings or Settings.from_env())
     logs = configure_logging(settings)
     store = store if store is not None else open_store(settings)
@@ -106,16 +107,15 @@ def build_runtime(
             ledger=store,
         )
         status = StatusBoard()
-        keeper = StateKeeper(StateFile(settings.state_file, defaults_from_settings(settings)), store)
-        lease = {"lease_ttl": settings.lease_ttl_seconds, "lease_renew_every": settings.lease_ttl_seconds / 3}
+        desired = DesiredState(StateFile(settings.state_file, defaults_from_settings(settings)), store)
         scheduler = CollectorScheduler(
             settings,
-            state=keeper,
+            state=desired,
             store=store,
             status=status,
             client_factory=client_factory,
             budget=budget,
-            **{**lease, **dict(scheduler_options or {})},
+            options=scheduler_options or SchedulerOptions.from_settings(settings),
         )
         log.info(
             "runtime ready",
@@ -128,7 +128,7 @@ def build_runtime(
         )
         if settings.is_demo:
             log.warning("source=DEMO: synthetic articles from the offline emulator, not real law")
-        runtime = Runtime(settings, store, scheduler, status, logs, demo, keeper)
+        runtime = Runtime(settings, store, scheduler, status, logs, demo, desired)
         if resume:
             scheduler.resume()
         return runtime
@@ -137,23 +137,17 @@ def build_runtime(
         raise
 
 
-def _iso(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else value
-
-
 def status_payload(
     source: Runtime | Settings,
     store: Store | None = None,
     snapshot: StatusSnapshot | None = None,
-    *,
-    state: SchedulerState | None = None,
 ) -> dict[str, Any]:
     """The status JSON (no secrets): `status_payload(runtime)` for a live process, or
     `status_payload(settings, store)` from the saved state and the store alone (CLI)."""
     payload: dict[str, Any] = {}
     if isinstance(source, Runtime):
         settings, store, snapshot = source.settings, source.store, source.scheduler.status()
-        booted = source.keeper.last_load if source.keeper is not None else None
+        booted = source.desired.last_load if source.desired is not None else None
         if booted is not None:  # where the state in effect came from when the process started
             payload.update(_state_origin(booted))
     else:
@@ -163,17 +157,15 @@ def status_payload(
     if snapshot is not None:
         running, mode = snapshot.running, snapshot.mode
     else:
-        if state is None:
-            state_file = StateFile(settings.state_file, defaults_from_settings(settings))
-            loaded = StateKeeper(state_file, store).load()
-            state = loaded.state
-            payload.update(_state_origin(loaded))
-            # Nothing is saved here; say whether a change (a button, a route, `run`) could be.
-            problem = state_file.save_problem()
-            payload["state_saved"] = problem is None
-            if problem is not None:
-                payload["state_error"] = f"state cannot be saved to {settings.state_file}: {problem}"
-        running, mode = state.running, str(state.mode)
+        state_file = StateFile(settings.state_file, defaults_from_settings(settings))
+        loaded = DesiredState(state_file, store).load(write_back=False)
+        payload.update(_state_origin(loaded))
+        # Nothing is saved here; say whether a change (a button, a route, `run`) could be.
+        problem = state_file.save_problem()
+        payload["state_saved"] = problem is None
+        if problem is not None:
+            payload["state_error"] = f"state cannot be saved to {settings.state_file}: {problem}"
+        running, mode = loaded.state.running, str(loaded.state.mode)
     payload = {
         "running": running,
         "mode": mode,
@@ -191,13 +183,13 @@ def status_payload(
             alive=snapshot.alive,
             current_code=snapshot.current_code,
             last_error=snapshot.last_error,
-            last_error_at=_iso(snapshot.last_error_at),
-            last_run_at=_iso(snapshot.last_run_at),
-            next_run_at=_iso(snapshot.next_run_at),
+            last_error_at=jsonable(snapshot.last_error_at),
+            last_run_at=jsonable(snapshot.last_run_at),
+            next_run_at=jsonable(snapshot.next_run_at),
             state_saved=snapshot.state_saved,
             state_error=snapshot.state_error,
         )
-    return _masked(payload, settings.secrets())
+    return _masked(payload, SecretMask(settings.secrets()))
 
 
 PUBLIC_STATUS_FIELDS = (
@@ -242,31 +234,19 @@ def _counters(settings: Settings, store: Store, snapshot: StatusSnapshot | None)
         else:
             out["articles_stored"], out["articles_rejected"] = store.count_articles(), store.count_rejected()
         runs = store.last_runs(1)
-        out["last_run"] = _jsonable(runs[0]) if runs else None
+        out["last_run"] = jsonable(runs[0]) if runs else None
     except Exception as exc:  # noqa: BLE001 - the status must answer even when the store does not
         out["store_error"] = f"{type(exc).__name__}: {exc}"[:300]
         log.warning("status counters unavailable", error=out["store_error"])
     return out
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return _iso(value) if isinstance(value, datetime) else str(value)
-
-
-def _masked(value: Any, secrets: tuple[str, ...]) -> Any:
+def _masked(value: Any, mask: SecretMask) -> Any:
     """Belt and braces: no secret value survives anywhere in the payload."""
     if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, "***")
-        return value
+        return mask(value)
     if isinstance(value, dict):
-        return {k: _masked(v, secrets) for k, v in value.items()}
+        return {k: _masked(v, mask) for k, v in value.items()}
     if isinstance(value, list):
-        return [_masked(v, secrets) for v in value]
+        return [_masked(v, mask) for v in value]
     return value

@@ -9,16 +9,15 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
+from collector.clock import utcnow
+from collector.jsonable import jsonable
 from collector.models import CodeProgress
+from collector.ratelimit import BudgetSnapshot
 
-PHASES = ("idle", "harvesting", "waiting", "waiting for budget", "standby", "stopping", "error")
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+THROUGHPUT_BUCKET_SECONDS = 15.0
 
 
 @dataclass(slots=True)
@@ -49,17 +48,7 @@ class StatusSnapshot:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (datetimes as ISO strings)."""
-
-        def conv(value: Any) -> Any:
-            if isinstance(value, datetime):
-                return value.isoformat()
-            if isinstance(value, dict):
-                return {k: conv(v) for k, v in value.items()}
-            if isinstance(value, (list, tuple)):
-                return [conv(v) for v in value]
-            return value
-
-        return conv(asdict(self))
+        return jsonable(asdict(self))
 
 
 class StatusBoard:
@@ -70,6 +59,7 @@ class StatusBoard:
         self._s = StatusSnapshot()
         self._clock = clock
         self._samples: deque[tuple[float, int]] = deque(maxlen=180)
+        self._before_stop: tuple[str, str | None] | None = None  # the phase a pending stop covers
 
     @contextmanager
     def update(self) -> Iterator[StatusSnapshot]:
@@ -92,6 +82,50 @@ class StatusBoard:
             self._s.last_error = message
             self._s.last_error_at = utcnow()
 
+    def set(self, **fields: Any) -> None:
+        """Set some fields at once: `board.set(phase="waiting", next_run_at=...)`."""
+        with self._lock:
+            for name, value in fields.items():
+                setattr(self._s, name, value)
+
+    def show_stopping(self, stopping: bool) -> None:
+        """Phase "stopping" while a stop is pending; a start before the collector got there puts
+        the previous phase back."""
+        with self._lock:
+            s = self._s
+            if stopping and self._before_stop is None:
+                self._before_stop = (s.phase, s.detail)
+                s.phase, s.detail = "stopping", "stopping: committing what was fetched"
+            elif not stopping and self._before_stop is not None:
+                if s.phase == "stopping":
+                    s.phase, s.detail = self._before_stop
+                self._before_stop = None
+
+    def show_idle(self) -> None:
+        """The collector loop ended: phase "idle", nothing current or planned."""
+        self.set(phase="idle", detail=None, current_code=None, next_run_at=None)
+        with self._lock:
+            self._before_stop = None
+
+    def show_budget(self, snap: BudgetSnapshot) -> None:
+        """Publish the request budget. A pass waiting for the hour or day window shows
+        "waiting for budget" (and "harvesting" again once it is available)."""
+        with self._lock:
+            s = self._s
+            s.budget = asdict(snap)
+            long_wait = snap.waiting_for in ("hour", "day")
+            if s.phase == "harvesting" and long_wait and snap.waiting_until is not None:
+                s.phase = "waiting for budget"
+                s.detail = f"waiting for the {snap.waiting_for} budget until {snap.waiting_until:%H:%M:%S} UTC"
+            elif s.phase == "waiting for budget" and not long_wait:
+                s.phase, s.detail = "harvesting", "budget available again"
+
+    def show_totals(self, stored: int, rejected: int) -> None:
+        """The store's row counts, also sampled for the throughput chart."""
+        with self._lock:
+            self._s.stored_total, self._s.rejected_total = stored, rejected
+        self.sample_throughput()
+
     def sample_throughput(self) -> None:
         """Record (now, stored_total) so the page can chart articles per minute."""
         with self._lock:
@@ -102,3 +136,22 @@ class StatusBoard:
             snap = copy.deepcopy(self._s)
             snap.throughput = list(self._samples)
         return snap
+
+
+def throughput_rows(
+    samples: list[tuple[float, int]], bucket: float = THROUGHPUT_BUCKET_SECONDS
+) -> list[dict[str, Any]]:
+    """Articles per minute over consecutive `bucket`-second windows (the last sample of each
+    window counts), so bursts of close samples and batch commits do not spike the chart."""
+    last: dict[int, tuple[float, int]] = {}
+    for t, n in samples:
+        last[int(t // bucket)] = (t, n)
+    points = [last[k] for k in sorted(last)]
+    return [
+        {
+            "time": datetime.fromtimestamp(t1, UTC),
+            "articles/min": max(0.0, (n1 - n0) * 60 / (t1 - t0)),
+        }
+        for (t0, n0), (t1, n1) in zip(points, points[1:], strict=False)
+        if t1 > t0
+    ]

@@ -15,7 +15,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -27,9 +27,10 @@ from collector.config import InvalidMode, Mode, Settings
 from collector.legifrance import LegifranceAuthError
 from collector.models import PassSummary
 from collector.ratelimit import RequestBudget
-from collector.scheduler import THREAD_NAME, CollectorScheduler, LeaseHeld
-from collector.state import StateFile, StateKeeper, defaults_from_settings
-from collector.status import StatusBoard, utcnow
+from collector.scheduler import THREAD_NAME, CollectorScheduler, LeaseHeld, SchedulerOptions
+from collector.state import DesiredState, StateFile, defaults_from_settings
+from collector.clock import utcnow
+from collector.status import StatusBoard
 from collector.store.base import StoreError, StoreFatal
 from collector.store.sqlite import SqliteStore
 
@@ -106,13 +107,14 @@ class Rig:
     settings: Settings
     store: SqliteStore
     status: StatusBoard
-    keeper: StateKeeper
+    keeper: DesiredState
     passes: FakePasses
     budget: RequestBudget
     made: list[CollectorScheduler] = field(default_factory=list)
 
     def scheduler(self, **options: Any) -> CollectorScheduler:
         run_pass = options.pop("run_pass", self.passes)
+        timings = {f.name: options.pop(f.name) for f in fields(SchedulerOptions) if f.name in options}
         sched = CollectorScheduler(
             self.settings,
             state=options.pop("state", self.keeper),
@@ -121,6 +123,7 @@ class Rig:
             client_factory=options.pop("client_factory", lambda budget: NullClient()),
             budget=self.budget,
             run_pass=run_pass,
+            options=SchedulerOptions(**timings),
             **options,
         )
         self.made.append(sched)
@@ -147,7 +150,7 @@ def make_settings(tmp_path: Path, **changes: Any) -> Settings:
 def rig(tmp_path: Path) -> Iterator[Rig]:
     settings = make_settings(tmp_path)
     store = SqliteStore(settings.db_path)
-    keeper = StateKeeper(StateFile(settings.state_file, defaults_from_settings(settings)), store)
+    keeper = DesiredState(StateFile(settings.state_file, defaults_from_settings(settings)), store)
     budget = RequestBudget(15, 24_000, 280_000, 4, ledger=store)
     r = Rig(settings, store, StatusBoard(), keeper, FakePasses(), budget)
     yield r
@@ -296,7 +299,7 @@ def test_state_save_failure_shows_in_status_and_the_action_still_happens(tmp_pat
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the state folder should be")
     settings = replace(rig.settings, state_file=blocker / "state.json")
-    keeper = StateKeeper(StateFile(settings.state_file, defaults_from_settings(settings)), rig.store)
+    keeper = DesiredState(StateFile(settings.state_file, defaults_from_settings(settings)), rig.store)
     sched = rig.scheduler(state=keeper)
     sched.start()
     snap = sched.status()
@@ -334,7 +337,7 @@ def test_resume_with_no_saved_state_uses_the_env_defaults(tmp_path: Path, rig: R
     assert rig.saved() is None  # resume writes nothing
 
     settings = replace(rig.settings, enable_scheduler=True, default_mode=Mode.MASSIVE)
-    keeper = StateKeeper(StateFile(settings.state_file, defaults_from_settings(settings)), None)
+    keeper = DesiredState(StateFile(settings.state_file, defaults_from_settings(settings)), None)
     auto = CollectorScheduler(settings, state=keeper, store=rig.store, status=StatusBoard(),
                               client_factory=lambda b: NullClient(), budget=rig.budget, run_pass=rig.passes)
     rig.made.append(auto)
@@ -355,7 +358,7 @@ def test_reset_clears_the_state_and_applies_the_defaults(tmp_path: Path, rig: Ri
     assert rig.keeper.load().source == "defaults"
 
     settings = replace(rig.settings, enable_scheduler=True)
-    keeper = StateKeeper(StateFile(settings.state_file, defaults_from_settings(settings)), rig.store)
+    keeper = DesiredState(StateFile(settings.state_file, defaults_from_settings(settings)), rig.store)
     auto = rig.scheduler(state=keeper)
     auto.settings = settings
     auto.set_mode(Mode.MASSIVE)
@@ -439,8 +442,10 @@ def test_two_schedulers_on_one_sqlite_file(tmp_path: Path, rig: Rig) -> None:
     other_store = SqliteStore(rig.settings.db_path)  # a second "process" on the same file
     try:
         other_passes = FakePasses()
+        other_state = DesiredState(StateFile(tmp_path / "b" / "state.json", defaults_from_settings(rig.settings)),
+                                   other_store)
         a = rig.scheduler(owner="host-a:1:t", lease_ttl=2.0, lease_renew_every=0.3)
-        b = rig.scheduler(owner="host-b:2:t", store=other_store, status=StatusBoard(),
+        b = rig.scheduler(owner="host-b:2:t", state=other_state, store=other_store, status=StatusBoard(),
                           run_pass=other_passes, lease_ttl=2.0, lease_renew_every=0.3)
         a.start()
         assert wait_until(lambda: len(rig.passes.calls) == 1)
@@ -450,8 +455,9 @@ def test_two_schedulers_on_one_sqlite_file(tmp_path: Path, rig: Rig) -> None:
         time.sleep(1.0)  # a keeps renewing: b stays in standby
         assert other_passes.calls == [] and b.status().phase == "standby"
 
-        a.stop()  # releases the lease: b takes over within one renewal period
-        assert a.join(3)
+        # a's process exits (a STOP would stop b too: the desired state is shared through the
+        # store): the lease is released and b takes over within one renewal period.
+        assert a.shutdown(3)
         assert wait_until(lambda: len(other_passes.calls) == 1, timeout=3)
 
         # The lease is stolen under b's feet: the renewal sees it and b goes to standby.
@@ -477,7 +483,7 @@ class Instance:
 
     scheduler: CollectorScheduler
     store: SqliteStore
-    keeper: StateKeeper
+    keeper: DesiredState
     passes: FakePasses
     state_file: Path
 
@@ -497,7 +503,7 @@ def instances(tmp_path: Path, rig: Rig) -> Iterator[Callable[[str, int], Instanc
         store = SqliteStore(rig.settings.db_path)
         opened.append(store)
         state_file = tmp_path / host / "scheduler_state.json"
-        keeper = StateKeeper(StateFile(state_file, defaults_from_settings(rig.settings)), store, pid=pid, host=host)
+        keeper = DesiredState(StateFile(state_file, defaults_from_settings(rig.settings)), store, pid=pid, host=host)
         passes = FakePasses()
         sched = rig.scheduler(owner=f"{host}:{pid}:t", state=keeper, store=store, status=StatusBoard(),
                               run_pass=passes, **FAST_LEASE)
@@ -606,7 +612,7 @@ def test_an_unreadable_state_record_warns_once_a_minute_and_the_collector_goes_o
             return super().load_state()
 
     store = Flaky(rig.settings.db_path)
-    keeper = StateKeeper(StateFile(rig.settings.state_file, defaults_from_settings(rig.settings)), store)
+    keeper = DesiredState(StateFile(rig.settings.state_file, defaults_from_settings(rig.settings)), store)
     sched = rig.scheduler(state=keeper, store=store, lease_ttl=1.5, lease_renew_every=0.1)
     try:
         sched.start()
@@ -679,7 +685,7 @@ def live(tmp_path: Path) -> Iterator[Callable[..., Live]]:
         budget = RequestBudget(per_second, per_hour, 280_000, max_in_flight, ledger=store)
         sched = CollectorScheduler(
             settings,
-            state=StateKeeper(StateFile(settings.state_file, defaults_from_settings(settings)), store),
+            state=DesiredState(StateFile(settings.state_file, defaults_from_settings(settings)), store),
             store=store,
             status=StatusBoard(),
             client_factory=lambda b: LegifranceClient.from_settings(settings, b, transport=transport),
@@ -697,7 +703,7 @@ def live(tmp_path: Path) -> Iterator[Callable[..., Live]]:
 
 def test_live_pass_stores_articles_and_publishes_counters(live: Callable[..., Live]) -> None:
     rt = live()
-    rt.scheduler._counters_every = 0.2  # noqa: SLF001 - see the counters sooner than in production
+    rt.scheduler.options = replace(rt.scheduler.options, counters_every=0.2)  # sooner than in production
     rt.scheduler.start()
     assert wait_until(lambda: rt.scheduler.status().phase == "waiting", timeout=60)
     snap = rt.scheduler.status()
@@ -724,7 +730,7 @@ def test_live_stop_during_a_slow_request(live: Callable[..., Live]) -> None:
 
 def test_live_stop_during_a_budget_wait(live: Callable[..., Live]) -> None:
     rt = live(per_hour=5)  # spent after 5 requests: the pass waits for the next UTC hour
-    rt.scheduler._publish_every = 0.1  # noqa: SLF001
+    rt.scheduler.options = replace(rt.scheduler.options, publish_every=0.1)
     rt.scheduler.start()
     assert wait_until(lambda: rt.scheduler.status().phase == "waiting for budget", timeout=15)
     snap = rt.scheduler.status()

@@ -1,4 +1,4 @@
-"""SchedulerState, StateFile and StateKeeper against the real filesystem (and the real store).
+"""SchedulerState, StateFile and DesiredState against the real filesystem (and the real store).
 
 Permission cases need a process that permissions actually bind: as root, chmod 000 and
 read-only folders do not stop reads or writes, so those cases run in a child process under the
@@ -32,7 +32,7 @@ from collector.state import (
     LoadResult,
     SchedulerState,
     StateFile,
-    StateKeeper,
+    DesiredState,
     StateSaveError,
     defaults_from_settings,
 )
@@ -485,7 +485,7 @@ def test_concurrent_saves_never_show_a_reader_a_torn_file(path: Path) -> None:
     assert sorted(p.name for p in path.parent.iterdir()) == ["state.json"]  # nothing moved aside or left
 
 
-# ---- StateKeeper ------------------------------------------------------------------------------------
+# ---- DesiredState ------------------------------------------------------------------------------------
 
 
 class Clock:
@@ -518,8 +518,8 @@ def write_raw_state_row(store: SqliteStore, **columns: Any) -> None:
         conn.close()
 
 
-def keeper_for(path: Path, store: Any, clock: Clock | None = None, defaults: SchedulerState = DEFAULTS) -> StateKeeper:
-    return StateKeeper(StateFile(path, defaults), store, clock=clock or Clock(), pid=7, host="h")
+def keeper_for(path: Path, store: Any, clock: Clock | None = None, defaults: SchedulerState = DEFAULTS) -> DesiredState:
+    return DesiredState(StateFile(path, defaults), store, clock=clock or Clock(), pid=7, host="h")
 
 
 def test_save_stamps_and_mirrors_to_the_store(path: Path, store: SqliteStore) -> None:
@@ -528,7 +528,7 @@ def test_save_stamps_and_mirrors_to_the_store(path: Path, store: SqliteStore) ->
     assert saved == SchedulerState(True, Mode.MASSIVE, T0, 7, "h")
     assert StateFile(path, DEFAULTS).load().state == saved
     assert SchedulerState.from_json(store.load_state()) == saved
-    assert keeper.last_store_error is None
+    assert keeper.error is None
     assert keeper.load() == LoadResult(saved, "file")
 
 
@@ -608,12 +608,12 @@ def test_store_failure_on_save_keeps_the_file_and_is_reported(path: Path, store:
     with capture_logs() as logs:
         saved = keeper.save(True, Mode.MASSIVE)
     assert StateFile(path, DEFAULTS).load().state == saved
-    assert keeper.last_store_error == f"store copy not updated: StoreError: {store.label} is closed"
+    assert keeper.error == f"store copy not updated: StoreError: {store.label} is closed"
     assert warnings_of(logs, "state_store_save_failed")
     keeper.store = reopened = SqliteStore(store.path)
     try:
         again = keeper.save(False, Mode.MASSIVE)
-        assert keeper.last_store_error is None
+        assert keeper.error is None
         assert SchedulerState.from_json(reopened.load_state()) == again
     finally:
         reopened.close()
@@ -640,7 +640,7 @@ def test_both_failing_says_so(path: Path, store: SqliteStore) -> None:
 def test_clear_returns_to_the_defaults_of_the_next_boot(path: Path, store: SqliteStore) -> None:
     keeper = keeper_for(path, store)
     keeper.save(True, Mode.MASSIVE)
-    keeper.clear()
+    keeper.reset()
     assert not path.exists()
     assert keeper.load() == LoadResult(DEFAULTS, "defaults")
     # Defaults are read at the next boot, not frozen at reset time.
@@ -651,7 +651,7 @@ def test_clear_returns_to_the_defaults_of_the_next_boot(path: Path, store: Sqlit
 
 
 def test_concurrent_keeper_saves_leave_file_and_store_in_agreement(path: Path, store: SqliteStore) -> None:
-    keeper = StateKeeper(StateFile(path, DEFAULTS), store)
+    keeper = DesiredState(StateFile(path, DEFAULTS), store)
     barrier = threading.Barrier(6)
 
     def save(n: int) -> None:
@@ -667,3 +667,66 @@ def test_concurrent_keeper_saves_leave_file_and_store_in_agreement(path: Path, s
     from_file = StateFile(path, DEFAULTS).load()
     assert from_file.source == "file"
     assert SchedulerState.from_json(store.load_state()) == from_file.state
+
+
+def test_boot_writes_a_newer_file_back_to_the_store(path: Path, store: SqliteStore) -> None:
+    """A state only the file knew reaches the store (it survives the next redeploy)."""
+    only_in_file = SchedulerState(True, Mode.MASSIVE, T0, 3, "old-host")
+    StateFile(path, DEFAULTS).save(only_in_file)
+    assert keeper_for(path, store).load(write_back=False).source == "file" and store.load_state() is None
+    assert keeper_for(path, store).load().source == "file"
+    assert SchedulerState.from_json(store.load_state()) == only_in_file
+
+    newer_file = SchedulerState(False, Mode.MAINTENANCE, T0 + timedelta(minutes=1), 3, "old-host")
+    StateFile(path, DEFAULTS).save(newer_file)
+    assert keeper_for(path, store).load() == LoadResult(newer_file, "file")
+    assert SchedulerState.from_json(store.load_state()) == newer_file
+
+    newer_row = SchedulerState(True, Mode.MASSIVE, T0 + timedelta(minutes=2), 4, "other")
+    store.save_state(newer_row.to_json())
+    assert keeper_for(path, store).load() == LoadResult(newer_row, "store")
+    assert StateFile(path, DEFAULTS).load().state == newer_file  # taken at the next change
+
+
+def test_refresh_applies_another_instances_row_and_never_echoes_its_own(tmp_path: Path, store: SqliteStore) -> None:
+    mine = keeper_for(tmp_path / "a.json", store)
+    other = DesiredState(StateFile(tmp_path / "b.json", DEFAULTS), store, clock=Clock(T0 + timedelta(seconds=1)),
+                         pid=8, host="other")
+    mine.load()
+    mine.save(True, Mode.MAINTENANCE)
+    assert mine.refresh() is None  # its own row: nothing to apply
+    with capture_logs() as logs:
+        pressed = other.save(True, Mode.MASSIVE)  # START is followed too (running already true here)
+        assert mine.refresh() == pressed and mine.mode is Mode.MASSIVE
+        assert StateFile(tmp_path / "a.json", DEFAULTS).load().state == pressed  # the file, as written there
+        assert SchedulerState.from_json(store.load_state()) == pressed  # the store is not written back
+        assert mine.refresh() is None  # applied once
+    [change] = [e for e in logs if e["event"] == "desired state changed by another instance"]
+    assert (change["host"], change["pid"], change["mode"], change["was_mode"]) == ("other", 8, "MASSIVE", "MAINTENANCE")
+
+    other.reset()  # a Reset pressed there: this instance takes ITS defaults and removes its file
+    assert mine.refresh() is not None and (mine.running, mine.mode) == (DEFAULTS.running, DEFAULTS.mode)
+    assert not (tmp_path / "a.json").exists()
+    assert keeper_for(tmp_path / "a.json", store).load() == LoadResult(DEFAULTS, "defaults")
+
+
+def test_refresh_from_a_stopped_instance_sees_a_start_pressed_elsewhere(tmp_path: Path, store: SqliteStore) -> None:
+    mine = keeper_for(tmp_path / "a.json", store)
+    mine.load()
+    assert not mine.running
+    later = DesiredState(StateFile(tmp_path / "b.json", DEFAULTS), store, clock=Clock(T0 + timedelta(hours=1)))
+    later.save(True)
+    new = mine.refresh()
+    assert new is not None and new.running and mine.running
+
+
+def test_a_save_after_a_change_from_an_instance_whose_clock_is_ahead_still_wins(
+    tmp_path: Path, store: SqliteStore
+) -> None:
+    ahead = DesiredState(StateFile(tmp_path / "b.json", DEFAULTS), store, clock=Clock(T0 + timedelta(hours=1)))
+    mine = keeper_for(tmp_path / "a.json", store)  # its clock says T0
+    mine.load()
+    pressed = ahead.save(True, Mode.MASSIVE)
+    assert mine.refresh() == pressed
+    mine.save(False)  # pressed here after it: stamped after what this instance took in
+    assert ahead.refresh() is not None and not ahead.running

@@ -1,13 +1,10 @@
 """In-process transport: httpx talks to the emulator app without a socket, the body streaming.
 
-Why not httpx.ASGITransport: it awaits the whole app and joins every body chunk before it
-returns the Response (httpx 0.28.1, `ASGIResponseStream`), so an in-process table of contents
-(~26 MB at 100,000 articles) sat in memory whole. Streaming there is a long-open request
-(encode/httpx#2186): the pull requests adding it (#998, #2434, #3331) were closed unmerged and
-#3059 was still open when checked. We found no maintained package that offers one for httpx:
-fastmcp ships a StreamingASGITransport (fastmcp.utilities.asgi_transport), but for the httpx2
-fork, inside an anyio task group the caller must hold open, and with an MCP framework as the
-dependency. Hence this small one (asyncio only, as the collector).
+httpx.ASGITransport awaits the whole app and joins every body chunk before it returns the
+Response (httpx 0.28.1, `ASGIResponseStream`), which would hold an in-process table of contents
+(~26 MB at 100,000 articles) in memory whole; httpx offers no streaming one (encode/httpx#2186),
+and fastmcp's StreamingASGITransport targets the httpx2 fork inside an anyio task group. This
+one is small and asyncio only, as the collector.
 
 Each request runs the app on its own task. `handle_async_request` returns once the response
 has started and its first body message is in (a small JSON answer is then complete); the rest

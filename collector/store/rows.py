@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime
 from enum import Enum
 from typing import Any
 
+from collector.clock import utcnow  # noqa: F401 - the backends import it from here
 from collector.config import parse_mode
 from collector.models import Article, CodeMark, Rejected
 
@@ -30,11 +31,6 @@ ARTICLE_COLUMNS: tuple[str, ...] = (
 REJECTED_COLUMNS: tuple[str, ...] = ("id", "code_id", "reason", "length", "rejected_at")
 MARK_COLUMNS: tuple[str, ...] = ("code_id", "title", "modif_date", "last_update", "walked_at")
 STATE_FIELDS: tuple[str, ...] = ("running", "mode", "updated_at", "pid", "host")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
 
 def iso_ts(value: datetime | None) -> str | None:
     """A timestamp as ISO 8601 in UTC with microseconds (naive values are taken as UTC)."""

@@ -141,8 +141,9 @@ _UPSERT_MARK = _upsert_sql("collector_code_marks", MARK_COLUMNS, "code_id")
 
 # retire_absent: the in-force ids/cids go into two temp tables of the write connection (keys
 # only, emptied in the same transaction); `IN (SELECT ... FROM temp.x)` then reads their primary
-# key, so a code's rows are scanned once (code_id index). JSON arrays with json_each did the same
-# but kept ~9 MB of parse trees and ephemeral indexes for a 30,000-article code.
+# key, so a code's rows are scanned once (code_id index) and the transient memory stays at the
+# keys themselves (json_each arrays would hold parse trees and ephemeral indexes, ~9 MB for a
+# 30,000-article code).
 _RETIRE_TABLES = (
     "CREATE TEMP TABLE IF NOT EXISTS retire_ids (id TEXT PRIMARY KEY) WITHOUT ROWID",
     "CREATE TEMP TABLE IF NOT EXISTS retire_cids (cid TEXT PRIMARY KEY) WITHOUT ROWID",
@@ -280,7 +281,7 @@ class SqliteStore:
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
             # Rows are written once and read back through indexes: a small page cache per pooled
-            # connection is enough, and the default 2 MB each grew the process with the corpus.
+            # connection is enough (the default 2 MB each would grow the process with the corpus).
             conn.execute("PRAGMA cache_size = -512")
         except BaseException:
             conn.close()
@@ -577,11 +578,6 @@ class SqliteStore:
             )
 
     # ---- lifecycle ---------------------------------------------------------------------------
-    def check(self) -> None:
-        """Raise StoreError/StoreFatal if the database cannot be read (used by health checks)."""
-        with self._read() as conn:
-            conn.execute("SELECT 1 FROM collector_state LIMIT 1").fetchall()
-
     def close(self) -> None:
         with self._open_lock:
             self._closed = True

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -30,6 +29,7 @@ from postgrest.exceptions import APIError
 from supabase import Client, ClientOptions, SupabaseException, create_client
 
 from collector.models import Article, CodeMark, Rejected
+from collector.retry import backoff_delay, retry_call
 from collector.store.base import Lease, StoreError, StoreFatal
 from collector.store.rows import (
     iso_ts,
@@ -59,7 +59,11 @@ _TOO_LARGE_CODES = {"413", "57014", "54000"}
 
 def default_backoff(attempt: int) -> float:
     """Seconds to wait after failed attempt number `attempt` (1, 2, ...): 0.5, 1, 2, 4 ... <= 30, jittered."""
-    return min(30.0, 0.5 * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+    return backoff_delay(attempt, 0.5, 30.0, lambda: random.uniform(0.5, 1.0))
+
+
+class _Transient(Exception):
+    """A PostgREST error worth retrying (its description, key masked)."""
 
 
 class _TooLarge(Exception):
@@ -159,43 +163,50 @@ class SupabaseStore:
 
     def _call(self, what: str, request: Callable[[], T], *, splittable: bool = False) -> T:
         """Run one PostgREST request with retries; map failures to StoreError/StoreFatal."""
-        attempt = 0
-        while True:
-            attempt += 1
+        tries = 0
+
+        def attempt() -> T:
+            nonlocal tries
+            tries += 1
             self._status.value = None
             try:
                 return request()
             except APIError as exc:
-                code = str(exc.code or "")
-                message = str(exc.message or "")
-                status = getattr(self._status, "value", None)
-                if status in (401, 403) or _is_auth_error(code, message):
-                    raise StoreFatal(
-                        f"Supabase refused the key while {what} ({code or f'HTTP {status}'}): "
-                        "check that SUPABASE_SERVICE_ROLE_KEY is this project's service_role "
-                        "(or secret) key, not the anon/publishable one"
-                    ) from None
-                if code in _SCHEMA_CODES:
-                    raise StoreFatal(
-                        f"Supabase is missing a collector table, column or function while {what} "
-                        f"({self._describe(exc)}): run {MIGRATION} in the Supabase SQL editor"
-                    ) from None
-                if splittable and code in _TOO_LARGE_CODES:
-                    raise _TooLarge(code) from None
-                transient = (
-                    _is_transient_code(code) or code in _TOO_LARGE_CODES or str(status) in _TRANSIENT_STATUS
-                )
-                if not transient or attempt >= self._max_attempts:
-                    raise StoreError(
-                        f"Supabase error while {what} after {attempt} attempt(s): {self._describe(exc)}"
-                    ) from None
-            except httpx.TransportError as exc:  # timeouts, connection refused/reset, protocol errors
-                if attempt >= self._max_attempts:
-                    raise StoreError(
-                        f"Supabase unreachable while {what} after {attempt} attempt(s): "
-                        f"{type(exc).__name__}: {self._mask(str(exc))[:200]}"
-                    ) from None
-            time.sleep(self._backoff(attempt))
+                raise self._failure(what, exc, splittable, tries) from None
+
+        try:
+            return retry_call(attempt, attempts=self._max_attempts, retry_on=(_Transient, httpx.TransportError),
+                              delay=self._backoff)
+        except _Transient as exc:
+            raise StoreError(f"Supabase error while {what} after {tries} attempt(s): {exc}") from None
+        except httpx.TransportError as exc:  # timeouts, connection refused/reset, protocol errors
+            raise StoreError(
+                f"Supabase unreachable while {what} after {tries} attempt(s): "
+                f"{type(exc).__name__}: {self._mask(str(exc))[:200]}"
+            ) from None
+
+    def _failure(self, what: str, exc: APIError, splittable: bool, tries: int) -> Exception:
+        """What a PostgREST error means: StoreFatal (key, schema), _TooLarge (halve the batch),
+        _Transient (retry) or StoreError."""
+        code = str(exc.code or "")
+        message = str(exc.message or "")
+        status = getattr(self._status, "value", None)
+        if status in (401, 403) or _is_auth_error(code, message):
+            return StoreFatal(
+                f"Supabase refused the key while {what} ({code or f'HTTP {status}'}): "
+                "check that SUPABASE_SERVICE_ROLE_KEY is this project's service_role "
+                "(or secret) key, not the anon/publishable one"
+            )
+        if code in _SCHEMA_CODES:
+            return StoreFatal(
+                f"Supabase is missing a collector table, column or function while {what} "
+                f"({self._describe(exc)}): run {MIGRATION} in the Supabase SQL editor"
+            )
+        if splittable and code in _TOO_LARGE_CODES:
+            return _TooLarge(code)
+        if _is_transient_code(code) or code in _TOO_LARGE_CODES or str(status) in _TRANSIENT_STATUS:
+            return _Transient(self._describe(exc))
+        return StoreError(f"Supabase error while {what} after {tries} attempt(s): {self._describe(exc)}")
 
     # ---- generic writes and reads ------------------------------------------------------------
     def _batches(self, rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
@@ -450,13 +461,6 @@ class SupabaseStore:
         )
 
     # ---- lifecycle ---------------------------------------------------------------------------
-    def check(self) -> None:
-        """One cheap read: StoreFatal at once for a bad key or a missing migration."""
-        self._call(
-            "checking the collector tables",
-            lambda: self._client.table("collector_state").select("id").limit(1).execute(),
-        )
-
     def _close_http(self) -> None:
         if self._owned_http is not None:
             self._owned_http.close()

@@ -2,7 +2,7 @@
 (real SQLite store, real harvest against the in-process emulator) while a reader parses the state
 file continuously and a sampler counts the collector threads by name.
 
-The state keeper is the real StateKeeper; a subclass only notes each save (saves happen under
+The desired state is the real DesiredState; a subclass only notes each save (saves happen under
 the scheduler's lock, so the notes are in the order the calls took effect).
 """
 
@@ -21,8 +21,8 @@ from collector.config import InvalidMode, Mode, Settings
 from collector.demo import DEMO_MAINTENANCE_CODES, DEMO_MASSIVE_CODES, DemoConfig, demo_transport
 from collector.legifrance import LegifranceClient
 from collector.ratelimit import RequestBudget
-from collector.scheduler import THREAD_NAME, CollectorScheduler
-from collector.state import SchedulerState, StateFile, StateKeeper, defaults_from_settings
+from collector.scheduler import THREAD_NAME, CollectorScheduler, SchedulerOptions
+from collector.state import DesiredState, SchedulerState, StateFile, defaults_from_settings
 from collector.status import StatusBoard
 from collector.store.sqlite import SqliteStore
 from tests.reliability.conftest import Report, check_store
@@ -34,14 +34,14 @@ CALLS_PER_THREAD = 50
 _current = threading.local()  # the call a control thread is making
 
 
-class NotingKeeper(StateKeeper):
-    """The real StateKeeper; each save is also noted with the call that made it."""
+class NotingKeeper(DesiredState):
+    """The real DesiredState; each save is also noted with the call that made it."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.notes: list[tuple[str, bool, str]] = []
 
-    def save(self, running: bool, mode: Mode) -> SchedulerState:
+    def save(self, running: bool | None = None, mode: Mode | str | None = None) -> SchedulerState:
         state = super().save(running, mode)
         self.notes.append((getattr(_current, "call", "?"), state.running, state.mode.value))
         return state
@@ -59,7 +59,7 @@ def test_concurrent_start_stop_mode_calls(tmp_path: Path, seed: int, report: Rep
     scheduler = CollectorScheduler(
         settings, state=keeper, store=store, status=StatusBoard(), budget=budget,
         client_factory=lambda b: LegifranceClient.from_settings(settings, b, transport=transport),
-        lease_ttl=3.0, lease_renew_every=1.0,
+        options=SchedulerOptions(lease_ttl=3.0, lease_renew_every=1.0),
     )
     done = threading.Event()
     watch = {"reads": 0, "unparsable": [], "max_threads": 0, "samples": 0}
