@@ -473,8 +473,8 @@ def main() -> None:
         )
     _open_dialog(settings, locked)
     _live_panel(locked)
-    _changes_panel()
     _logs_panel()
+    _changes_panel()
 
 
 if __name__ == "__main__":
