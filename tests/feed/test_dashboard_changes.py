@@ -29,7 +29,7 @@ def test_what_changed_shows_passes_counts_diff_and_links_as_plain_text(env: Path
     texts = [t.value for t in at.text]
     assert "Pass 2: 1 modified" in texts and "Pass 1: 2 added" in texts
     frames = [df.value for df in at.dataframe]
-    modified = next(f for f in frames if list(f["kind"]) == ["modified"])
+    modified = next(f for f in frames if "kind" in f.columns and list(f["kind"]) == ["modified"])
     assert modified["id"][0] == new.id and modified["previous_id"][0] == old.id
     assert modified["legifrance"][0] == f"https://www.legifrance.gouv.fr/codes/article_lc/{new.id}"
     (diff,) = at.code
