@@ -61,10 +61,20 @@ def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
         yield items[start : start + _CHUNK]
 
 
-def _select_in(conn: sqlite3.Connection, sql: str, column: str, keys: Sequence[str]) -> Iterator[sqlite3.Row]:
-    """Run `sql` (with `{marks}` after `column IN`) over `keys` in chunks."""
+def select_in(conn: sqlite3.Connection, sql: str, keys: Sequence[str]) -> Iterator[sqlite3.Row]:
+    """Run `sql`, whose `IN ({marks})` takes the keys, over `keys` in chunks."""
     for chunk in _chunks(keys):
         yield from conn.execute(sql.format(marks=", ".join("?" for _ in chunk)), tuple(chunk))
+
+
+def _stamp(at: str | None) -> str:
+    return at or iso_ts(utcnow()) or ""
+
+
+def _cids_in_force(conn: sqlite3.Connection, cids: Sequence[str]) -> set[str]:
+    """Those of `cids` with a stored row in force."""
+    sql = "SELECT DISTINCT cid FROM legifrance_articles WHERE cid IN ({marks}) AND etat LIKE 'VIGUEUR%'"
+    return {row[0] for row in select_in(conn, sql, list(dict.fromkeys(cids)))}
 
 
 def _event(kind: str, row: Mapping[str, Any], run_id: str | None, at: str, *,
@@ -90,14 +100,13 @@ def upsert_articles_logged(
     events written, by kind."""
     if not rows:
         return no_change_counts()
-    stamp = at or iso_ts(utcnow())
-    assert stamp is not None
+    stamp = _stamp(at)
     ids = [r["id"] for r in rows]
     # id -> (etat, content_sha256) of the stored rows of this batch
     stored = {
         row[0]: (row[1], row[2])
-        for row in _select_in(
-            conn, "SELECT id, etat, content_sha256 FROM legifrance_articles WHERE id IN ({marks})", "id", ids
+        for row in select_in(
+            conn, "SELECT id, etat, content_sha256 FROM legifrance_articles WHERE id IN ({marks})", ids
         )
     }
     entering = list(dict.fromkeys(
@@ -105,10 +114,9 @@ def upsert_articles_logged(
     ))
     # cid -> {id: date_debut} of its rows in force, for the cids of rows entering force
     live: dict[str, dict[str, str]] = {}
-    for row in _select_in(
+    for row in select_in(
         conn,
         "SELECT id, cid, date_debut FROM legifrance_articles WHERE cid IN ({marks}) AND etat LIKE 'VIGUEUR%'",
-        "cid",
         entering,
     ):
         live.setdefault(row[1], {})[row[0]] = row[2] or ""
@@ -167,16 +175,7 @@ def _retire_events(
             events.append(_event("modified", successor, tag, stamp, previous_id=row["id"]))
         elif successor is None:
             unpaired.append(row)
-    superseded_cids = list({r["cid"] for r in unpaired if r["etat"] == "MODIFIE"})
-    still_live = {
-        row[0]
-        for row in _select_in(
-            conn,
-            "SELECT DISTINCT cid FROM legifrance_articles WHERE cid IN ({marks}) AND etat LIKE 'VIGUEUR%'",
-            "cid",
-            superseded_cids,
-        )
-    }
+    still_live = _cids_in_force(conn, [r["cid"] for r in unpaired if r["etat"] == "MODIFIE"])
     events += [_event("repealed", r, tag, stamp) for r in unpaired
                if not (r["etat"] == "MODIFIE" and r["cid"] in still_live)]
     events += [_event("added", r, tag, stamp) for r in restored_by_cid.values() if r["id"] not in paired]
@@ -226,7 +225,7 @@ def retire_absent_logged(
     retired = [dict(row) for row in conn.execute(_RETIRE, {"code": code_id})]
     conn.execute("DELETE FROM temp.retire_ids")
     conn.execute("DELETE FROM temp.retire_cids")
-    events = _retire_events(conn, retired, restored, tag, at or iso_ts(utcnow()) or "")
+    events = _retire_events(conn, retired, restored, tag, _stamp(at))
     etats = [row["etat"] for row in retired]
     return Retired(etats.count("MODIFIE"), etats.count("ABROGE"), events)
 
@@ -244,18 +243,9 @@ def retire_versions_logged(
         ).fetchone()
         if row is not None:
             retired.append(dict(row))
-    still_live = {
-        row[0]
-        for row in _select_in(
-            conn,
-            "SELECT DISTINCT cid FROM legifrance_articles WHERE cid IN ({marks}) AND etat LIKE 'VIGUEUR%'",
-            "cid",
-            list({r["cid"] for r in retired}),
-        )
-    }
-    stamp = at or iso_ts(utcnow()) or ""
+    still_live = _cids_in_force(conn, [r["cid"] for r in retired])
     events = _write_events(
-        conn, [_event("repealed", r, tag, stamp) for r in retired if r["cid"] not in still_live]
+        conn, [_event("repealed", r, tag, _stamp(at)) for r in retired if r["cid"] not in still_live]
     )
     etats = [r["etat"] for r in retired]
     return Retired(etats.count("MODIFIE"), len(etats) - etats.count("MODIFIE"), events)
