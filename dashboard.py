@@ -439,7 +439,7 @@ def _changes_panel() -> None:
         key="change_diff",
     )
     change = diffable[seq]
-    texts = texts_of(store, change)
+    texts = texts_of(store, change, changes)
     if texts is None:
         st.caption("The previous text is not stored.")
         return

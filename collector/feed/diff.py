@@ -79,18 +79,30 @@ def recent_changes(store: Store, limit: int = 200) -> list[dict[str, Any]]:
     return store.read_changes(since, limit, previous_text=True)
 
 
-def texts_of(store: Store, change: dict[str, Any]) -> tuple[str, str] | None:
+def texts_of(
+    store: Store, change: dict[str, Any], changes: Sequence[dict[str, Any]] = ()
+) -> tuple[str, str] | None:
     """(old text, new text) of a `modified` or `corrected` event, None when it has no old text
-    (another kind, or rows no longer stored)."""
+    (another kind, or rows no longer stored). A text is the stored one unless a later
+    `corrected` event among `changes` (read with previous_text) replaced it: then the text it
+    replaced, i.e. the text as it was right after this event."""
     if change["kind"] == "corrected":
-        current = store.get_articles([change["id"]]).get(change["id"])
-        if current is None or change.get("previous_text") is None:
-            return None
-        return str(change["previous_text"]), str(current["text"])
-    if change["kind"] == "modified" and change.get("previous_id"):
-        rows = store.get_articles([change["previous_id"], change["id"]])
-        old, new = rows.get(change["previous_id"]), rows.get(change["id"])
-        if old is None or new is None:
-            return None
-        return str(old["text"]), str(new["text"])
-    return None
+        old_text = change.get("previous_text")
+        new_text = _text_after(store, change["id"], change["seq"], changes)
+    elif change["kind"] == "modified" and change.get("previous_id"):
+        old_text = _text_after(store, change["previous_id"], change["seq"], changes)
+        new_text = _text_after(store, change["id"], change["seq"], changes)
+    else:
+        return None
+    if old_text is None or new_text is None:
+        return None
+    return str(old_text), str(new_text)
+
+
+def _text_after(store: Store, article_id: str, seq: int, changes: Sequence[dict[str, Any]]) -> str | None:
+    later = next((c for c in changes if c["seq"] > seq and c["kind"] == "corrected" and c["id"] == article_id
+                  and c.get("previous_text") is not None), None)
+    if later is not None:
+        return str(later["previous_text"])
+    row = store.get_articles([article_id]).get(article_id)
+    return str(row["text"]) if row is not None else None

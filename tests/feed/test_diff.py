@@ -43,5 +43,11 @@ def test_groups_counts_and_texts_from_the_store(tmp_path: Path) -> None:
         assert texts_of(store, modified) == (v1.text, v2.text)
         assert texts_of(store, corrected) == (other.text, edited.text)
         assert texts_of(store, groups[2].changes[0]) is None  # added: nothing to compare
+        again = replace(edited, text=edited.text + " Encore.", content_sha256="e" * 64)
+        store.commit_batch([again], tag="LEGI_20250715-213000")
+        everything = recent_changes(store)
+        first, second = [c for c in everything if c["kind"] == "corrected"]
+        assert texts_of(store, first, everything) == (other.text, edited.text)  # as right after it
+        assert texts_of(store, second, everything) == (edited.text, again.text)
     finally:
         store.close()

@@ -17,19 +17,10 @@ from collector.models import Rejected
 from collector.store import SqliteStore
 from collector.store.rows import article_row, rejected_row
 from collector.store.supabase import SupabaseStore
-from tests.conftest import require
 from tests.store.fake_postgrest import FakePostgrest
 from tests.store.helpers import T0
 from tests.store.test_changes import CODE, OTHER, version
-from tests.store.test_postgres import (
-    apply_migrations,
-    conninfo,
-    create_db,
-    drop_db,
-    postgrest_rpc,
-    replay,
-    server_available,
-)
+from tests.store.test_postgres import conninfo, database, db, postgrest_rpc, replay  # noqa: F401 - fixtures
 
 psycopg = pytest.importorskip("psycopg")
 from psycopg import errors  # noqa: E402
@@ -38,26 +29,6 @@ pytestmark = pytest.mark.postgres
 
 URL = "https://proj.supabase.co"
 EVENT = "kind, code_id, cid, id, previous_id, num, etat, content_sha256, run_id"
-
-
-@pytest.fixture(scope="module")
-def database() -> Iterator[str]:
-    require(server_available(), "no PostgreSQL server on 127.0.0.1:5432 (user postgres)")
-    name = create_db()
-    try:
-        with psycopg.connect(conninfo(name), autocommit=True) as conn:
-            apply_migrations(conn)
-        yield name
-    finally:
-        drop_db(name)
-
-
-@pytest.fixture
-def db(database: str) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(conninfo(database), autocommit=True) as conn:
-        conn.execute("TRUNCATE legifrance_articles, legifrance_rejected, collector_runs, legifrance_changes, "
-                     "legifrance_change_consumers RESTART IDENTITY")
-        yield conn
 
 
 @pytest.fixture
