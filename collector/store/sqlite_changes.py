@@ -109,15 +109,15 @@ def upsert_articles_logged(
             conn, "SELECT id, etat, content_sha256 FROM legifrance_articles WHERE id IN ({marks})", ids
         )
     }
-    entering = list(dict.fromkeys(
-        r["cid"] for r in rows if in_force(r["etat"]) and not in_force(stored.get(r["id"], (None,))[0])
+    moving = list(dict.fromkeys(  # cids of rows entering or leaving the in-force set
+        r["cid"] for r in rows if in_force(r["etat"]) != in_force(stored.get(r["id"], (None,))[0])
     ))
-    # cid -> {id: date_debut} of its rows in force, for the cids of rows entering force
+    # cid -> {id: date_debut} of its rows in force, for those cids
     live: dict[str, dict[str, str]] = {}
     for row in select_in(
         conn,
         "SELECT id, cid, date_debut FROM legifrance_articles WHERE cid IN ({marks}) AND etat LIKE 'VIGUEUR%'",
-        entering,
+        moving,
     ):
         live.setdefault(row[1], {})[row[0]] = row[2] or ""
     events: list[tuple[Any, ...]] = []
@@ -127,7 +127,10 @@ def upsert_articles_logged(
         before = stored.get(rid)
         stored[rid] = (r["etat"], r["content_sha256"])
         if not in_force(r["etat"]):
-            live.get(cid, {}).pop(rid, None)
+            still = live.get(cid, {})
+            still.pop(rid, None)
+            if before is not None and in_force(before[0]) and not still:  # leaves with no successor
+                events.append(_event("repealed", r, tag, stamp))
             continue
         retired.pop(rid, None)
         if before is not None and in_force(before[0]):

@@ -130,6 +130,15 @@ def test_rows_not_in_force_make_no_event(store: SqliteStore) -> None:
     assert log(store) == []
 
 
+def test_a_row_in_force_stored_again_out_of_force_is_repealed_unless_succeeded(store: SqliteStore) -> None:
+    v1, v2, lone = version(1, 1), version(1, 2), version(2, 1)
+    store.commit_batch([v1, lone])
+    # a dump's order: the successor first, then the old version as MODIFIE (covered by modified)
+    store.commit_batch([v2, replace(v1, etat="MODIFIE"), replace(lone, etat="ABROGE")])
+    assert log(store)[2:] == [("modified", v2.id, v1.id, "VIGUEUR"), ("repealed", lone.id, None, "ABROGE")]
+    assert etats(store) == {v1.id: "MODIFIE", v2.id: "VIGUEUR", lone.id: "ABROGE"}
+
+
 def test_a_failed_commit_leaves_neither_rows_nor_events(store: SqliteStore) -> None:
     bad = Rejected(id="LEGIARTI000000000099", code_id=CODE, reason=None, length=0, rejected_at=T0)  # type: ignore[arg-type]
     with pytest.raises(StoreError):
