@@ -23,9 +23,10 @@ with interrupted=True. A cancelled pass also commits what it fetched before re-r
 MAINTENANCE pays only for what changed: one /list/code call, then a code whose `lastUpdate`
 has not moved since its last complete walk (less than `mark_max_age` ago) is skipped without
 any request. Any other code has its TOC fetched and diffed against the store (no getArticle
-for known ids). After a complete, failure-free walk the code's stored rows that left today's
-TOC are retired (MODIFIE / ABROGE, never deleted: one VIGUEUR row per cid), then its mark
-is saved; a failed or interrupted walk retires nothing. A TOC that would retire most of the
+for known ids). A new version retires the one in force as it is stored (the store's commit,
+with its `modified` event). After a complete, failure-free walk the code's stored rows that
+left today's TOC are retired (MODIFIE / ABROGE, never deleted: one VIGUEUR row per cid), then
+its mark is saved; a failed or interrupted walk retires nothing. A TOC that would retire most of the
 code (none in force while rows are, or over RETIRE_GUARD_FRACTION of them and more than
 RETIRE_GUARD_MIN_ROWS) is taken for an API glitch: nothing is retired, the code is reported
 and its mark is not saved, so the next pass walks it again.
@@ -322,7 +323,7 @@ class _Pass:
             in_force = await asyncio.to_thread(self.store.count_in_force, code_id)
             if self._suspicious(code_id, len(ids), in_force):
                 return False
-            superseded, repealed = await asyncio.to_thread(self.store.retire_absent, code_id, ids, cids)
+            retired = await asyncio.to_thread(self.store.retire_absent, code_id, ids, cids, tag=self._tag())
         except StoreFatal:
             raise
         except StoreError as exc:
@@ -331,9 +332,12 @@ class _Pass:
             self.status.error(message)
             log.error("retire failed", code_id=code_id, error=str(exc))
             return False
+        superseded, repealed = retired
         self.summary.superseded += superseded
         self.summary.repealed += repealed
-        log.info("outdated rows retired", code_id=code_id, superseded=superseded, repealed=repealed)
+        self._count_events(retired.events)
+        log.info("outdated rows retired", code_id=code_id, superseded=superseded, repealed=repealed,
+                 events=retired.events)
         return True
 
     def _suspicious(self, code_id: str, listed: int, in_force: int) -> bool:
@@ -508,13 +512,22 @@ class _Pass:
 
     def _commit_sync(
         self, articles: list[Article], rejected: list[Rejected], progress: dict[str, Any]
-    ) -> tuple[int, int] | None:
-        self.store.commit_batch(articles, rejected, self.run_id, progress)
+    ) -> tuple[dict[str, int], tuple[int, int] | None]:
+        """The batch's events by kind, and the store's totals (None when unavailable)."""
+        events = self.store.commit_batch(articles, rejected, self.run_id, progress, tag=self._tag())
         try:
-            return self.store.count_articles(), self.store.count_rejected()
+            return events, (self.store.count_articles(), self.store.count_rejected())
         except StoreError as exc:  # the batch is in; the totals can wait for the next commit
             log.warning("store counters unavailable", error=str(exc))
-            return None
+            return events, None
+
+    def _tag(self) -> str | None:
+        """The change log's run_id for this pass's events."""
+        return str(self.run_id) if self.run_id is not None else None
+
+    def _count_events(self, events: dict[str, int]) -> None:
+        for kind, n in events.items():
+            self.summary.events[kind] = self.summary.events.get(kind, 0) + n
 
     async def _commit(self, code_id: str, articles: list[Article], rejected: list[Rejected]) -> None:
         """Commit one batch, retrying transient store errors with exponential backoff."""
@@ -528,7 +541,7 @@ class _Pass:
             log.warning("commit failed, retrying", code_id=code_id, attempt=failure, delay=delay, error=str(exc))
 
         try:
-            totals = await retry_async(
+            events, totals = await retry_async(
                 lambda: asyncio.to_thread(self._commit_sync, articles, rejected, progress),
                 attempts=self.opt.commit_attempts, retry_on=(StoreError,), give_up=(StoreFatal,),
                 delay=lambda n: backoff_delay(n, self.opt.commit_backoff_s, math.inf), on_retry=retrying)
@@ -539,6 +552,8 @@ class _Pass:
             raise
         self.summary.stored += len(articles)
         self.summary.skipped += len(rejected)
+        self.summary.superseded += events.get("modified", 0)  # each retired the version it replaced
+        self._count_events(events)
         budget = self._budget()
         with self.status.update() as s:
             s.pass_stored += len(articles)

@@ -53,7 +53,8 @@ LEVELS: dict[str, int] = {
 # Libraries whose INFO records carry request URLs (query strings may hold credentials).
 QUIET_LOGGERS = ("httpx", "httpcore", "hpack", "urllib3")
 _SENSITIVE_PARTS = ("token", "secret", "passw", "authorization", "apikey", "api_key", "cookie", "credential")
-_NOT_SENSITIVE = frozenset({"event", "level", "timestamp", "logger", "exception", "stack_info"})
+# Counts whose names contain a sensitive word but hold no secret.
+_NOT_SENSITIVE = frozenset({"event", "level", "timestamp", "logger", "exception", "stack_info", "token_requests"})
 _MAX_DEPTH = 8
 
 

@@ -368,10 +368,11 @@ class BatchRecordingStore(SqliteStore):
         super().__init__(path)
         self.batches: list[list[int]] = []
 
-    def commit_batch(self, articles: Sequence[Article], *args: Any, **kwargs: Any) -> None:
-        super().commit_batch(articles, *args, **kwargs)
+    def commit_batch(self, articles: Sequence[Article], *args: Any, **kwargs: Any) -> dict[str, int]:
+        events = super().commit_batch(articles, *args, **kwargs)
         if articles:
             self.batches.append([len(a.html) + len(a.text) for a in articles])
+        return events
 
 
 def test_a_batch_of_big_articles_is_committed_before_it_is_full(tmp_path: Path) -> None:
