@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -69,6 +71,32 @@ MASSIVE_CODES: tuple[str, ...] = MAINTENANCE_CODES + (
     "LEGITEXT000006072026",  # monétaire et financier
 )
 
+DEFAULT_EXPORT_PATH_TEMPLATE = "legifrance/{category}/{id}.json"
+EXPORT_PATH_FIELDS = ("category", "code_id", "cid", "id")
+_BUCKET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_QUEUE_STATUS = re.compile(r"[A-Za-z0-9_-]{1,40}")
+
+
+def check_path_template(template: str) -> str:
+    """The template of export file paths: only {category}, {code_id}, {cid} and {id}
+    (which it must contain: one file per article version), a relative path without
+    empty, '.' or '..' segments. ValueError says what is wrong."""
+    names: list[str] = []
+    for _, name, spec, conversion in string.Formatter().parse(template):  # ValueError on a lone brace
+        if name is None:
+            continue
+        if name not in EXPORT_PATH_FIELDS or spec or conversion:
+            allowed = ", ".join(f"{{{f}}}" for f in EXPORT_PATH_FIELDS)
+            raise ValueError(f"unknown placeholder {{{name}}} (or a format spec): use only {allowed}")
+        names.append(name)
+    if "id" not in names:
+        raise ValueError("the path must contain {id} (one file per article version)")
+    segments = template.split("/")
+    if any(s in ("", ".", "..") for s in segments):
+        raise ValueError("the path must be relative, without empty, '.' or '..' segments")
+    return template
+
+
 _SECRET_FIELDS = frozenset(
     {"client_secret", "supabase_key", "dashboard_password", "api_token"}
 )
@@ -107,6 +135,9 @@ class Settings:
     log_level: str = "INFO"
     log_format: str | None = None  # None = console on a TTY, json otherwise
     on_render: bool = False
+    export_bucket: str | None = None  # Storage bucket of the files_queue export; None = off
+    export_path_template: str = DEFAULT_EXPORT_PATH_TEMPLATE
+    export_retired_status: str = "retired"
 
     # ---- derived -------------------------------------------------------------------------
     @property
@@ -129,6 +160,11 @@ class Settings:
     @property
     def uses_supabase(self) -> bool:
         return bool(self.supabase_url and self.supabase_key)
+
+    @property
+    def export_consumer(self) -> str | None:
+        """The export's change-log cursor name ("export:<bucket>"), None when the export is off."""
+        return f"export:{self.export_bucket}" if self.export_bucket else None
 
     @property
     def store_label(self) -> str:
@@ -206,6 +242,31 @@ class Settings:
         if log_format is not None and log_format.lower() not in {"json", "console"}:
             raise ConfigError(f"LOG_FORMAT must be json or console, got {log_format[:20]!r}")
 
+        supabase_url, supabase_key = get("SUPABASE_URL"), get("SUPABASE_SERVICE_ROLE_KEY")
+        export_bucket = get("EXPORT_BUCKET")
+        if export_bucket is not None:
+            if not _BUCKET_NAME.fullmatch(export_bucket):
+                raise ConfigError(
+                    f"EXPORT_BUCKET must be a Storage bucket name (letters, digits, '.', '_', '-'), "
+                    f"got {export_bucket[:40]!r}"
+                )
+            if not (supabase_url and supabase_key):
+                raise ConfigError(
+                    "EXPORT_BUCKET needs the Supabase settings: set SUPABASE_URL and "
+                    "SUPABASE_SERVICE_ROLE_KEY (the bucket and files_queue live in that project)"
+                )
+        path_template = get("EXPORT_PATH_TEMPLATE") or DEFAULT_EXPORT_PATH_TEMPLATE
+        try:
+            check_path_template(path_template)
+        except ValueError as exc:
+            raise ConfigError(f"EXPORT_PATH_TEMPLATE {path_template[:80]!r}: {exc}") from None
+        retired_status = get("EXPORT_RETIRED_STATUS") or "retired"
+        if not _QUEUE_STATUS.fullmatch(retired_status) or retired_status == "pending":
+            raise ConfigError(
+                "EXPORT_RETIRED_STATUS must be 1-40 letters, digits, '_' or '-', and not 'pending', "
+                f"got {retired_status[:40]!r}"
+            )
+
         return cls(
             state_file=Path(get("SCHEDULER_STATE_FILE") or "/tmp/scheduler_state.json"),
             enable_scheduler=flag("ENABLE_SCHEDULER", False),
@@ -218,8 +279,8 @@ class Settings:
             max_requests_per_hour=int(number("LEGIFRANCE_MAX_REQUESTS_PER_HOUR", 24_000, int, 1)),
             max_daily_requests=int(number("MAX_DAILY_REQUESTS", 280_000, int, 1)),
             max_in_flight=int(number("LEGIFRANCE_MAX_IN_FLIGHT", 8, int, 1)),
-            supabase_url=get("SUPABASE_URL"),
-            supabase_key=get("SUPABASE_SERVICE_ROLE_KEY"),
+            supabase_url=supabase_url,
+            supabase_key=supabase_key,
             db_path=Path(get("COLLECTOR_DB") or "data/collector.sqlite3"),
             maintenance_codes=codes("MAINTENANCE_CODES", MAINTENANCE_CODES),
             massive_codes=codes("MASSIVE_CODES", MASSIVE_CODES),
@@ -232,4 +293,7 @@ class Settings:
             log_level=(get("LOG_LEVEL") or "INFO").upper(),
             log_format=log_format.lower() if log_format else None,
             on_render=bool(get("RENDER")),
+            export_bucket=export_bucket,
+            export_path_template=path_template,
+            export_retired_status=retired_status,
         )

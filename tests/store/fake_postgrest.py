@@ -113,6 +113,7 @@ class FakePostgrest:
         self.clock = clock
         self.schema = migration_tables()
         self.tables: dict[str, dict[Any, dict[str, Any]]] = {name: {} for name in self.schema}
+        self.keys = dict(KEYS)  # conflict key per table (subclasses serving more tables add theirs)
         self.requests: list[httpx.Request] = []
         self.faults: list[Fault] = []
         self._next_id = 1
@@ -255,7 +256,7 @@ class FakePostgrest:
             return bad
         if self.statement_max_rows is not None and len(payload) > self.statement_max_rows:
             return _error(500, "57014", "canceling statement due to statement timeout")
-        key = KEYS[table]
+        key = self.keys[table]
         merge = prefer.get("resolution") == "merge-duplicates"
         on_conflict = request.url.params.get("on_conflict")
         if merge and on_conflict not in (None, key):
@@ -304,7 +305,7 @@ class FakePostgrest:
         if isinstance(rows, httpx.Response):
             return rows
         for row in rows:
-            self.tables[table].pop(row[KEYS[table]], None)
+            self.tables[table].pop(row[self.keys[table]], None)
         return httpx.Response(204)
 
     # ---- functions (same semantics as the migration's) ------------------------------------
