@@ -7,7 +7,8 @@ error); every failure becomes an ExportError whose message never contains the ke
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import posixpath
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import httpx
@@ -92,21 +93,27 @@ class BucketQueue:
             names.update(item["name"] for item in page if item.get("id") is not None)  # id null: a folder
             offset += len(page)
 
-    def queued_paths(self) -> Iterator[tuple[str, str]]:
-        """(file_path, status) of this bucket's queue rows, keyset-paged on file_path."""
+    def queued_paths(self, folder: str) -> set[str]:
+        """The file paths this bucket's queue rows hold directly under `folder`, keyset-paged on
+        file_path (LIKE's `_` matches any character: the superset is filtered here)."""
+        paths: set[str] = set()
         last: str | None = None
         while True:
             def page(after: str | None = last) -> Any:
-                query = self._client.table(QUEUE_TABLE).select("file_path,status").eq("bucket_id", self.bucket)
+                query = (
+                    self._client.table(QUEUE_TABLE)
+                    .select("file_path")
+                    .eq("bucket_id", self.bucket)
+                    .like("file_path", f"{folder}/*")
+                )
                 if after is not None:
                     query = query.gt("file_path", after)
                 return query.order("file_path").limit(self._page_size).execute()
 
-            rows = self._call(f"reading {QUEUE_TABLE}", page).data
+            rows = self._call(f"reading {QUEUE_TABLE} under {folder}/", page).data
             if not rows:
-                return
-            for row in rows:
-                yield row["file_path"], row["status"]
+                return paths
+            paths.update(r["file_path"] for r in rows if posixpath.dirname(r["file_path"]) == folder)
             last = rows[-1]["file_path"]
 
     def close(self) -> None:

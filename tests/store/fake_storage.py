@@ -231,7 +231,7 @@ class FakeSupabaseServer:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-supabase", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-supabase", daemon=True)
 
     def __enter__(self) -> FakeSupabaseServer:
         self._thread.start()
