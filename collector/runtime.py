@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import structlog
@@ -27,6 +27,9 @@ from collector.status import StatusBoard, StatusSnapshot, utcnow
 from collector.store import open_store
 from collector.store.base import Store
 
+if TYPE_CHECKING:
+    from collector.feed.export import ExportWorker  # imported when used: supabase-py is slow to import
+
 log = structlog.get_logger("collector.runtime")
 
 
@@ -41,6 +44,7 @@ class Runtime:
     logs: LogBuffer
     demo: Any = None  # the in-process emulator's DemoServer (demo source only)
     keeper: StateKeeper | None = None  # the state file + store mirror (its last_load: boot)
+    export: ExportWorker | None = None  # the bucket + files_queue export (EXPORT_BUCKET set)
     _closed: bool = field(default=False, init=False, repr=False)
 
     def close(self, timeout: float = 10.0) -> None:
@@ -49,6 +53,8 @@ class Runtime:
             return
         self._closed = True
         try:
+            if self.export is not None:
+                self.export.close(timeout)
             self.scheduler.shutdown(timeout)
         finally:
             self.store.close()
@@ -124,13 +130,33 @@ def build_runtime(
         )
         if settings.is_demo:
             log.warning("source=DEMO: synthetic articles from the offline emulator, not real law")
-        runtime = Runtime(settings, store, scheduler, status, logs, demo, keeper)
+        export = _start_export(settings, store)
+        runtime = Runtime(settings, store, scheduler, status, logs, demo, keeper, export)
         if resume:
             scheduler.resume()
         return runtime
     except BaseException:
         store.close()
         raise
+
+
+def _start_export(settings: Settings, store: Store) -> ExportWorker | None:
+    """The export thread when EXPORT_BUCKET is set (config made sure Supabase is too)."""
+    if not (settings.export_bucket and settings.supabase_url and settings.supabase_key):
+        return None
+    from collector.feed.bucket import BucketQueue
+    from collector.feed.export import ExportWorker
+
+    bucket = BucketQueue.connect(settings.supabase_url, settings.supabase_key, settings.export_bucket)
+    export = ExportWorker(
+        store,
+        bucket,
+        path_template=settings.export_path_template,
+        retired_status=settings.export_retired_status,
+    )
+    export.start()
+    log.info("export started", bucket=settings.export_bucket, consumer=export.consumer)
+    return export
 
 
 def _iso(value: Any) -> Any:
@@ -193,6 +219,8 @@ def status_payload(
             state_saved=snapshot.state_saved,
             state_error=snapshot.state_error,
         )
+    if isinstance(source, Runtime) and source.export is not None:
+        payload["export"] = source.export.status()
     return _masked(payload, settings.secrets())
 
 

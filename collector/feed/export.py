@@ -120,6 +120,11 @@ class ExportWorker:
             return not self._thread.is_alive()
         return True
 
+    def close(self, timeout: float = 10.0) -> None:
+        """Shut down, then close the bucket's HTTP client."""
+        self.shutdown(timeout)
+        self._bucket.close()
+
     def status(self) -> dict[str, Any]:
         """A copy of the status (timestamps as ISO text): for the status payload's `export`."""
         with self._lock:

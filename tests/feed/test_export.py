@@ -20,6 +20,8 @@ from collector.feed.export import ExportWorker, export_backoff
 from collector.feed.export_file import article_json, category_slug, epoch_ms, file_path
 from collector.models import Article, CodeToc, TocEntry
 from collector.parse import article_from_api
+from collector.logs import reset_logging
+from collector.runtime import build_runtime, status_payload
 from collector.store import SqliteStore
 from tests.store.fake_postgrest import Fault
 from tests.store.fake_storage import FakeSupabaseServer
@@ -324,3 +326,32 @@ def test_shutdown_is_prompt_while_idle_and_wake_exports_at_once(
 def test_backoff_grows_is_capped_and_jittered() -> None:
     assert [export_backoff(n, rng=lambda: 1.0) for n in (1, 2, 3, 10, 50)] == [1.0, 2.0, 4.0, 300.0, 300.0]
     assert export_backoff(3, rng=lambda: 0.0) == 2.0
+
+
+# ---- the runtime ----------------------------------------------------------------------------------
+
+def test_the_runtime_runs_the_export_and_shows_its_status(tmp_path: Path, server: FakeSupabaseServer) -> None:
+    settings = Settings(state_file=tmp_path / "state.json", db_path=tmp_path / "unused.sqlite3",
+                        supabase_url=server.url, supabase_key=KEY, export_bucket=BUCKET)
+    rt = build_runtime(settings, resume=False)
+    try:
+        assert rt.export is not None
+        wait_for(lambda: rt.export.status()["phase"] != "idle" or rt.export.status()["last_error"])  # type: ignore[union-attr]
+        payload = status_payload(rt)
+        export = payload["export"]
+        assert export["bucket"] == BUCKET and export["consumer"] == f"export:{BUCKET}" and export["alive"]
+        assert KEY not in json.dumps(payload)
+    finally:
+        rt.close()
+        reset_logging()
+    assert not rt.export.status()["alive"]
+    assert not [t for t in threading.enumerate() if t.name == "collector-export"]
+
+
+def test_no_export_without_a_bucket(tmp_path: Path) -> None:
+    rt = build_runtime(Settings(state_file=tmp_path / "state.json", db_path=tmp_path / "c.sqlite3"), resume=False)
+    try:
+        assert rt.export is None and "export" not in status_payload(rt)
+    finally:
+        rt.close()
+        reset_logging()
