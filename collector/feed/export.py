@@ -5,6 +5,8 @@ For each event after its cursor (consumer `export:<bucket>`), in seq order:
   then upsert its queue row `{file_path, bucket_id, status: "pending"}` on file_path;
 - `repealed` (its id), and the version a `modified` retires (its previous_id): upsert that
   file's queue row with the retired status, so the workers drop its chunks.
+(What decides between the two is the version's stored etat when the event is exported: see
+_export_event.)
 The cursor moves past an event only once all of its writes succeeded. A failed call is retried
 in place with backoff and jitter (the status shows the error and the next retry), so an outage
 delays the export and loses nothing; a process killed mid-event redoes that event at its next
@@ -209,22 +211,37 @@ class ExportWorker:
         return len(events)
 
     def _export_event(self, event: Mapping[str, Any], rows: Mapping[str, Mapping[str, Any]]) -> None:
+        """Each version the event names ends in the state its stored row has NOW: in force ->
+        uploaded + `pending`, not in force -> `retired`. So a backlog exported late uploads no
+        version a later event retires, and two exporters interleaving cannot leave a retired
+        version `pending`. A retiring reference to a version back in force is left to the
+        later event that brought it back."""
         kind = event["kind"]
         if kind in LIVE_KINDS:
-            row = rows.get(event["id"])
-            if row is None:
-                self._skip(event, event["id"])
-            else:
+            row = self._row(event, event["id"], rows)
+            if row is not None and in_force(row):
                 self._publish(row)
+            elif row is not None:
+                self._retire(row)
         retired = event.get("previous_id") if kind == "modified" else event["id"] if kind == "repealed" else None
         if retired:
-            row = rows.get(retired)
-            if row is None:
-                self._skip(event, retired)
-            else:
-                path = file_path(self._template, row)
-                self._attempt(f"retiring {path}", lambda: self._bucket.queue(path, self._retired))
-                self._add("queue_writes")
+            row = self._row(event, retired, rows)
+            if row is not None and not in_force(row):
+                self._retire(row)
+
+    def _row(self, event: Mapping[str, Any], article_id: str, rows: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Any] | None:
+        """The stored row, or None (counted, logged): rows are never deleted, so a missing one
+        is a damaged store, and there is nothing to export for it."""
+        row = rows.get(article_id)
+        if row is None:
+            self._add("skipped")
+            log.warning("export: article row not found, skipped", seq=event["seq"], kind=event["kind"], id=article_id)
+        return row
+
+    def _retire(self, row: Mapping[str, Any]) -> None:
+        path = file_path(self._template, row)
+        self._attempt(f"retiring {path}", lambda: self._bucket.queue(path, self._retired))
+        self._add("queue_writes")
 
     def _publish(self, row: Mapping[str, Any]) -> None:
         path, data = file_path(self._template, row), article_bytes(row)
@@ -232,11 +249,6 @@ class ExportWorker:
         self._add("uploads")
         self._attempt(f"queueing {path}", lambda: self._bucket.queue(path, "pending"))
         self._add("queue_writes")
-
-    def _skip(self, event: Mapping[str, Any], article_id: str) -> None:
-        """Rows are never deleted, so this is a store that lost one: nothing to export for it."""
-        self._add("skipped")
-        log.warning("export: article row not found, event skipped", seq=event["seq"], kind=event["kind"], id=article_id)
 
     # ---- reconcile ---------------------------------------------------------------------------
     def reconcile(self) -> dict[str, int]:
@@ -262,6 +274,8 @@ class ExportWorker:
                 chunk = absent[start : start + ROW_BATCH]
                 rows = self._attempt("reading the articles to re-upload", lambda: self._store.get_articles(chunk))
                 for row in rows.values():
+                    if not in_force(row):
+                        continue  # no longer in force: its retiring event writes its queue row
                     real_folder, name = split_path(file_path(self._template, row))
                     if real_folder != folder and name in names_in(real_folder):
                         continue  # an older title's folder holds it (the code was renamed)
@@ -314,6 +328,11 @@ class ExportWorker:
             path = file_path(self._template, row)
             expected[split_path(path)[0]][article_id] = path
         return expected
+
+
+def in_force(row: Mapping[str, Any]) -> bool:
+    """The stored etat says in force (VIGUEUR, VIGUEUR_DIFF)."""
+    return str(row.get("etat") or "").startswith("VIGUEUR")
 
 
 def ids_of(events: Collection[Mapping[str, Any]]) -> set[str]:

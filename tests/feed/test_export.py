@@ -158,18 +158,21 @@ def test_every_event_is_exported_once_and_retired_versions_are_flagged(
 ) -> None:
     a1, b1, c1, other = version(1, 1), version(2, 1), version(3, 1), version(4, 1, title="Code civil", code_id=CIVIL)
     store.commit_batch([a1, b1, c1, other])
+    w = worker(store, bucket)
+    assert w.export_pending() == 4
+    assert server.storage.writes == {f"{BUCKET}/{path(a)}": 1 for a in (a1, b1, c1, other)}
+    assert server.postgrest.queue() == {path(a): "pending" for a in (a1, b1, c1, other)}
+
     a2 = version(1, 2)  # a new version of article 1: `modified`, a1 retired
     b1_fixed = replace(b1, text=b1.text + " (corrigé)", content_sha256="f" * 64)  # same id, new text: `corrected`
     store.commit_batch([a2, b1_fixed])
     store.retire_absent(CODE, [a2.id, b1.id], [a2.cid, b1.cid])  # article 3 left the TOC: `repealed`
     kinds = [e["kind"] for e in store.read_changes(limit=100)]
     assert kinds == ["added"] * 4 + ["modified", "corrected", "repealed"]
-
-    w = worker(store, bucket)
-    assert w.export_pending() == 7
+    assert w.export_pending() == 3
     assert w.export_pending() == 0
-    writes = server.storage.writes
-    assert writes == {f"{BUCKET}/{path(a)}": 1 for a in (a1, c1, other, a2)} | {f"{BUCKET}/{path(b1)}": 2}
+
+    assert server.storage.writes == {f"{BUCKET}/{path(a)}": 1 for a in (a1, c1, other, a2)} | {f"{BUCKET}/{path(b1)}": 2}
     assert server.postgrest.queue() == {
         path(a1): "retired", path(a2): "pending", path(b1): "pending", path(c1): "retired", path(other): "pending",
     }
@@ -179,12 +182,30 @@ def test_every_event_is_exported_once_and_retired_versions_are_flagged(
     uploaded = server.storage.json(BUCKET, path(b1))
     assert uploaded["texte"] == b1_fixed.text and uploaded["id"] == b1.id and uploaded["code_title"] == TITLE
     assert uploaded["dateFin"] == 32472144000000 and uploaded["dateDebut"] == epoch_ms(b1.date_debut)
-    stored_object = server.storage.objects[BUCKET][path(a2)]
-    assert stored_object.content_type == "application/json"
+    assert server.storage.objects[BUCKET][path(a2)].content_type == "application/json"
     assert all(r.headers["x-upsert"] == "true" for r in server.storage.uploads())
     status = w.status()
     assert (status["exported"], status["uploads"], status["queue_writes"], status["pending"]) == (7, 6, 8, 0)
     assert status["last_exported_seq"] == 7 and status["last_error"] is None
+
+
+def test_a_late_backlog_uploads_no_version_already_retired(
+    store: SqliteStore, bucket: BucketQueue, server: FakeSupabaseServer
+) -> None:
+    """The export was behind (Storage down for a while): a version added then replaced before it
+    is exported is never uploaded, only marked retired; a version repealed then back in force
+    is never marked retired (each of its two `added` events uploads it)."""
+    a1, b1 = version(1, 1), version(2, 1)
+    store.commit_batch([a1, b1])
+    store.commit_batch([version(1, 2)])  # a1 -> MODIFIE
+    store.retire_absent(CODE, [version(1, 2).id], [version(1, 2).cid])  # b1 repealed
+    store.retire_absent(CODE, [version(1, 2).id, b1.id], [version(1, 2).cid, b1.cid])  # b1 back
+    assert [e["kind"] for e in store.read_changes()] == ["added", "added", "modified", "repealed", "added"]
+    worker(store, bucket).export_pending()
+    assert server.storage.writes == {f"{BUCKET}/{path(version(1, 2))}": 1, f"{BUCKET}/{path(b1)}": 2}
+    assert server.postgrest.queue() == {path(a1): "retired", path(version(1, 2)): "pending", path(b1): "pending"}
+    statuses = [json.loads(r.content)["status"] for r in server.postgrest.writes("files_queue")]
+    assert statuses.count("pending") == 3 and statuses.count("retired") == 2  # a1, by `added` then `modified`
 
 
 def test_unchanged_passes_upload_and_queue_nothing(store: SqliteStore, bucket: BucketQueue, server: FakeSupabaseServer) -> None:
