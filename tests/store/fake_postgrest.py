@@ -81,6 +81,23 @@ class Fault:
         )
 
 
+def answer(
+    faults: list[Fault], request: httpx.Request, serve: Callable[[httpx.Request], httpx.Response]
+) -> httpx.Response:
+    """The first fault matching the request (consumed), else `serve(request)`."""
+    fault = next((f for f in faults if f.matches(request)), None)
+    if fault is None:
+        return serve(request)
+    faults.remove(fault)
+    if fault.after:
+        serve(request)
+    if fault.timeout:
+        raise httpx.ReadTimeout("timed out", request=request)
+    if isinstance(fault.body, dict):
+        return httpx.Response(fault.status or 500, json=fault.body)
+    return httpx.Response(fault.status or 500, text=fault.body or "", headers={"content-type": "text/html"})
+
+
 def _error(status: int, code: str | None, message: str, details: Any = None, hint: Any = None) -> httpx.Response:
     return httpx.Response(status, json={"code": code, "details": details, "hint": hint, "message": message})
 
@@ -135,17 +152,7 @@ class FakePostgrest:
     def handle(self, request: httpx.Request) -> httpx.Response:
         with self._lock:
             self.requests.append(request)
-            fault = next((f for f in self.faults if f.matches(request)), None)
-            if fault is not None:
-                self.faults.remove(fault)
-                if fault.after:
-                    self._serve(request)
-                if fault.timeout:
-                    raise httpx.ReadTimeout("timed out", request=request)
-                if isinstance(fault.body, dict):
-                    return httpx.Response(fault.status or 500, json=fault.body)
-                return httpx.Response(fault.status or 500, text=fault.body or "", headers={"content-type": "text/html"})
-            return self._serve(request)
+            return answer(self.faults, request, self._serve)
 
     def _serve(self, request: httpx.Request) -> httpx.Response:
         if request.headers.get("apikey") != self.key or request.headers.get("authorization") != f"Bearer {self.key}":

@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 
 from tests.conftest import REPO
-from tests.store.fake_postgrest import Column, Fault, FakePostgrest
+from tests.store.fake_postgrest import Column, Fault, FakePostgrest, answer
 
 QUEUE_MIGRATION = REPO / "supabase" / "migrations" / "0004_files_queue.sql"
 
@@ -67,13 +67,7 @@ class FakeStorage:
     def handle(self, request: httpx.Request) -> httpx.Response:
         with self._lock:
             self.requests.append(request)
-            fault = next((f for f in self.faults if f.matches(request)), None)
-            if fault is not None:
-                self.faults.remove(fault)
-                if isinstance(fault.body, dict):
-                    return httpx.Response(fault.status or 500, json=fault.body)
-                return httpx.Response(fault.status or 500, text=fault.body or "", headers={"content-type": "text/html"})
-            return self._serve(request)
+            return answer(self.faults, request, self._serve)
 
     def _serve(self, request: httpx.Request) -> httpx.Response:
         if request.headers.get("apikey") != self.key or request.headers.get("authorization") != f"Bearer {self.key}":
