@@ -77,7 +77,7 @@ _BUCKET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _QUEUE_STATUS = re.compile(r"[A-Za-z0-9_-]{1,40}")
 
 
-def check_path_template(template: str) -> str:
+def check_path_template(template: str) -> None:
     """The template of export file paths: only {category}, {code_id}, {cid} and {id}
     (which it must contain: one file per article version), a relative path without
     empty, '.' or '..' segments. ValueError says what is wrong."""
@@ -94,7 +94,6 @@ def check_path_template(template: str) -> str:
     segments = template.split("/")
     if any(s in ("", ".", "..") for s in segments):
         raise ValueError("the path must be relative, without empty, '.' or '..' segments")
-    return template
 
 
 _SECRET_FIELDS = frozenset(
@@ -160,11 +159,6 @@ class Settings:
     @property
     def uses_supabase(self) -> bool:
         return bool(self.supabase_url and self.supabase_key)
-
-    @property
-    def export_consumer(self) -> str | None:
-        """The export's change-log cursor name ("export:<bucket>"), None when the export is off."""
-        return f"export:{self.export_bucket}" if self.export_bucket else None
 
     @property
     def store_label(self) -> str:

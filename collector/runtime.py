@@ -141,9 +141,11 @@ def build_runtime(
 
 
 def _start_export(settings: Settings, store: Store) -> ExportWorker | None:
-    """The export thread when EXPORT_BUCKET is set (config made sure Supabase is too)."""
-    if not (settings.export_bucket and settings.supabase_url and settings.supabase_key):
+    """The export thread when EXPORT_BUCKET is set."""
+    if not settings.export_bucket:
         return None
+    if not (settings.supabase_url and settings.supabase_key):
+        raise config.ConfigError("EXPORT_BUCKET needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY")
     from collector.feed.bucket import BucketQueue
     from collector.feed.export import ExportWorker
 
