@@ -161,7 +161,7 @@ def test_every_event_is_exported_once_and_retired_versions_are_flagged(
     w = worker(store, bucket)
     assert w.export_pending() == 4
     assert server.storage.writes == {f"{BUCKET}/{path(a)}": 1 for a in (a1, b1, c1, other)}
-    assert server.postgrest.queue() == {path(a): "pending" for a in (a1, b1, c1, other)}
+    assert server.queue() == {path(a): "pending" for a in (a1, b1, c1, other)}
 
     a2 = version(1, 2)  # a new version of article 1: `modified`, a1 retired
     b1_fixed = replace(b1, text=b1.text + " (corrigé)", content_sha256="f" * 64)  # same id, new text: `corrected`
@@ -173,7 +173,7 @@ def test_every_event_is_exported_once_and_retired_versions_are_flagged(
     assert w.export_pending() == 0
 
     assert server.storage.writes == {f"{BUCKET}/{path(a)}": 1 for a in (a1, c1, other, a2)} | {f"{BUCKET}/{path(b1)}": 2}
-    assert server.postgrest.queue() == {
+    assert server.queue() == {
         path(a1): "retired", path(a2): "pending", path(b1): "pending", path(c1): "retired", path(other): "pending",
     }
     assert {r["bucket_id"] for r in server.postgrest.rows("files_queue")} == {BUCKET}
@@ -203,7 +203,7 @@ def test_a_late_backlog_uploads_no_version_already_retired(
     assert [e["kind"] for e in store.read_changes()] == ["added", "added", "modified", "repealed", "added"]
     worker(store, bucket).export_pending()
     assert server.storage.writes == {f"{BUCKET}/{path(version(1, 2))}": 1, f"{BUCKET}/{path(b1)}": 2}
-    assert server.postgrest.queue() == {path(a1): "retired", path(version(1, 2)): "pending", path(b1): "pending"}
+    assert server.queue() == {path(a1): "retired", path(version(1, 2)): "pending", path(b1): "pending"}
     statuses = [json.loads(r.content)["status"] for r in server.postgrest.writes("files_queue")]
     assert statuses.count("pending") == 3 and statuses.count("retired") == 2  # a1, by `added` then `modified`
 
@@ -226,7 +226,7 @@ def test_custom_retired_status(store: SqliteStore, bucket: BucketQueue, server: 
     store.commit_batch([old])
     store.commit_batch([version(1, 2)])
     worker(store, bucket, retired_status="obsolete").export_pending()
-    assert server.postgrest.queue()[path(old)] == "obsolete"
+    assert server.queue()[path(old)] == "obsolete"
 
 
 def test_storage_503s_interrupt_the_export_then_a_restart_exports_every_event_once(
@@ -259,8 +259,8 @@ def test_storage_503s_interrupt_the_export_then_a_restart_exports_every_event_on
     assert server.storage.faults == []
     expected = {f"{BUCKET}/{path(a)}": 1 for a in first + later}
     assert server.storage.writes == expected  # every event's file written exactly once
-    assert server.postgrest.queue()[path(first[0])] == "retired"
-    assert sum(1 for s in server.postgrest.queue().values() if s == "pending") == 8
+    assert server.queue()[path(first[0])] == "retired"
+    assert sum(1 for s in server.queue().values() if s == "pending") == 8
 
 
 def test_a_failed_queue_write_is_retried_without_uploading_again(
@@ -271,7 +271,7 @@ def test_a_failed_queue_write_is_retried_without_uploading_again(
     w = worker(store, bucket)
     assert w.export_pending() == 1
     assert server.storage.writes == {f"{BUCKET}/{path(version(1, 1))}": 1}
-    assert queue_writes(server) == 5 and server.postgrest.queue() == {path(version(1, 1)): "pending"}
+    assert queue_writes(server) == 5 and server.queue() == {path(version(1, 1)): "pending"}
     assert "files_queue" in w.status()["last_error"] and w.status()["next_retry_at"] is None
 
 
@@ -297,7 +297,7 @@ def test_reconcile_restores_files_and_queue_rows_the_downstream_lost(
     assert restarted.reconcile() == {"checked": 7, "folders": 2, "uploaded": 1, "requeued": 1}
     assert path(gone) in server.storage.paths(BUCKET) and path(repealed) not in server.storage.paths(BUCKET)
     assert server.storage.writes[f"{BUCKET}/{path(gone)}"] == writes_before[f"{BUCKET}/{path(gone)}"] + 1
-    queue = server.postgrest.queue()
+    queue = server.queue()
     assert queue[path(gone)] == "pending" and queue[path(unqueued)] == "pending" and queue[path(repealed)] == "retired"
     assert restarted.status()["reconcile"]["uploaded"] == 1
     small_pages.close()
@@ -351,17 +351,27 @@ def test_backoff_grows_is_capped_and_jittered() -> None:
 
 # ---- the runtime ----------------------------------------------------------------------------------
 
-def test_the_runtime_runs_the_export_and_shows_its_status(tmp_path: Path, server: FakeSupabaseServer) -> None:
+def test_the_runtime_exports_what_its_supabase_store_logs(tmp_path: Path, server: FakeSupabaseServer) -> None:
+    """Production's wiring: the Supabase store writes the events (collector_commit_batch), the
+    runtime's export thread uploads them, the status payload shows it under `export`."""
     settings = Settings(state_file=tmp_path / "state.json", db_path=tmp_path / "unused.sqlite3",
                         supabase_url=server.url, supabase_key=KEY, export_bucket=BUCKET)
     rt = build_runtime(settings, resume=False)
     try:
         assert rt.export is not None
-        wait_for(lambda: rt.export.status()["phase"] != "idle" or rt.export.status()["last_error"])  # type: ignore[union-attr]
-        payload = status_payload(rt)
-        export = payload["export"]
+        old, other = version(1, 1), version(2, 1)
+        rt.store.commit_batch([old, other])
+        rt.export.wake()
+        wait_for(lambda: status_payload(rt)["export"]["last_exported_seq"] == 2)
+        rt.store.commit_batch([version(1, 2)])
+        rt.export.wake()
+        wait_for(lambda: status_payload(rt)["export"]["last_exported_seq"] == 3)
+        export = status_payload(rt)["export"]
         assert export["bucket"] == BUCKET and export["consumer"] == f"export:{BUCKET}" and export["alive"]
-        assert KEY not in json.dumps(payload)
+        assert (export["uploads"], export["pending"], export["last_error"]) == (3, 0, None)
+        assert server.queue() == {path(old): "retired", path(other): "pending", path(version(1, 2)): "pending"}
+        assert rt.store.get_cursor(f"export:{BUCKET}") == 3
+        assert KEY not in json.dumps(status_payload(rt))
     finally:
         rt.close()
         reset_logging()

@@ -48,7 +48,7 @@ def test_three_passes_export_what_changed_and_nothing_else(real_fixtures: Path, 
         assert sum(run_once(env)["events"].values()) == len(then)  # type: ignore[attr-defined]
         first = export(env, supabase)
         assert storage.paths(BUCKET) == {f"{FOLDER}/{i}.json" for i in then}
-        assert set(postgrest.queue().values()) == {"pending"} and first["uploads"] == len(then)
+        assert set(supabase.queue().values()) == {"pending"} and first["uploads"] == len(then)
 
         api.as_of = None  # the code as captured
         second_events = run_once(env)["events"]
@@ -58,7 +58,7 @@ def test_three_passes_export_what_changed_and_nothing_else(real_fixtures: Path, 
         new = {"LEGIARTI000006398192", "LEGIARTI000006398239", NEW_ARTICLE}
         assert {p for p, n in storage.writes.items() if n > writes.get(p, 0)} == {f"{BUCKET}/{FOLDER}/{i}.json" for i in new}
         assert all(n == 1 for n in storage.writes.values())  # every version uploaded once over both passes
-        queue = postgrest.queue()
+        queue = supabase.queue()
         retired = {p for p, s in queue.items() if s == "retired"}  # replaced (191, 238) or repealed (12)
         assert retired == {f"{FOLDER}/{i}.json" for i in then - api.in_force_ids()} and len(retired) == 14
         assert second["queue_writes"] == 3 + 14

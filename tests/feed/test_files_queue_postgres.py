@@ -48,7 +48,7 @@ def rls(conn: psycopg.Connection) -> bool:
 def test_creates_the_queue_once_and_the_export_upsert_works(db: psycopg.Connection) -> None:
     db.execute(MIGRATION)
     db.execute(MIGRATION)  # running it again changes nothing
-    assert [c[0] for c in columns(db)] == ["id", "file_path", "bucket_id", "status", "created_at"]
+    assert [c[0] for c in columns(db)] == ["file_path", "bucket_id", "status", "created_at"]
     assert rls(db)
     path = "legifrance/code_de_l_urbanisme/LEGIARTI000024376802.json"
     db.execute(UPSERT, (path, "agentbasic-legifrance-raw", "pending"))

@@ -38,6 +38,7 @@ KEYS = {
     "collector_lease": "id",
     "legifrance_changes": "seq",
     "legifrance_change_consumers": "consumer",
+    "files_queue": "file_path",  # the downstream's queue (0004), written by the export
 }
 NO_EVENTS = {"added": 0, "modified": 0, "repealed": 0, "corrected": 0}
 
@@ -135,7 +136,6 @@ class FakePostgrest:
         self.clock = clock
         self.schema = migration_tables()
         self.tables: dict[str, dict[Any, dict[str, Any]]] = {name: {} for name in self.schema}
-        self.keys = dict(KEYS)  # conflict key per table (subclasses serving more tables add theirs)
         self.requests: list[httpx.Request] = []
         self.faults: list[Fault] = []
         self._next_id = 1
@@ -268,7 +268,7 @@ class FakePostgrest:
             return bad
         if self.statement_max_rows is not None and len(payload) > self.statement_max_rows:
             return _error(500, "57014", "canceling statement due to statement timeout")
-        key = self.keys[table]
+        key = KEYS[table]
         merge = prefer.get("resolution") == "merge-duplicates"
         on_conflict = request.url.params.get("on_conflict")
         if merge and on_conflict not in (None, key):
@@ -330,7 +330,7 @@ class FakePostgrest:
         if isinstance(rows, httpx.Response):
             return rows
         for row in rows:
-            self.tables[table].pop(row[self.keys[table]], None)
+            self.tables[table].pop(row[KEYS[table]], None)
         return httpx.Response(204)
 
     # ---- functions (same semantics as the migration's) ------------------------------------

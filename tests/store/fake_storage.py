@@ -12,14 +12,13 @@ API: `/storage/v1/object/...`) for what the export uses:
 Errors use Storage's JSON shape `{statusCode, error, message}`; a bad key is refused (403).
 `fail_next(Fault(...))` answers a matching request with an error instead (e.g. 503 N times).
 
-FakeSupabaseServer serves it and a FakePostgrest (plus `files_queue` from its migration) on
-127.0.0.1 over a real socket, so supabase-py talks HTTP as it would to a project.
+FakeSupabaseServer serves it and a FakePostgrest (whose tables, `files_queue` included, come
+from the migrations) on 127.0.0.1 over a real socket, so supabase-py talks HTTP as it would to a project.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import threading
 import uuid
 from collections import Counter
@@ -31,10 +30,8 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import REPO
-from tests.store.fake_postgrest import Column, Fault, FakePostgrest, answer
+from tests.store.fake_postgrest import Fault, FakePostgrest, answer
 
-QUEUE_MIGRATION = REPO / "supabase" / "migrations" / "0004_files_queue.sql"
 
 
 def _error(status: int, error: str, message: str) -> httpx.Response:
@@ -156,38 +153,16 @@ def _multipart_file(request: httpx.Request) -> tuple[bytes, str, str]:
     return data, content_type, cache_control
 
 
-def queue_columns() -> list[Column]:
-    """files_queue's columns as 0004_files_queue.sql creates them."""
-    body = re.search(r"create table public\.files_queue \((.*?)\n\s*\);", QUEUE_MIGRATION.read_text(), re.S)
-    assert body is not None, "files_queue not found in its migration"
-    cols = []
-    for line in body.group(1).strip().splitlines():
-        line = line.split("--")[0].strip().rstrip(",").lower()
-        if line:
-            cols.append(Column(line.split()[0], "not null" in line or "primary key" in line,
-                               " default " in line or "identity" in line))
-    return cols
-
-
-class FakeQueuePostgrest(FakePostgrest):
-    """FakePostgrest also serving the downstream's `files_queue` (unique file_path)."""
-
-    def __init__(self, key: str, **kwargs: Any) -> None:
-        super().__init__(key, **kwargs)
-        self.schema["files_queue"] = queue_columns()
-        self.tables["files_queue"] = {}
-        self.keys["files_queue"] = "file_path"
+class FakeSupabaseServer:
+    """`/rest/v1/` -> a FakePostgrest, `/storage/v1/` -> a FakeStorage, on 127.0.0.1."""
 
     def queue(self) -> dict[str, str]:
-        """file_path -> status."""
-        return {r["file_path"]: r["status"] for r in self.rows("files_queue")}
+        """files_queue as file_path -> status."""
+        return {r["file_path"]: r["status"] for r in self.postgrest.rows("files_queue")}
 
-
-class FakeSupabaseServer:
-    """`/rest/v1/` -> a FakeQueuePostgrest, `/storage/v1/` -> a FakeStorage, on 127.0.0.1."""
 
     def __init__(self, key: str, buckets: tuple[str, ...] = ("agentbasic-legifrance-raw",)) -> None:
-        self.postgrest = FakeQueuePostgrest(key)
+        self.postgrest = FakePostgrest(key)
         self.storage = FakeStorage(key, buckets)
         fakes = {"/rest/v1/": self.postgrest, "/storage/v1/": self.storage}
 
