@@ -120,7 +120,9 @@ class BucketQueue:
         self._on_close()
 
     @classmethod
-    def connect(cls, url: str, key: str, bucket: str, *, timeout_s: float = 30.0) -> BucketQueue:
+    def connect(
+        cls, url: str, key: str, bucket: str, *, timeout_s: float = 30.0, page_size: int = PAGE_SIZE
+    ) -> BucketQueue:
         """A client of its own (HTTP/1.1, no token refresh, no PostgREST retry: the worker retries)."""
         http = httpx.Client(http2=False, timeout=httpx.Timeout(timeout_s, connect=10.0))
         options = ClientOptions(
@@ -131,6 +133,6 @@ class BucketQueue:
         except SupabaseException as exc:
             http.close()
             raise ExportError(f"cannot create the Supabase client for the export: {exc.message}") from None
-        out = cls(client, bucket, key=key)
+        out = cls(client, bucket, key=key, page_size=page_size)
         out._on_close = http.close
         return out

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import structlog
+from supabase import create_client
 
 from collector.config import DEFAULT_EXPORT_PATH_TEMPLATE, ConfigError, Settings
 from collector.feed.bucket import BucketQueue
@@ -250,8 +251,7 @@ def test_storage_503s_interrupt_the_export_then_a_restart_exports_every_event_on
     assert w.shutdown(5.0)  # the process stops in the middle of the outage
     assert store.get_cursor(w.consumer) == 3 and not w.status()["alive"]
 
-    with server.storage._lock:  # the outage ends after a few more failures
-        del server.storage.faults[3:]
+    server.storage.keep_faults(3)  # the outage ends after a few more failures
     again = worker(store, bucket, backoff=lambda attempt: 0.0)
     again.start()
     wait_for(lambda: again.status()["last_exported_seq"] == store.latest_change_seq())
@@ -281,16 +281,15 @@ def test_reconcile_restores_files_and_queue_rows_the_downstream_lost(
     articles = [version(n, 1) for n in range(1, 8)] + [version(9, 1, title="Code civil", code_id=CIVIL)]
     store.commit_batch(articles)
     store.retire_absent(CODE, [a.id for a in articles[1:7]], [a.cid for a in articles[1:7]])  # article 1 repealed
-    small_pages = BucketQueue.connect(server.url, KEY, BUCKET)
-    small_pages._page_size = 2  # several list / queue pages per folder
+    small_pages = BucketQueue.connect(server.url, KEY, BUCKET, page_size=2)  # several list / queue pages per folder
     w = worker(store, small_pages)
     w.export_pending()
     assert w.reconcile() == {"checked": 7, "folders": 2, "uploaded": 0, "requeued": 0}
 
     gone, unqueued, repealed = articles[3], articles[5], articles[0]
-    client = small_pages._client
-    client.storage.from_(BUCKET).remove([path(gone), path(repealed)])
-    client.table("files_queue").delete().eq("file_path", path(unqueued)).execute()
+    downstream = create_client(server.url, KEY)  # someone cleaning the bucket and the queue by hand
+    downstream.storage.from_(BUCKET).remove([path(gone), path(repealed)])
+    downstream.table("files_queue").delete().eq("file_path", path(unqueued)).execute()
     writes_before = dict(server.storage.writes)
 
     restarted = worker(store, small_pages)

@@ -61,6 +61,11 @@ class FakeStorage:
         with self._lock:
             self.faults.extend(faults)
 
+    def keep_faults(self, n: int) -> None:
+        """Drop the pending faults but the next `n` (an outage that ends after n more failures)."""
+        with self._lock:
+            del self.faults[n:]
+
     def handle(self, request: httpx.Request) -> httpx.Response:
         with self._lock:
             self.requests.append(request)
