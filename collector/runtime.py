@@ -223,7 +223,20 @@ def status_payload(
         )
     if isinstance(source, Runtime) and source.export is not None:
         payload["export"] = source.export.status()
+    elif settings.export_bucket:  # no export thread here (CLI): where its cursor stands
+        payload["export"] = _export_cursor(settings.export_bucket, store)
     return _masked(payload, settings.secrets())
+
+
+def _export_cursor(bucket: str, store: Store) -> dict[str, Any]:
+    consumer = f"export:{bucket}"
+    out: dict[str, Any] = {"bucket": bucket, "consumer": consumer}
+    try:
+        cursor = store.get_cursor(consumer)
+        out.update(last_exported_seq=cursor, pending=max(0, store.latest_change_seq() - cursor))
+    except Exception as exc:  # noqa: BLE001 - the status must answer even when the store does not
+        out["store_error"] = f"{type(exc).__name__}: {exc}"[:300]
+    return out
 
 
 def _state_origin(loaded: LoadResult) -> dict[str, Any]:

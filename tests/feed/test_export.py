@@ -24,6 +24,7 @@ from collector.parse import article_from_api
 from collector.logs import reset_logging
 from collector.runtime import build_runtime, status_payload
 from collector.store import SqliteStore
+from collector.store.supabase import SupabaseStore
 from tests.store.fake_postgrest import Fault
 from tests.store.fake_storage import FakeSupabaseServer
 from tests.store.helpers import T0, FakeClock, article
@@ -376,6 +377,12 @@ def test_the_runtime_exports_what_its_supabase_store_logs(tmp_path: Path, server
         reset_logging()
     assert not rt.export.status()["alive"]
     assert not [t for t in threading.enumerate() if t.name == "collector-export"]
+    cli_store = SupabaseStore(server.url, KEY)  # `python -m collector status`: no thread, the cursor
+    try:
+        assert status_payload(settings, cli_store)["export"] == {
+            "bucket": BUCKET, "consumer": f"export:{BUCKET}", "last_exported_seq": 3, "pending": 0}
+    finally:
+        cli_store.close()
 
 
 def test_no_export_without_a_bucket(tmp_path: Path) -> None:
