@@ -63,8 +63,9 @@ class BucketQueue:
             status, code, message = "", str(exc.code or ""), str(exc.message or "")
         except (StorageException, httpx.HTTPError) as exc:
             status, code, message = "", type(exc).__name__, str(exc)
-        detail = " ".join(p for p in (f"HTTP {status}" if status else "", code, message[:300]) if p)
-        raise ExportError(self._mask(f"{what}: {detail}{_hint(status, code, message)}")) from None
+        message = self._mask(message)[:300]  # masked before it is cut: no piece of the key either
+        detail = " ".join(p for p in (f"HTTP {status}" if status else "", self._mask(code), message) if p)
+        raise ExportError(f"{what}: {detail}{_hint(status, code, message)}") from None
 
     def upload(self, path: str, data: bytes) -> None:
         """Write (or overwrite) one JSON file."""
