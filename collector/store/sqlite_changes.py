@@ -132,6 +132,9 @@ def upsert_articles_logged(
             newest = max(others, key=lambda i: (others[i], i))
             events.append(_event("modified", r, tag, stamp, previous_id=newest))
             retired.update(dict.fromkeys(others))
+            for other in others:  # a later row of this batch with that id is no longer in force
+                if other in stored:
+                    stored[other] = ("MODIFIE", stored[other][1])
         else:
             events.append(_event("added", r, tag, stamp))
         live[cid] = {rid: r["date_debut"] or ""}

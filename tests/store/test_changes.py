@@ -92,6 +92,15 @@ def test_two_versions_of_one_cid_in_one_batch(store: SqliteStore) -> None:
     assert etats(store) == {v1.id: "MODIFIE", v2.id: "VIGUEUR"}
 
 
+def test_one_batch_retiring_then_storing_again_the_version_in_force(store: SqliteStore) -> None:
+    v1, v4 = version(1, 1), version(1, 4)
+    store.commit_batch([v1])
+    edited = replace(v1, text=v1.text + " Modifié.", content_sha256="d" * 64)
+    store.commit_batch([v4, edited])  # v4 retires v1, then v1 comes back in force: it retires v4
+    assert log(store)[1:] == [("modified", v4.id, v1.id, "VIGUEUR"), ("modified", v1.id, v4.id, "VIGUEUR")]
+    assert etats(store) == {v1.id: "VIGUEUR", v4.id: "MODIFIE"}
+
+
 def test_a_text_edited_in_place_is_corrected_with_its_previous_text(store: SqliteStore) -> None:
     before = version(1, 1, text="Ancien texte de l'article, assez long pour être gardé.")
     after = replace(before, text="Nouveau texte de l'article, assez long pour être gardé.", content_sha256="f" * 64)

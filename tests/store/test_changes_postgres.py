@@ -95,16 +95,17 @@ def test_the_same_steps_write_the_same_log_as_sqlite(
         lambda s: s.retire_absent(CODE, [v13.id, edited.id, v31.id, v41.id], tag="6"),  # C3, C4 back
         lambda s: s.retire_versions([(v31.id, "ABROGE"), (v13.id, "MODIFIE"), ("LEGIARTI404", "ABROGE")], tag="LEGI_7"),
         lambda s: s.commit_batch([v31], tag="8"),  # re-enters
+        lambda s: s.commit_batch([version(1, 4), v13], tag="9"),  # 1.4 retires 1.3, which then retires 1.4
     ]
     for n, step in enumerate(steps):
         expected = step(lite)
         assert step(remote) == expected, n
         replay(db, fake)
         assert pg_log(db) == lite_log(lite), n
-    assert len(pg_log(db)) == 15
+    assert len(pg_log(db)) == 17
     assert db.execute("SELECT previous_text FROM legifrance_changes WHERE kind = 'corrected'").fetchall() == [(v21.text,)]
     assert dict(db.execute("SELECT id, etat FROM legifrance_articles").fetchall()) == dict(
-        (a["id"], a["etat"]) for a in lite.get_articles([r.id for r in (v11, v12, v13, v21, v31, v41)]).values()
+        (a["id"], a["etat"]) for a in lite.get_articles([r.id for r in (v11, v12, v13, version(1, 4), v21, v31, v41)]).values()
     ) | {version(9, 1, OTHER).id: "VIGUEUR"}
 
 
