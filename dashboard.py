@@ -308,6 +308,24 @@ def _overview(snap: StatusSnapshot) -> None:
         st.warning(f"Last error ({_when(snap.last_error_at)}): {md_text(snap.last_error)}")
 
 
+def _export(status: dict[str, Any] | None) -> None:
+    """The bucket + files_queue export (EXPORT_BUCKET), when this process runs it."""
+    if status is None:
+        return
+    st.subheader("Export to the workers' bucket")
+    seq, pending = status["last_exported_seq"], status["pending"]
+    cols = st.columns(4)
+    cols[0].metric("Bucket", status["bucket"])
+    cols[1].metric("Last exported event", "—" if seq is None else f"{seq:,}")
+    cols[2].metric("Events pending", "—" if pending is None else f"{pending:,}")
+    cols[3].metric("Uploads / queue writes", f"{status['uploads']:,} / {status['queue_writes']:,}")
+    retry = f", next retry {_when(status['next_retry_at'])}" if status["next_retry_at"] else ""
+    st.caption(f"Phase: {status['phase']}{retry}")
+    if status["last_error"]:  # server text: shown as plain text, never as Markdown
+        st.warning(f"Export: last error ({_when(status['last_error_at'])}), retried with backoff:")
+        st.text(status["last_error"])
+
+
 def _budget(budget: dict[str, Any]) -> None:
     st.subheader("Request budget")
     if not budget:
@@ -357,12 +375,14 @@ def _live_panel(locked: bool) -> None:
     """Controls and status, redrawn every couple of seconds without reloading the page."""
     if st.session_state.get("needs_full_run"):
         st.rerun()  # a control asked for a confirmation: the full run opens the dialog
-    snap = get_runtime().scheduler.status()
+    runtime = get_runtime()
+    snap = runtime.scheduler.status()
     _controls(snap, locked)
     _overview(snap)
     _budget(snap.budget)
     _codes(snap)
     _throughput(snap.throughput)
+    _export(runtime.export.status() if runtime.export is not None else None)
 
 
 def _log_rows(records: list[dict[str, Any]]) -> list[dict[str, str]]:

@@ -6,6 +6,7 @@ import ipaddress
 import math
 import os
 import re
+import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -123,6 +124,33 @@ def mask(text: str, secrets: Iterable[str]) -> str:
     return SecretMask(secrets)(text)
 
 
+DEFAULT_EXPORT_PATH_TEMPLATE = "legifrance/{category}/{id}.json"
+EXPORT_PATH_FIELDS = ("category", "code_id", "cid", "id")
+_BUCKET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_QUEUE_STATUS = re.compile(r"[A-Za-z0-9_-]{1,40}")
+
+
+def check_path_template(template: str) -> None:
+    """The template of export file paths: only {category}, {code_id}, {cid} and {id}
+    (which it must contain: one file per article version), a relative path without
+    empty, '.' or '..' segments. ValueError says what is wrong."""
+    names: list[str] = []
+    for _, name, spec, conversion in string.Formatter().parse(template):  # ValueError on a lone brace
+        if name is None:
+            continue
+        if name not in EXPORT_PATH_FIELDS or spec or conversion:
+            allowed = ", ".join(f"{{{f}}}" for f in EXPORT_PATH_FIELDS)
+            raise ValueError(f"unknown placeholder {{{name}}} (or a format spec): use only {allowed}")
+        names.append(name)
+    if "id" not in names:
+        raise ValueError("the path must contain {id} (one file per article version)")
+    segments = template.split("/")
+    if any(s in ("", ".", "..") for s in segments):
+        raise ValueError("the path must be relative, without empty, '.' or '..' segments")
+
+
+
+
 def _secret() -> str | None:
     return field(default=None, repr=False)
 
@@ -163,6 +191,9 @@ class Settings:
     log_format: str | None = None  # None = console on a TTY, json otherwise
     allow_insecure_http: bool = False  # plain http:// accepted for non-loopback hosts
     on_render: bool = False
+    export_bucket: str | None = None  # Storage bucket of the files_queue export; None = off
+    export_path_template: str = DEFAULT_EXPORT_PATH_TEMPLATE
+    export_retired_status: str = "retired"
 
     # ---- derived -------------------------------------------------------------------------
     @property
@@ -292,6 +323,31 @@ class Settings:
         if log_format is not None and log_format.lower() not in {"json", "console"}:
             raise ConfigError(f"LOG_FORMAT must be json or console, got {log_format[:20]!r}")
 
+        supabase_url, supabase_key = url("SUPABASE_URL"), get(SECRET_SETTINGS["supabase_key"])
+        export_bucket = get("EXPORT_BUCKET")
+        if export_bucket is not None:
+            if not _BUCKET_NAME.fullmatch(export_bucket):
+                raise ConfigError(
+                    f"EXPORT_BUCKET must be a Storage bucket name (letters, digits, '.', '_', '-'), "
+                    f"got {export_bucket[:40]!r}"
+                )
+            if not (supabase_url and supabase_key):
+                raise ConfigError(
+                    "EXPORT_BUCKET needs the Supabase settings: set SUPABASE_URL and "
+                    "SUPABASE_SERVICE_ROLE_KEY (the bucket and files_queue live in that project)"
+                )
+        path_template = get("EXPORT_PATH_TEMPLATE") or DEFAULT_EXPORT_PATH_TEMPLATE
+        try:
+            check_path_template(path_template)
+        except ValueError as exc:
+            raise ConfigError(f"EXPORT_PATH_TEMPLATE {path_template[:80]!r}: {exc}") from None
+        retired_status = get("EXPORT_RETIRED_STATUS") or "retired"
+        if not _QUEUE_STATUS.fullmatch(retired_status) or retired_status == "pending":
+            raise ConfigError(
+                "EXPORT_RETIRED_STATUS must be 1-40 letters, digits, '_' or '-', and not 'pending', "
+                f"got {retired_status[:40]!r}"
+            )
+
         return cls(
             state_file=Path(get("SCHEDULER_STATE_FILE") or "/tmp/scheduler_state.json"),
             enable_scheduler=flag("ENABLE_SCHEDULER", False),
@@ -309,8 +365,8 @@ class Settings:
             article_timeout_seconds=float(number("LEGIFRANCE_ARTICLE_TIMEOUT_SECONDS", 60.0, float, 0.1)),
             max_body_bytes=int(number("LEGIFRANCE_MAX_BODY_BYTES", 4 << 20, int, 1024)),
             max_toc_bytes=int(number("LEGIFRANCE_MAX_TOC_BYTES", 64 << 20, int, 1024)),
-            supabase_url=url("SUPABASE_URL"),
-            supabase_key=get(SECRET_SETTINGS["supabase_key"]),
+            supabase_url=supabase_url,
+            supabase_key=supabase_key,
             db_path=Path(get("COLLECTOR_DB") or "data/collector.sqlite3"),
             maintenance_codes=codes("MAINTENANCE_CODES", MAINTENANCE_CODES),
             massive_codes=codes("MASSIVE_CODES", MASSIVE_CODES),
@@ -324,4 +380,7 @@ class Settings:
             log_format=log_format.lower() if log_format else None,
             allow_insecure_http=insecure_ok,
             on_render=bool(get("RENDER")),
+            export_bucket=export_bucket,
+            export_path_template=path_template,
+            export_retired_status=retired_status,
         )

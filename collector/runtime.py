@@ -12,7 +12,7 @@ import dataclasses
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import structlog
@@ -30,6 +30,9 @@ from collector.status import StatusBoard, StatusSnapshot
 from collector.store import open_store
 from collector.store.base import Store
 
+if TYPE_CHECKING:
+    from collector.feed.export import ExportWorker  # imported when used: supabase-py is slow to import
+
 log = structlog.get_logger("collector.runtime")
 
 
@@ -44,6 +47,7 @@ class Runtime:
     logs: LogBuffer
     demo: Any = None  # the in-process emulator's DemoServer (demo source only)
     desired: DesiredState | None = None  # the desired state (its last_load: where the boot found it)
+    export: ExportWorker | None = None  # the bucket + files_queue export (EXPORT_BUCKET set)
     _closed: bool = field(default=False, init=False, repr=False)
 
     def close(self, timeout: float = 10.0) -> None:
@@ -52,6 +56,8 @@ class Runtime:
             return
         self._closed = True
         try:
+            if self.export is not None:
+                self.export.close(timeout)
             self.scheduler.shutdown(timeout)
         finally:
             self.store.close()
@@ -128,13 +134,35 @@ def build_runtime(
         )
         if settings.is_demo:
             log.warning("source=DEMO: synthetic articles from the offline emulator, not real law")
-        runtime = Runtime(settings, store, scheduler, status, logs, demo, desired)
+        export = _start_export(settings, store)
+        runtime = Runtime(settings, store, scheduler, status, logs, demo, desired, export)
         if resume:
             scheduler.resume()
         return runtime
     except BaseException:
         store.close()
         raise
+
+
+def _start_export(settings: Settings, store: Store) -> ExportWorker | None:
+    """The export thread when EXPORT_BUCKET is set."""
+    if not settings.export_bucket:
+        return None
+    if not (settings.supabase_url and settings.supabase_key):
+        raise config.ConfigError("EXPORT_BUCKET needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY")
+    from collector.feed.bucket import BucketQueue
+    from collector.feed.export import ExportWorker
+
+    bucket = BucketQueue.connect(settings.supabase_url, settings.supabase_key, settings.export_bucket)
+    export = ExportWorker(
+        store,
+        bucket,
+        path_template=settings.export_path_template,
+        retired_status=settings.export_retired_status,
+    )
+    export.start()
+    log.info("export started", bucket=settings.export_bucket, consumer=export.consumer)
+    return export
 
 
 def status_payload(
@@ -189,6 +217,10 @@ def status_payload(
             state_saved=snapshot.state_saved,
             state_error=snapshot.state_error,
         )
+    if isinstance(source, Runtime) and source.export is not None:
+        payload["export"] = source.export.status()
+    elif settings.export_bucket:  # no export thread here (CLI): where its cursor stands
+        payload["export"] = _export_cursor(settings.export_bucket, store)
     return _masked(payload, SecretMask(settings.secrets()))
 
 
@@ -203,6 +235,17 @@ def public_status(payload: Mapping[str, Any]) -> dict[str, Any]:
     the counters and the run times. Left out: the store and source labels (path, host), the
     lease holder (host, pid) in `detail`, error texts (they quote API bodies), state problems."""
     return {k: payload[k] for k in PUBLIC_STATUS_FIELDS if k in payload}
+
+
+def _export_cursor(bucket: str, store: Store) -> dict[str, Any]:
+    consumer = f"export:{bucket}"
+    out: dict[str, Any] = {"bucket": bucket, "consumer": consumer}
+    try:
+        cursor = store.get_cursor(consumer)
+        out.update(last_exported_seq=cursor, pending=max(0, store.latest_change_seq() - cursor))
+    except Exception as exc:  # noqa: BLE001 - the status must answer even when the store does not
+        out["store_error"] = f"{type(exc).__name__}: {exc}"[:300]
+    return out
 
 
 def _state_origin(loaded: LoadResult) -> dict[str, Any]:

@@ -38,6 +38,7 @@ KEYS = {
     "collector_lease": "id",
     "legifrance_changes": "seq",
     "legifrance_change_consumers": "consumer",
+    "files_queue": "file_path",  # the downstream's queue (0004), written by the export
 }
 NO_EVENTS = {"added": 0, "modified": 0, "repealed": 0, "corrected": 0}
 
@@ -84,6 +85,23 @@ class Fault:
         return (self.method is None or request.method == self.method) and (
             self.path_contains is None or self.path_contains in request.url.path
         )
+
+
+def answer(
+    faults: list[Fault], request: httpx.Request, serve: Callable[[httpx.Request], httpx.Response]
+) -> httpx.Response:
+    """The first fault matching the request (consumed), else `serve(request)`."""
+    fault = next((f for f in faults if f.matches(request)), None)
+    if fault is None:
+        return serve(request)
+    faults.remove(fault)
+    if fault.after:
+        serve(request)
+    if fault.timeout:
+        raise httpx.ReadTimeout("timed out", request=request)
+    if isinstance(fault.body, dict):
+        return httpx.Response(fault.status or 500, json=fault.body)
+    return httpx.Response(fault.status or 500, text=fault.body or "", headers={"content-type": "text/html"})
 
 
 def _error(status: int, code: str | None, message: str, details: Any = None, hint: Any = None) -> httpx.Response:
@@ -139,17 +157,7 @@ class FakePostgrest:
     def handle(self, request: httpx.Request) -> httpx.Response:
         with self._lock:
             self.requests.append(request)
-            fault = next((f for f in self.faults if f.matches(request)), None)
-            if fault is not None:
-                self.faults.remove(fault)
-                if fault.after:
-                    self._serve(request)
-                if fault.timeout:
-                    raise httpx.ReadTimeout("timed out", request=request)
-                if isinstance(fault.body, dict):
-                    return httpx.Response(fault.status or 500, json=fault.body)
-                return httpx.Response(fault.status or 500, text=fault.body or "", headers={"content-type": "text/html"})
-            return self._serve(request)
+            return answer(self.faults, request, self._serve)
 
     def _serve(self, request: httpx.Request) -> httpx.Response:
         if request.headers.get("apikey") != self.key or request.headers.get("authorization") != f"Bearer {self.key}":

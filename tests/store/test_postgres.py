@@ -432,7 +432,7 @@ def test_api_roles_cannot_truncate_read_or_write_any_collector_table(role: str) 
         )
         tables = [r[0] for r in conn.execute(
             "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind = 'r' "
-            "AND (relname LIKE 'legifrance%' OR relname LIKE 'collector%') ORDER BY 1"
+            "AND (relname LIKE 'legifrance%' OR relname LIKE 'collector%' OR relname = 'files_queue') ORDER BY 1"
         )]
         assert set(TABLES) <= set(tables)
         conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
