@@ -19,6 +19,7 @@ HIGHLIGHT = ("[", "]")  # around each matched term in a snippet
 ELLIPSIS = "…"
 IN_FORCE = "VIGUEUR"  # etat filter: VIGUEUR and VIGUEUR_DIFF alike
 ETATS = (IN_FORCE, "MODIFIE", "ABROGE")
+VERSION_COLUMNS = ("id", "cid", "num", "etat", "date_debut", "date_fin", "collected_at")  # article_versions
 _TERM = re.compile(r"[^\W_]+")
 _ARTICLE_ID = re.compile(r"LEGIARTI\d{12}")
 

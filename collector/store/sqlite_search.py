@@ -1,9 +1,9 @@
 """Full-text search for the SQLite store: an FTS5 index over legifrance_articles.text.
 
 The index is an external-content FTS5 table (the text is not stored twice) keyed by the
-articles' rowid and kept in step by triggers on insert, delete and text update, in the same
-transaction as the row. `unicode61 remove_diacritics 2` folds case and accents on both sides,
-so "Deliberation" finds "délibère"'s neighbours spelled "délibération".
+articles' rowid and kept in step by triggers (insert, delete, update of text, code_id or etat) in the
+same transaction as the row. `unicode61 remove_diacritics 2` folds case and accents on both sides
+("DELIBERATION" finds "délibération"); there is no stemming (a plural is another word).
 Invariant: FTS rowid == legifrance_articles.rowid. VACUUM may renumber the rowids of a table
 without an INTEGER PRIMARY KEY; after one, call `rebuild_search_index` (SqliteStore does it
 through `rebuild_search()`).
@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from collector.search import ELLIPSIS, HIGHLIGHT, SearchQuery
+from collector.search import ELLIPSIS, HIGHLIGHT, VERSION_COLUMNS, SearchQuery
 
 FTS_TABLE = "legifrance_articles_fts"
 SNIPPET_TOKENS = 24
@@ -61,7 +61,6 @@ SELECT f.rowid AS rid, a.id, a.code_id, a.code_title, a.num, a.etat, a.section_p
 FROM {FTS_TABLE} f JOIN legifrance_articles a ON a.rowid = f.rowid
 WHERE {FTS_TABLE} MATCH ? AND f.rowid IN ({{marks}})
 """
-_VERSION_COLUMNS = "id, cid, num, etat, date_debut, date_fin, collected_at"
 
 
 def match_expression(query: SearchQuery) -> str:
@@ -132,7 +131,7 @@ def get_article(conn: sqlite3.Connection, article_id: str) -> dict[str, Any] | N
 
 def article_versions(conn: sqlite3.Connection, cid: str) -> list[dict[str, Any]]:
     rows = conn.execute(
-        f"SELECT {_VERSION_COLUMNS} FROM legifrance_articles WHERE cid = ? ORDER BY date_debut DESC, id DESC",
+        f"SELECT {', '.join(VERSION_COLUMNS)} FROM legifrance_articles WHERE cid = ? ORDER BY date_debut DESC, id DESC",
         (cid,),
     ).fetchall()
     return [dict(row) for row in rows]

@@ -30,8 +30,10 @@ from postgrest.exceptions import APIError
 from supabase import Client, ClientOptions, SupabaseException, create_client
 
 from collector.models import Article, CodeMark, Rejected
+from collector.search import VERSION_COLUMNS, parse_query
 from collector.store.base import Lease, StoreError, StoreFatal
 from collector.store.rows import (
+    ARTICLE_COLUMNS,
     iso_ts,
     json_safe,
     mark_from_row,
@@ -50,6 +52,7 @@ T = TypeVar("T")
 
 PAGE_SIZE = 1000  # hosted Supabase's default max-rows
 MIGRATION = "supabase/migrations/0001_collector.sql"
+SEARCH_MIGRATION = "supabase/migrations/0005_search.sql"
 
 _TRANSIENT_STATUS = {"408", "425", "429", "500", "502", "503", "504", "520", "522", "524"}
 _AUTH_CODES = {"PGRST300", "PGRST301", "PGRST302", "PGRST303", "42501", "401", "403"}
@@ -157,8 +160,11 @@ class SupabaseStore:
             parts.append(f"(hint: {exc.hint})")
         return self._mask(" ".join(p for p in parts if p))[:500]
 
-    def _call(self, what: str, request: Callable[[], T], *, splittable: bool = False) -> T:
-        """Run one PostgREST request with retries; map failures to StoreError/StoreFatal."""
+    def _call(
+        self, what: str, request: Callable[[], T], *, splittable: bool = False, migration: str = MIGRATION
+    ) -> T:
+        """Run one PostgREST request with retries; map failures to StoreError/StoreFatal
+        (`migration`: the file that creates what the request needs)."""
         attempt = 0
         while True:
             attempt += 1
@@ -178,7 +184,7 @@ class SupabaseStore:
                 if code in _SCHEMA_CODES:
                     raise StoreFatal(
                         f"Supabase is missing a collector table, column or function while {what} "
-                        f"({self._describe(exc)}): run {MIGRATION} in the Supabase SQL editor"
+                        f"({self._describe(exc)}): run {migration} in the Supabase SQL editor"
                     ) from None
                 if splittable and code in _TOO_LARGE_CODES:
                     raise _TooLarge(code) from None
@@ -448,6 +454,44 @@ class SupabaseStore:
             "releasing the collector lease",
             lambda: self._client.rpc("collector_release_lease", {"p_owner": owner}).execute(),
         )
+
+    # ---- search (collector/search.py; collector_search() in 0005_search.sql) ------------------
+    def search(
+        self, query: str, code_id: str | None = None, etat: str | None = None, limit: int = 20
+    ) -> list[dict[str, Any]]:
+        """See Store.search: PostgreSQL full text (french + unaccent) through one rpc call."""
+        parsed = parse_query(query, code_id, etat, limit)
+        params = {"p_query": parsed.text, "p_code_id": parsed.code_id, "p_etat": parsed.etat, "p_limit": parsed.limit}
+        response = self._call(
+            "searching the articles",
+            lambda: self._client.rpc("collector_search", params).execute(),
+            migration=SEARCH_MIGRATION,
+        )
+        return [{**row, "rank": float(row["rank"] or 0.0)} for row in response.data or []]
+
+    def get_article(self, article_id: str) -> dict[str, Any] | None:
+        response = self._call(
+            f"reading article {article_id}",
+            lambda: self._client.table("legifrance_articles")
+            .select(",".join(ARTICLE_COLUMNS))
+            .eq("id", article_id)
+            .limit(1)
+            .execute(),
+        )
+        return response.data[0] if response.data else None
+
+    def article_versions(self, cid: str) -> list[dict[str, Any]]:
+        response = self._call(
+            f"reading the versions of {cid}",
+            lambda: self._client.table("legifrance_articles")
+            .select(",".join(VERSION_COLUMNS))
+            .eq("cid", cid)
+            .order("date_debut", desc=True, nullsfirst=False)
+            .order("id", desc=True)
+            .limit(PAGE_SIZE)
+            .execute(),
+        )
+        return list(response.data or [])
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def check(self) -> None:

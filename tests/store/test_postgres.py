@@ -31,6 +31,7 @@ pytestmark = pytest.mark.postgres
 
 ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=5"
 MIGRATION = (REPO / "supabase" / "migrations" / "0001_collector.sql").read_text()
+MIGRATIONS = sorted((REPO / "supabase" / "migrations").glob("*.sql"))  # applied in name order
 TABLES = sorted(KEYS)
 SUPABASE_ROLES_LOCK = 0x636F6C6C  # advisory lock serialising the tests that create roles
 
@@ -48,6 +49,12 @@ def server_available() -> bool:
         return False
 
 
+def apply_migrations(conn: psycopg.Connection) -> None:
+    """Every file of supabase/migrations, in name order, as a user would run them."""
+    for path in MIGRATIONS:
+        conn.execute(path.read_text())
+
+
 def create_db() -> str:
     name = f"collector_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(ADMIN, autocommit=True) as conn:
@@ -62,12 +69,12 @@ def drop_db(name: str) -> None:
 
 @pytest.fixture(scope="module")
 def database() -> Iterator[str]:
-    """A throwaway database with the migration applied (dropped afterwards)."""
+    """A throwaway database with the migrations applied (dropped afterwards)."""
     require(server_available(), "no PostgreSQL server on 127.0.0.1:5432 (user postgres)")
     name = create_db()
     try:
         with psycopg.connect(conninfo(name), autocommit=True) as conn:
-            conn.execute(MIGRATION)
+            apply_migrations(conn)
         yield name
     finally:
         drop_db(name)
@@ -360,8 +367,8 @@ def test_with_supabase_roles_anon_is_shut_out_and_service_role_works() -> None:
                     # Supabase grants table privileges to its API roles by default; RLS is the gate.
                     conn.execute("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO anon, authenticated")
                     conn.execute("GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role")
-                    conn.execute(MIGRATION)
-                    conn.execute(MIGRATION)
+                    apply_migrations(conn)
+                    apply_migrations(conn)
                     conn.execute(
                         "INSERT INTO legifrance_articles (id, cid, code_id, etat, text, content_sha256) "
                         "VALUES ('LEGIARTI1', 'LEGIARTI1', 'LEGITEXT1', 'VIGUEUR', 't', 'h')"
@@ -372,10 +379,13 @@ def test_with_supabase_roles_anon_is_shut_out_and_service_role_works() -> None:
                         conn.execute("INSERT INTO collector_state (running, mode) VALUES (true, 'MASSIVE')")
                     with pytest.raises(errors.InsufficientPrivilege):
                         conn.execute("SELECT * FROM collector_acquire_lease('intruder', 60)")
+                    with pytest.raises(errors.InsufficientPrivilege):
+                        conn.execute("SELECT * FROM collector_search('t')")
                     conn.execute("RESET ROLE")
                     conn.execute("SET ROLE service_role")
                     assert conn.execute("SELECT count(*) FROM legifrance_articles").fetchone() == (1,)
                     assert acquire(conn, "collector", 60)[2] is True
+                    assert conn.execute("SELECT id FROM collector_search('texte')").fetchall() == []
                     conn.execute("SELECT collector_add_requests(ARRAY['d:1'], 2)")
                     conn.execute("INSERT INTO collector_runs (mode) VALUES ('MASSIVE')")
                     conn.execute("RESET ROLE")
