@@ -1,4 +1,4 @@
-"""CLI: `python -m collector {status,run,reset,demo-server}` (the contracts are in design.md).
+"""CLI: `python -m collector {status,run,reset,search,demo-server}` (the contracts are in design.md).
 
 Exit codes: 0 ok; 2 bad configuration or arguments; 3 authentication refused by the API;
 4 permanent store failure; 5 another collector holds the store lease; 1 anything else.
@@ -50,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--mode", type=_mode, help="MASSIVE or MAINTENANCE (saved as the desired mode)")
     run.add_argument("--once", action="store_true", help="run a single pass, print its summary as JSON")
     commands.add_parser("reset", help="clear the saved state (back to ENABLE_SCHEDULER / SIPHONNAGE_MODE)")
+    search = commands.add_parser(
+        "search", help="full-text search of the stored articles (accent- and case-insensitive), one JSON line per match"
+    )
+    search.add_argument("query", nargs="+", metavar="QUERY", help="words that must all appear in the text")
+    search.add_argument("--code", metavar="ID", help="only this code (LEGITEXT id)")
+    search.add_argument("--state", metavar="ETAT", help="VIGUEUR (in force), MODIFIE or ABROGE")
+    search.add_argument("--limit", type=int, default=20, metavar="N", help="at most N matches, best first (1-200; default 20)")
     # Its options are parsed by demo_server_parser() so other commands never import the emulator.
     demo = commands.add_parser("demo-server", add_help=False,
                                help="serve the offline Légifrance emulator on 127.0.0.1 (--help for options)")
@@ -172,6 +179,30 @@ def _run_forever(runtime: Any) -> int:
     return EXIT_OK
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    """Matches best first, one JSON object per line (id, code_id, code_title, num, etat,
+    section_path, snippet, rank, url); nothing on stdout when nothing matches."""
+    from collector.logs import configure_logging
+    from collector.search import SearchQueryError, legifrance_url
+    from collector.store import open_store
+
+    settings = _settings()
+    configure_logging(settings)
+    store = open_store(settings)
+    try:
+        try:
+            hits = store.search(" ".join(args.query), args.code, args.state, args.limit)
+        except SearchQueryError as exc:
+            raise CliError(f"bad search: {exc}", EXIT_CONFIG) from None
+    finally:
+        store.close()
+    for hit in hits:
+        _print_json({**hit, "url": legifrance_url(hit["id"])})
+    if not hits:
+        print("no match", file=sys.stderr, flush=True)
+    return EXIT_OK
+
+
 def cmd_demo_server(args: argparse.Namespace) -> int:
     from collector.demo.server import run_demo_server
 
@@ -183,6 +214,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "status": cmd_status,
     "run": cmd_run,
     "reset": cmd_reset,
+    "search": cmd_search,
     "demo-server": cmd_demo_server,
 }
 
