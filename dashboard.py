@@ -26,6 +26,7 @@ import streamlit as st
 
 from collector.config import parse_mode
 from collector.routes import build_routes
+from collector.search_page import search_section
 from collector.shared_runtime import get_runtime
 
 if TYPE_CHECKING:
@@ -421,6 +422,7 @@ def main() -> None:
     _open_dialog(settings, locked)
     _live_panel(locked)
     _logs_panel()
+    search_section(runtime.store, (*settings.maintenance_codes, *settings.massive_codes))
 
 
 if __name__ == "__main__":
