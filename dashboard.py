@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import streamlit as st
 
 from collector.config import parse_mode
+from collector.health import health_routes
 from collector.routes import build_routes
 from collector.search_page import search_section
 from collector.shared_runtime import get_runtime
@@ -428,4 +429,4 @@ def main() -> None:
 if __name__ == "__main__":
     main()  # a page run: Streamlit executes this file as __main__
 else:
-    app = st.App(__file__, lifespan=lifespan, routes=build_routes())
+    app = st.App(__file__, lifespan=lifespan, routes=[*build_routes(), *health_routes()])

@@ -50,10 +50,18 @@ def test_web_service_runs_the_dashboard_app(service: dict[str, Any]) -> None:
     assert service["startCommand"] == (
         "streamlit run dashboard.py --server.port $PORT --server.address 0.0.0.0 --server.headless true"
     )
-    assert service["healthCheckPath"] == "/_stcore/health"
+    assert service["healthCheckPath"] == "/healthz"  # the collector's own health (collector/health.py)
     # Render rejects a shutdown delay on free services (the schema does not say so).
     assert "maxShutdownDelaySeconds" not in service
     assert "disk" not in service and "preDeployCommand" not in service
+
+
+def test_health_check_path_is_a_route_of_the_app(service: dict[str, Any]) -> None:
+    from collector.health import PATH, health_routes
+
+    assert service["healthCheckPath"] == PATH
+    assert [r.path for r in health_routes()] == [PATH]
+    assert "health_routes()" in (REPO / "dashboard.py").read_text(encoding="utf-8"), "served by st.App"
 
 
 def test_env_vars_secrets_prompted_plain_values_quoted(service: dict[str, Any]) -> None:
