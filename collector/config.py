@@ -107,6 +107,8 @@ class Settings:
     log_level: str = "INFO"
     log_format: str | None = None  # None = console on a TTY, json otherwise
     on_render: bool = False
+    keep_awake: bool = False  # KEEP_AWAKE: ping external_url + /healthz every 10 min (collector/keepawake.py)
+    external_url: str | None = None  # RENDER_EXTERNAL_URL, set by Render: the service's public URL
 
     # ---- derived -------------------------------------------------------------------------
     @property
@@ -206,6 +208,13 @@ class Settings:
         if log_format is not None and log_format.lower() not in {"json", "console"}:
             raise ConfigError(f"LOG_FORMAT must be json or console, got {log_format[:20]!r}")
 
+        keep_awake = flag("KEEP_AWAKE", False)
+        external_url = get("RENDER_EXTERNAL_URL")
+        if keep_awake and external_url is not None:  # only read when there is something to ping
+            parsed = urlparse(external_url)
+            if parsed.scheme not in {"http", "https"} or not parsed.hostname:
+                raise ConfigError(f"RENDER_EXTERNAL_URL must be an http(s) URL, got {external_url[:60]!r}")
+
         return cls(
             state_file=Path(get("SCHEDULER_STATE_FILE") or "/tmp/scheduler_state.json"),
             enable_scheduler=flag("ENABLE_SCHEDULER", False),
@@ -232,4 +241,6 @@ class Settings:
             log_level=(get("LOG_LEVEL") or "INFO").upper(),
             log_format=log_format.lower() if log_format else None,
             on_render=bool(get("RENDER")),
+            keep_awake=keep_awake,
+            external_url=external_url.rstrip("/") if external_url else None,
         )
