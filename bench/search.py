@@ -1,7 +1,7 @@
 """Search benchmark: SqliteStore.search (FTS5) on 100,000 stored articles, against a plain
 `text LIKE '%term%'` scan of the same table as the anchor.
 
-    python bench/search.py [--articles 100000] [--queries 240] [--db PATH]
+    python bench/search.py [--articles 100000] [--queries 240] [--db PATH] [--postgres]
 
 The articles come from the demo corpus (collector/demo/corpus.py: French sentences, notes,
 tables, every version of each article, so MODIFIE/ABROGE rows too), each with one extra
@@ -14,6 +14,10 @@ filter and some with a state filter. Prints the median and p95 latency of each s
 their ratio (the ratio is what to compare between runs: both share the machine's noise).
 The LIKE anchor is weaker than the search it is compared with (case-folding of ASCII only,
 no accent folding, no ranking, no snippet) and stops at the 20th hit.
+
+--postgres also copies the articles into a throwaway database on 127.0.0.1:5432 (user
+postgres), applies supabase/migrations/ in name order and times collector_search() (the
+Supabase store's rpc, without the HTTP hop) over the same queries.
 """
 
 from __future__ import annotations
@@ -146,6 +150,44 @@ def like_scan(store: SqliteStore, query: str, code_id: str | None, etat: str | N
         return [r[0] for r in conn.execute(f"SELECT id FROM legifrance_articles WHERE {where} LIMIT 20", params)]
 
 
+def postgres_latencies(store: SqliteStore, workload: list[tuple[str, str | None, str | None]]) -> list[float]:
+    """collector_search() on a throwaway PostgreSQL database holding the same rows (ms per query)."""
+    import uuid
+
+    import psycopg
+
+    from collector.store.rows import ARTICLE_COLUMNS
+
+    admin = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+    name = f"bench_search_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        with psycopg.connect(f"host=127.0.0.1 port=5432 user=postgres dbname={name}", autocommit=True) as pg:
+            migrations = sorted((Path(__file__).resolve().parents[1] / "supabase" / "migrations").glob("*.sql"))
+            for path in migrations:
+                pg.execute(path.read_text())
+            started = time.perf_counter()
+            columns = ", ".join(ARTICLE_COLUMNS)
+            with store._read() as conn, pg.cursor().copy(f"COPY legifrance_articles ({columns}) FROM STDIN") as copy:
+                for row in conn.execute(f"SELECT {columns} FROM legifrance_articles"):
+                    copy.write_row(tuple(row))
+            pg.execute("ANALYZE legifrance_articles")
+            print(f"postgres: copied and indexed in {time.perf_counter() - started:.1f} s")
+            parsed = [(parse_query(q, code, etat), q) for q, code, etat in workload]
+            for query, _ in parsed[:10]:
+                pg.execute("SELECT * FROM collector_search(%s, %s, %s, 20)", (query.text, query.code_id, query.etat)).fetchall()
+            out = []
+            for query, _ in parsed:
+                started = time.perf_counter()
+                pg.execute("SELECT * FROM collector_search(%s, %s, %s, 20)", (query.text, query.code_id, query.etat)).fetchall()
+                out.append((time.perf_counter() - started) * 1000)
+            return out
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -156,6 +198,7 @@ def main() -> None:
     parser.add_argument("--articles", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=240)
     parser.add_argument("--db", type=Path, help="reuse (or create) this database file")
+    parser.add_argument("--postgres", action="store_true", help="also time collector_search() on PostgreSQL")
     args = parser.parse_args()
     path = args.db or Path(tempfile.mkdtemp(prefix="bench-search-")) / "search.sqlite3"
     store = SqliteStore(path)
@@ -179,7 +222,10 @@ def main() -> None:
         like.append((time.perf_counter() - started) * 1000)
     print(f"queries: {len(workload)} ({sum(1 for h in hits if h == 0)} with no hit, "
           f"{sum(1 for h in hits if h == 20)} with a full page of 20)")
-    for name, values in (("FTS5 search", fts), ("LIKE scan (anchor)", like)):
+    sides = [("FTS5 search", fts), ("LIKE scan (anchor)", like)]
+    if args.postgres:
+        sides.append(("PostgreSQL search", postgres_latencies(store, workload)))
+    for name, values in sides:
         print(f"{name:20s} median {statistics.median(values):7.2f} ms   p95 {percentile(values, 0.95):7.2f} ms   "
               f"max {max(values):7.2f} ms")
     print(f"ratio search/LIKE: median {statistics.median(fts) / statistics.median(like):.3f}, "

@@ -102,7 +102,7 @@ def test_migration_is_idempotent_and_creates_the_tables(db: psycopg.Connection) 
         "SELECT column_name FROM information_schema.columns WHERE table_name = 'legifrance_articles' "
         "ORDER BY ordinal_position"
     ).fetchall()
-    assert tuple(c[0] for c in columns) == ARTICLE_COLUMNS
+    assert tuple(c[0] for c in columns) == (*ARTICLE_COLUMNS, "search_tsv")  # 0005_search.sql's, generated
     indexes = {r[0] for r in db.execute("SELECT indexdef FROM pg_indexes WHERE tablename = 'legifrance_articles'")}
     assert any("(code_id)" in i for i in indexes) and any("(cid)" in i for i in indexes)
     for table, key in KEYS.items():
