@@ -4,7 +4,9 @@ The index is an external-content FTS5 table (the text is not stored twice) keyed
 articles' rowid and kept in step by triggers (insert, delete, update of text, code_id or etat) in the
 same transaction as the row. `unicode61 remove_diacritics 2` folds case and accents on both sides
 ("DELIBERATION" finds "délibération"); there is no stemming (a plural is another word).
-Invariant: FTS rowid == legifrance_articles.rowid. VACUUM may renumber the rowids of a table
+Invariants: FTS rowid == legifrance_articles.rowid, and rows change through INSERT, UPDATE
+(upserts with ON CONFLICT DO UPDATE) or DELETE only: INSERT OR REPLACE deletes the old row
+without firing the delete trigger and would leave its words in the index. VACUUM may renumber the rowids of a table
 without an INTEGER PRIMARY KEY; after one, call `rebuild_search_index` (SqliteStore does it
 through `rebuild_search()`).
 """
