@@ -196,8 +196,11 @@ def cmd_search(args: argparse.Namespace) -> int:
             raise CliError(f"bad search: {exc}", EXIT_CONFIG) from None
     finally:
         store.close()
-    for hit in hits:
-        _print_json({**hit, "url": legifrance_url(hit["id"])})
+    if settings.is_demo:
+        from collector.demo.corpus import is_demo_id
+    for hit in hits:  # a DEMO article has no page on legifrance.gouv.fr
+        url = None if settings.is_demo and is_demo_id(hit["id"]) else legifrance_url(hit["id"])
+        _print_json({**hit, "url": url})
     if not hits:
         print("no match", file=sys.stderr, flush=True)
     return EXIT_OK

@@ -66,20 +66,22 @@ def search_section(store: Store, code_ids: Iterable[str]) -> None:
     if not hits:
         st.info("No stored article holds all these words with these filters.")
         return
-    st.caption(f"{len(hits)} best match(es); matched words are in [brackets].")
-    st.dataframe(
-        [
-            {
-                "Code": h.get("code_title") or h["code_id"],
-                "Article": h.get("num") or "",
-                "State": h.get("etat") or "",
-                "Section": h.get("section_path") or "",
-                "Snippet": h.get("snippet") or "",
-            }
-            for h in hits
-        ],
-        hide_index=True, width="stretch", key="search_results",
-    )
+    with st.container(key="search_matches"):
+        st.caption(f"{len(hits)} best match(es); matched words are in [brackets].")
+        st.dataframe(
+            [
+                {
+                    "Article": h.get("num") or "",
+                    "Snippet": h.get("snippet") or "",
+                    "Code": h.get("code_title") or h["code_id"],
+                    "Section": h.get("section_path") or "",
+                    "State": h.get("etat") or "",
+                }
+                for h in hits
+            ],
+            hide_index=True, width="stretch",
+            column_config={"Snippet": st.column_config.TextColumn(width="large")},
+        )
     by_id = {h["id"]: h for h in hits}
     chosen = st.selectbox(
         "Open an article", list(by_id), index=None, key="search_open", placeholder="Choose a match",
@@ -110,13 +112,21 @@ def article_view(store: Store, article_id: str) -> None:
         if article.get("section_path"):
             st.text(article["section_path"])
         url = legifrance_url(article["id"])
-        if url:
+        if url and _is_demo(article["id"]):
+            st.caption("A DEMO article: it does not exist on legifrance.gouv.fr.")
+        elif url:
             st.link_button("Open on legifrance.gouv.fr", url)
         st.text(article["text"])
         if article.get("nota"):
             st.text(f"Nota: {article['nota']}")
         st.caption(f"Versions of this article in the store ({len(versions)})")
         st.dataframe(_version_rows(versions), hide_index=True, width="stretch")
+
+
+def _is_demo(article_id: str) -> bool:
+    from collector.demo.corpus import is_demo_id  # the demo's own id ranges
+
+    return is_demo_id(article_id)
 
 
 def _day(value: Any, none: str = "—") -> str:
