@@ -26,7 +26,10 @@ import streamlit as st
 
 from collector.config import MODES, SECRET_SETTINGS, mask, parse_mode
 from collector.gate import PasswordGate
+from collector.health import health_routes
+from collector.keepawake import start_keep_awake
 from collector.routes import build_routes
+from collector.search_page import search_section
 from collector.shared_runtime import get_runtime
 from collector.status import throughput_rows
 
@@ -52,9 +55,12 @@ async def lifespan(_app: Any) -> AsyncIterator[None]:
         runtime = await asyncio.to_thread(get_runtime)
     except Exception as exc:  # keep serving: the page shows the error to the operator
         print(f"collector runtime failed to start: {safe_error(exc)}", file=sys.stderr, flush=True)
+    pinger = start_keep_awake(runtime.settings) if runtime is not None else None
     try:
         yield
     finally:
+        if pinger is not None:
+            await asyncio.to_thread(pinger.stop)
         if runtime is not None:
             await asyncio.to_thread(runtime.close, SHUTDOWN_TIMEOUT_SECONDS)
             get_runtime.clear()  # its on_release finds the runtime closed already
@@ -490,9 +496,10 @@ def main() -> None:
     _live_panel(locked)
     _logs_panel()
     _changes_panel()
+    search_section(runtime.store, (*settings.maintenance_codes, *settings.massive_codes))
 
 
 if __name__ == "__main__":
     main()  # a page run: Streamlit executes this file as __main__
 else:
-    app = st.App(__file__, lifespan=lifespan, routes=build_routes())
+    app = st.App(__file__, lifespan=lifespan, routes=[*build_routes(), *health_routes()])

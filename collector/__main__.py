@@ -1,4 +1,4 @@
-"""CLI: `python -m collector {status,run,changes,reset,demo-server}` (README.md, "Command line").
+"""CLI: `python -m collector {status,run,changes,search,reset,demo-server}` (README.md, "Command line").
 
 Exit codes: 0 ok; 2 bad configuration or arguments; 3 authentication refused by the API;
 4 permanent store failure; 5 another collector holds the store lease; 1 anything else.
@@ -68,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     changes.add_argument("--limit", type=_count(1), metavar="N", help="at most N events (default: all)")
     changes.add_argument("--code", metavar="ID", help="only the events of this code (LEGITEXT id)")
     commands.add_parser("reset", help="clear the saved state (back to ENABLE_SCHEDULER / SIPHONNAGE_MODE)")
+    search = commands.add_parser(
+        "search", help="full-text search of the stored articles (accent- and case-insensitive), one JSON line per match"
+    )
+    search.add_argument("query", nargs="+", metavar="QUERY", help="words that must all appear in the text")
+    search.add_argument("--code", metavar="ID", help="only this code (LEGITEXT id)")
+    search.add_argument("--state", metavar="ETAT", help="VIGUEUR (in force), MODIFIE or ABROGE")
+    search.add_argument("--limit", type=int, default=20, metavar="N", help="at most N matches, best first (1-200; default 20)")
     # Its options are parsed by demo_server_parser() so other commands never import the emulator.
     demo = commands.add_parser("demo-server", add_help=False,
                                help="serve the offline Légifrance emulator on 127.0.0.1 (--help for options)")
@@ -206,6 +213,33 @@ def _run_forever(runtime: Any) -> int:
     return EXIT_OK
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    """Matches best first, one JSON object per line (id, code_id, code_title, num, etat,
+    section_path, snippet, rank, url); nothing on stdout when nothing matches."""
+    from collector.logs import configure_logging
+    from collector.search import SearchQueryError, legifrance_url
+    from collector.store import open_store
+
+    settings = _settings()
+    configure_logging(settings)
+    store = open_store(settings)
+    try:
+        try:
+            hits = store.search(" ".join(args.query), args.code, args.state, args.limit)
+        except SearchQueryError as exc:
+            raise CliError(f"bad search: {exc}", EXIT_CONFIG) from None
+    finally:
+        store.close()
+    if settings.is_demo:
+        from collector.demo.corpus import is_demo_id
+    for hit in hits:  # a DEMO article has no page on legifrance.gouv.fr
+        url = None if settings.is_demo and is_demo_id(hit["id"]) else legifrance_url(hit["id"])
+        _print_json({**hit, "url": url})
+    if not hits:
+        print("no match", file=sys.stderr, flush=True)
+    return EXIT_OK
+
+
 def cmd_demo_server(args: argparse.Namespace) -> int:
     from collector.demo.server import run_demo_server
 
@@ -218,6 +252,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
     "changes": cmd_changes,
     "reset": cmd_reset,
+    "search": cmd_search,
     "demo-server": cmd_demo_server,
 }
 

@@ -194,6 +194,8 @@ class Settings:
     export_bucket: str | None = None  # Storage bucket of the files_queue export; None = off
     export_path_template: str = DEFAULT_EXPORT_PATH_TEMPLATE
     export_retired_status: str = "retired"
+    keep_awake: bool = False  # KEEP_AWAKE: ping external_url + /healthz every 10 min (collector/keepawake.py)
+    external_url: str | None = None  # RENDER_EXTERNAL_URL, set by Render: the service's public URL
 
     # ---- derived -------------------------------------------------------------------------
     @property
@@ -347,6 +349,12 @@ class Settings:
                 "EXPORT_RETIRED_STATUS must be 1-40 letters, digits, '_' or '-', and not 'pending', "
                 f"got {retired_status[:40]!r}"
             )
+        keep_awake = flag("KEEP_AWAKE", False)
+        external_url = get("RENDER_EXTERNAL_URL")
+        if keep_awake and external_url is not None:  # only read when there is something to ping
+            parsed = urlparse(external_url)
+            if parsed.scheme not in {"http", "https"} or not parsed.hostname:
+                raise ConfigError(f"RENDER_EXTERNAL_URL must be an http(s) URL, got {external_url[:60]!r}")
 
         return cls(
             state_file=Path(get("SCHEDULER_STATE_FILE") or "/tmp/scheduler_state.json"),
@@ -383,4 +391,6 @@ class Settings:
             export_bucket=export_bucket,
             export_path_template=path_template,
             export_retired_status=retired_status,
+            keep_awake=keep_awake,
+            external_url=external_url.rstrip("/") if external_url else None,
         )

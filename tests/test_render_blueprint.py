@@ -50,10 +50,17 @@ def test_web_service_runs_the_dashboard_app(service: dict[str, Any]) -> None:
     assert service["startCommand"] == (
         "streamlit run dashboard.py --server.port $PORT --server.address 0.0.0.0 --server.headless true"
     )
-    assert service["healthCheckPath"] == "/_stcore/health"
+    assert service["healthCheckPath"] == "/healthz"  # the collector's own health (collector/health.py)
     # Render rejects a shutdown delay on free services (the schema does not say so).
     assert "maxShutdownDelaySeconds" not in service
     assert "disk" not in service and "preDeployCommand" not in service
+
+
+def test_health_check_path_is_a_route_of_the_app(service: dict[str, Any]) -> None:
+    from collector.health import PATH, health_routes
+
+    assert service["healthCheckPath"] == PATH
+    assert [r.path for r in health_routes()] == [PATH]
 
 
 def test_env_vars_secrets_prompted_plain_values_quoted(service: dict[str, Any]) -> None:
@@ -65,6 +72,7 @@ def test_env_vars_secrets_prompted_plain_values_quoted(service: dict[str, Any]) 
         if "value" in item:
             assert isinstance(item["value"], str), f"{item['key']} must be a quoted string"
     assert env["ENABLE_SCHEDULER"]["value"] in {"true", "false"}
+    assert "KEEP_AWAKE" not in env, "off unless the operator accepts its cost in free instance hours"
 
 
 def test_streamlit_config_is_production_safe() -> None:

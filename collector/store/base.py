@@ -185,4 +185,24 @@ class Store(Protocol):
 
     def release_lease(self, owner: str) -> None: ...
 
+    # ---- search (collector/search.py) -------------------------------------------------------
+    def search(
+        self, query: str, code_id: str | None = None, etat: str | None = None, limit: int = 20
+    ) -> list[dict[str, Any]]:
+        """Stored articles whose text holds every word of `query` (accent- and
+        case-insensitive), best first: dicts with id, code_id, code_title, num, etat,
+        section_path, snippet (matches in [brackets], plain text) and rank (higher is better).
+        `etat` "VIGUEUR" also matches VIGUEUR_DIFF. SearchQueryError (a ValueError) when the
+        query has no word or a filter is malformed; nothing of the query reaches SQL as syntax."""
+        ...
+
+    def get_article(self, article_id: str) -> dict[str, Any] | None:
+        """The stored row of one article version (every column), or None."""
+        ...
+
+    def article_versions(self, cid: str) -> list[dict[str, Any]]:
+        """The versions of one article we hold (id, cid, num, etat, date_debut, date_fin,
+        collected_at), newest first."""
+        ...
+
     def close(self) -> None: ...

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from collector.models import Article, CodeMark, Rejected
+from collector.search import parse_query
+from collector.store import sqlite_search
 from collector.store.base import Lease, Retired, StoreError, StoreFatal
 from collector.store.rows import (
     ARTICLE_COLUMNS,
@@ -300,6 +302,7 @@ class SqliteStore:
         healthy = False
         try:
             conn.executescript(f"BEGIN IMMEDIATE;\n{SCHEMA}\nPRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;")
+            sqlite_search.ensure_search_index(conn)
             healthy = True
         except sqlite3.Error as exc:
             if conn.in_transaction:
@@ -606,6 +609,28 @@ class SqliteStore:
                 "UPDATE collector_lease SET expires_at = min(expires_at, ?) WHERE id = 1 AND owner = ?",
                 (now, owner),
             )
+
+    # ---- search (collector/search.py, store/sqlite_search.py) ---------------------------------
+    def search(
+        self, query: str, code_id: str | None = None, etat: str | None = None, limit: int = 20
+    ) -> list[dict[str, Any]]:
+        """See Store.search: FTS5 MATCH of the query's terms, best first."""
+        parsed = parse_query(query, code_id, etat, limit)
+        with self._read() as conn:
+            return sqlite_search.search(conn, parsed)
+
+    def get_article(self, article_id: str) -> dict[str, Any] | None:
+        with self._read() as conn:
+            return sqlite_search.get_article(conn, article_id)
+
+    def article_versions(self, cid: str) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            return sqlite_search.article_versions(conn, cid)
+
+    def rebuild_search(self) -> None:
+        """Refill the search index from the stored rows (needed after a VACUUM only)."""
+        with self._write() as conn:
+            sqlite_search.rebuild_search_index(conn)
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:

@@ -32,6 +32,7 @@ from supabase import Client, ClientOptions, SupabaseException, create_client
 
 from collector.models import Article, CodeMark, Rejected
 from collector.retry import backoff_delay, retry_call
+from collector.search import VERSION_COLUMNS, parse_query
 from collector.store.base import Lease, Retired, StoreError, StoreFatal
 from collector.store.rows import (
     ARTICLE_COLUMNS,
@@ -60,7 +61,7 @@ from collector.store.rows import (
 T = TypeVar("T")
 
 PAGE_SIZE = 1000  # hosted Supabase's default max-rows
-MIGRATION = "supabase/migrations/0001_collector.sql and 0002_changes.sql"
+MIGRATION = "every file of supabase/migrations/, in name order,"
 
 _TRANSIENT_STATUS = {"408", "425", "429", "500", "502", "503", "504", "520", "522", "524"}
 _AUTH_CODES = {"PGRST300", "PGRST301", "PGRST302", "PGRST303", "42501", "401", "403"}
@@ -586,6 +587,43 @@ class SupabaseStore:
             "releasing the collector lease",
             lambda: self._client.rpc("collector_release_lease", {"p_owner": owner}).execute(),
         )
+
+    # ---- search (collector/search.py; collector_search() in 0005_search.sql) ------------------
+    def search(
+        self, query: str, code_id: str | None = None, etat: str | None = None, limit: int = 20
+    ) -> list[dict[str, Any]]:
+        """See Store.search: PostgreSQL full text (french + unaccent) through one rpc call."""
+        parsed = parse_query(query, code_id, etat, limit)
+        params = {"p_query": parsed.text, "p_code_id": parsed.code_id, "p_etat": parsed.etat, "p_limit": parsed.limit}
+        response = self._call(
+            "searching the articles",
+            lambda: self._client.rpc("collector_search", params).execute(),
+        )
+        return [{**row, "rank": float(row["rank"] or 0.0)} for row in response.data or []]
+
+    def get_article(self, article_id: str) -> dict[str, Any] | None:
+        response = self._call(
+            f"reading article {article_id}",
+            lambda: self._client.table("legifrance_articles")
+            .select(",".join(ARTICLE_COLUMNS))
+            .eq("id", article_id)
+            .limit(1)
+            .execute(),
+        )
+        return response.data[0] if response.data else None
+
+    def article_versions(self, cid: str) -> list[dict[str, Any]]:
+        response = self._call(
+            f"reading the versions of {cid}",
+            lambda: self._client.table("legifrance_articles")
+            .select(",".join(VERSION_COLUMNS))
+            .eq("cid", cid)
+            .order("date_debut", desc=True, nullsfirst=False)
+            .order("id", desc=True)
+            .limit(PAGE_SIZE)
+            .execute(),
+        )
+        return list(response.data or [])
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def _close_http(self) -> None:

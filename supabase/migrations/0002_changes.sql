@@ -107,8 +107,13 @@ begin
             where a.cid = r.cid and a.id <> r.id and a.etat like 'VIGUEUR%') then
             v_kind := 'repealed';
         end if;
-        insert into public.legifrance_articles as a
-        select r.*
+        -- Columns named: a later migration may add generated columns (0005's search_tsv).
+        insert into public.legifrance_articles as a (
+            id, cid, code_id, code_title, num, etat, date_debut, date_fin, section_path, text,
+            html, nota, content_sha256, collected_at)
+        values (
+            r.id, r.cid, r.code_id, r.code_title, r.num, r.etat, r.date_debut, r.date_fin,
+            r.section_path, r.text, r.html, r.nota, r.content_sha256, r.collected_at)
         on conflict (id) do update set
             cid = excluded.cid, code_id = excluded.code_id, code_title = excluded.code_title,
             num = excluded.num, etat = excluded.etat, date_debut = excluded.date_debut,

@@ -71,7 +71,7 @@ def drop_db(name: str) -> None:
 
 @pytest.fixture(scope="module")
 def database() -> Iterator[str]:
-    """A throwaway database with the migration applied (dropped afterwards)."""
+    """A throwaway database with the migrations applied (dropped afterwards)."""
     require(server_available(), "no PostgreSQL server on 127.0.0.1:5432 (user postgres)")
     name = create_db()
     try:
@@ -104,7 +104,7 @@ def test_migration_is_idempotent_and_creates_the_tables(db: psycopg.Connection) 
         "SELECT column_name FROM information_schema.columns WHERE table_name = 'legifrance_articles' "
         "ORDER BY ordinal_position"
     ).fetchall()
-    assert tuple(c[0] for c in columns) == ARTICLE_COLUMNS
+    assert tuple(c[0] for c in columns) == (*ARTICLE_COLUMNS, "search_tsv")  # 0005_search.sql's, generated
     indexes = {r[0] for r in db.execute("SELECT indexdef FROM pg_indexes WHERE tablename = 'legifrance_articles'")}
     assert any("(code_id)" in i for i in indexes) and any("(cid)" in i for i in indexes)
     for table, key in KEYS.items():
@@ -400,6 +400,8 @@ def test_with_supabase_roles_anon_is_shut_out_and_service_role_works() -> None:
             conn.execute("INSERT INTO collector_state (running, mode) VALUES (true, 'MASSIVE')")
         with pytest.raises(errors.InsufficientPrivilege):
             conn.execute("SELECT * FROM collector_acquire_lease('intruder', 60)")
+        with pytest.raises(errors.InsufficientPrivilege):
+            conn.execute("SELECT * FROM collector_search('t')")
         for call in ("SELECT count(*) FROM legifrance_changes", "SELECT * FROM legifrance_change_consumers",
                      "SELECT collector_commit_batch('[]'::jsonb)", "SELECT * FROM collector_claim_changes('x', 1)",
                      "SELECT * FROM collector_retire_versions('{}', '{}')"):
@@ -409,6 +411,7 @@ def test_with_supabase_roles_anon_is_shut_out_and_service_role_works() -> None:
         conn.execute("SET ROLE service_role")
         assert conn.execute("SELECT count(*) FROM legifrance_articles").fetchone() == (1,)
         assert acquire(conn, "collector", 60)[2] is True
+        assert conn.execute("SELECT id FROM collector_search('texte')").fetchall() == []
         conn.execute("SELECT collector_add_requests(ARRAY['d:1'], 2)")
         conn.execute("INSERT INTO collector_runs (mode) VALUES ('MASSIVE')")
         row = {"id": "LEGIARTI2", "cid": "LEGIARTI2", "code_id": "LEGITEXT1", "etat": "VIGUEUR",

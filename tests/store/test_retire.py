@@ -221,7 +221,7 @@ def test_supabase_retries_the_call_and_reports_failures(supabase: SupabaseStore,
 
 def test_supabase_missing_function_says_to_run_the_migration(supabase: SupabaseStore, fake: FakePostgrest) -> None:
     fake.fail_next(Fault(status=404, body={"code": "PGRST202", "message": "Could not find the function"}))
-    with pytest.raises(StoreFatal, match="0001_collector.sql"):
+    with pytest.raises(StoreFatal, match="every file of supabase/migrations/"):
         supabase.retire_absent(CODE, [])
 
 

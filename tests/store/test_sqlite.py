@@ -66,7 +66,7 @@ def migration_columns() -> dict[str, list[str]]:
 def test_creates_parent_directory_and_the_same_columns_as_the_migration(store: SqliteStore, db: Path) -> None:
     assert db.is_file() and isinstance(store, Store)
     assert store.label == f"SQLite ({db})"
-    expected = migration_columns()
+    expected = {t: c for t, c in migration_columns().items() if t != "files_queue"}  # the workers' table
     assert len(expected) == 9
     with sqlite3.connect(db) as conn:
         for table, columns in expected.items():
