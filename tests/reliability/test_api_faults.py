@@ -103,7 +103,7 @@ def _run_case(case: Case, folder: Path, seed: int) -> dict[str, Any]:
         extra_attempts = summary["requests"] - summary["toc_requests"] - summary["article_requests"]
         retry_logs = sum(1 for e in proc.events() if e.get("event") == "legifrance retry")
         reauth_logs = sum(1 for e in proc.events() if e.get("event") == "legifrance token refused, re-authenticating")
-        assert extra_attempts == retryable + refused_401, (summary, faults, refused_401)
+        assert extra_attempts == retryable + refused_401, (summary, faults, refused_401, stats["rate_limited"])
         assert retry_logs == retryable and reauth_logs == refused_401
         assert summary["failed"] == nulls
         assert summary["interrupted"] is False
