@@ -8,7 +8,10 @@ behind the store. With `Authorization: Bearer $COLLECTOR_API_TOKEN` it answers t
 call the same scheduler methods as the page's buttons, so each one saves the desired state
 before answering. Request bodies are read with a size cap and a nesting cap; every answer,
 errors included, is JSON. GET /changes (the change log, paged
-by seq) needs the same token.
+by seq) needs the same token. POST /collect/code {"code_id": ...} (same token) queues one extra
+pass over one code (CollectorScheduler.collect_code): 202 when accepted, 409 with the reason when
+refused (a MASSIVE pass on, the lease held elsewhere), 400 on a body without a LEGITEXT id; the
+saved state is not touched.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from collector.config import InvalidMode, Mode, parse_mode
+from collector.config import InvalidMode, Mode, is_code_id, parse_mode
 from collector.store.base import StoreError
 
 if TYPE_CHECKING:
@@ -260,8 +263,35 @@ def build_routes(
             return _error(503, "the change log cannot be read now; see the server logs")
         return JSONResponse(page)
 
+    async def collect_code(request: Request) -> Response:
+        from collector.scheduler import CollectRefused
+
+        rt = await runtime_or_error()
+        if isinstance(rt, JSONResponse):
+            return rt
+        denied = _authorize(request, rt.settings.api_token)
+        if denied is not None:
+            log.warning("control route refused", action="collect_code", status=denied.status_code)
+            return denied
+        data = await read_json(request, '{"code_id": "LEGITEXT000006074075"}')
+        if isinstance(data, JSONResponse):
+            return data
+        code_id = data.get("code_id") if isinstance(data, dict) else None
+        if not is_code_id(code_id):
+            return _error(400, 'body must be a JSON object with "code_id": a LEGITEXT id (LEGITEXT + 12 digits)')
+        try:
+            await run_in_threadpool(rt.scheduler.collect_code, code_id)
+        except CollectRefused as exc:
+            log.info("collect refused", code_id=code_id, reason=exc.reason)
+            return JSONResponse({"error": exc.reason, "code_id": code_id}, status_code=409)
+        log.info("control route", action="collect_code", code_id=code_id)
+        body = {"ok": True, "action": "collect_code", "code_id": code_id,
+                "queued_codes": list(rt.scheduler.queued_codes)}
+        return JSONResponse(body, status_code=202)
+
     return [
         _route("/aspirage/status", "GET", status),
+        _route("/collect/code", "POST", collect_code),
         _route("/changes", "GET", changes),
         _route("/aspirage/start", "POST", control("start", lambda rt, _: rt.scheduler.start())),
         _route("/aspirage/stop", "POST", control("stop", lambda rt, _: rt.scheduler.stop())),

@@ -283,3 +283,62 @@ def test_changes_route_needs_the_token(client: TestClient, monkeypatch: pytest.M
     get_runtime.clear()
     resp = client.get("/changes", headers=auth())
     assert resp.status_code == 403 and "COLLECTOR_API_TOKEN" in resp.json()["error"]
+
+
+# ---- POST /collect/code: one extra pass over one code ----------------------------------------------
+EXTRA_CODE = "LEGITEXT000099900004"  # a demo code outside the MAINTENANCE list
+
+
+def _wait(predicate: Any, timeout: float = 60.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_collect_code_runs_one_pass_and_keeps_the_saved_state(client: TestClient, tmp_path: Path) -> None:
+    resp = client.post("/collect/code", headers=auth(), json={"code_id": EXTRA_CODE})
+    assert resp.status_code == 202, resp.text
+    body = resp.json()
+    assert body["ok"] is True and body["code_id"] == EXTRA_CODE
+    store = get_runtime().store
+    assert _wait(lambda: bool(store.last_runs(1)) and store.last_runs(1)[0]["finished_at"] is not None)
+    run = store.last_runs(1)[0]
+    assert run["codes"] == [EXTRA_CODE] and run["summary"]["stored"] > 0
+    assert get_runtime().scheduler.join(5)
+    assert saved(tmp_path) is None, "the desired state was not saved"
+    status = client.get("/aspirage/status", headers=auth()).json()
+    assert status["running"] is False and status["collector_threads"] == 0 and status["queued_codes"] == []
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b'{"code_id": "LEGITEXT123"}', b'{"code_id": 6074075}', b'{"code": "LEGITEXT000099900004"}',
+     b'["LEGITEXT000099900004"]', b'{"code_id": "LEGIARTI000006812345"}', b"{oops"],
+)
+def test_collect_code_bad_body_is_400(client: TestClient, tmp_path: Path, content: bytes) -> None:
+    resp = client.post("/collect/code", headers={**auth(), "Content-Type": "application/json"}, content=content)
+    assert resp.status_code == 400 and resp.headers["content-type"] == "application/json"
+    assert "code_id" in resp.json()["error"] or "JSON" in resp.json()["error"]
+    assert get_runtime().store.last_runs(1) == [] and saved(tmp_path) is None
+
+
+def test_collect_code_refused_with_409_and_the_reason(client: TestClient, tmp_path: Path) -> None:
+    assert client.post("/collect/code", json={"code_id": EXTRA_CODE}).status_code == 401
+    store = get_runtime().store
+    assert store.acquire_lease("render-old:7:20261128T120000Z", 30).acquired
+    resp = client.post("/collect/code", headers=auth(), json={"code_id": EXTRA_CODE})
+    assert resp.status_code == 409 and "render-old:7:20261128T120000Z" in resp.json()["error"]
+    store.release_lease("render-old:7:20261128T120000Z")
+
+    client.post("/siphonnage/mode", headers=auth(), json={"mode": "MASSIVE"})
+    client.post("/aspirage/start", headers=auth())
+    resp = client.post("/collect/code", headers=auth(), json={"code_id": EXTRA_CODE})
+    assert resp.status_code == 409 and "MASSIVE" in resp.json()["error"]
+    assert resp.json()["code_id"] == EXTRA_CODE
+    assert saved(tmp_path) == {"running": True, "mode": "MASSIVE"}
+    client.post("/aspirage/stop", headers=auth())
