@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from collector.config import ConfigError, InvalidMode, Mode, Settings, parse_mode
+from collector.config import ConfigError, InvalidMode, Mode, Settings, mode_from_text
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_AUTH, EXIT_STORE, EXIT_LEASE = 0, 1, 2, 3, 4, 5
 SHUTDOWN_TIMEOUT = 8.0  # seconds; SIGTERM must end the process within 10 s
@@ -37,7 +37,7 @@ class CliError(Exception):
 
 def _mode(value: str) -> Mode:
     try:
-        return parse_mode(value.strip().upper())
+        return mode_from_text(value)
     except InvalidMode as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 

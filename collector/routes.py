@@ -12,6 +12,11 @@ by seq) needs the same token. POST /collect/code {"code_id": ...} (same token) q
 pass over one code (CollectorScheduler.collect_code): 202 when accepted, 409 with the reason when
 refused (a MASSIVE pass on, the lease held elsewhere), 400 on a body without a LEGITEXT id; the
 saved state is not touched.
+
+Unknown paths: every path whose first segment is one of the routes' (aspirage, siphonnage,
+changes, collect, healthz) belongs to this API, so one that names no route (/aspirage/nope,
+/changes/x, /collect) answers 404 JSON listing the routes, never the page's HTML (Streamlit's
+catch-all would serve it with a 200). Any other path is the page's.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from collector.config import InvalidMode, Mode, is_code_id, parse_mode
+from collector.config import InvalidMode, Mode, is_code_id, mode_from_text
 from collector.store.base import StoreError
 
 if TYPE_CHECKING:
@@ -156,13 +161,13 @@ async def read_json(request: Request, example: str) -> Any | JSONResponse:
 
 async def _read_mode(request: Request) -> Mode | JSONResponse:
     """The parsed `mode` field of the JSON body, or the error response to send."""
-    data = await read_json(request, '{"mode": "MASSIVE"} or {"mode": "MAINTENANCE"}')
+    data = await read_json(request, '{"mode": "MASSIVE"} or {"mode": "MAINTENANCE"} (any case)')
     if isinstance(data, JSONResponse):
         return data
     if not isinstance(data, dict) or "mode" not in data:
         return _error(422, 'body must be a JSON object with a "mode" field: "MASSIVE" or "MAINTENANCE"')
     try:
-        return parse_mode(data["mode"])
+        return mode_from_text(data["mode"])  # as the CLI and SIPHONNAGE_MODE read it
     except InvalidMode as exc:
         return _error(422, str(exc))
 
@@ -289,7 +294,7 @@ def build_routes(
                 "queued_codes": list(rt.scheduler.queued_codes)}
         return JSONResponse(body, status_code=202)
 
-    return [
+    routes = [
         _route("/aspirage/status", "GET", status),
         _route("/collect/code", "POST", collect_code),
         _route("/changes", "GET", changes),
@@ -301,6 +306,27 @@ def build_routes(
             control("set_mode", lambda rt, mode: rt.scheduler.set_mode(mode), needs_mode=True),
         ),
     ]
+    return routes + not_found_routes(routes)
+
+
+def not_found_routes(routes: list[Route]) -> list[Route]:
+    """404 JSON for the paths under the API's first segments that name no route (mounted
+    after the routes, before the page). /healthz (collector.health) counts as one of them."""
+    from collector.health import PATH as HEALTH_PATH
+
+    known = sorted({r.path for r in routes} | {HEALTH_PATH})
+    listed = ", ".join(known)
+
+    async def not_found(request: Request) -> Response:
+        return _error(404, f"no route {request.method} {request.url.path[:200]}; the routes are {listed}")
+
+    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+    out: list[Route] = []
+    for prefix in dict.fromkeys("/" + path.split("/")[1] for path in known):
+        out.append(Route(prefix + "/{rest:path}", not_found, methods=methods))
+        if prefix not in known:
+            out.append(Route(prefix, not_found, methods=methods))
+    return out
 
 
 def _route(path: str, method: str, handler: Handler) -> Route:
