@@ -197,8 +197,9 @@ class CollectorScheduler:
             log.info("extra pass queued", code_id=code_id, queued=len(self._queued))
             if self._thread is None:
                 self._ensure_thread_locked()
-            else:
-                self._notify_locked()
+            elif run is not None:  # wake the loop without a poke: an error backoff stays as it was
+                with contextlib.suppress(RuntimeError):
+                    run.loop.call_soon_threadsafe(run.wake.set)
 
     @property
     def queued_codes(self) -> tuple[str, ...]:

@@ -833,3 +833,21 @@ def test_stop_interrupts_an_extra_pass(live: Callable[..., Live]) -> None:
     sched.stop()
     assert sched.join(3.0) and time.monotonic() - t0 < 3.0
     assert json.loads(sched.settings.state_file.read_text())["running"] is False
+
+
+def test_collect_code_waits_for_the_pass_in_progress_without_interrupting_it(rig: Rig) -> None:
+    rig.passes.steps = 25  # a MAINTENANCE pass of about 0.5 s
+    sched = rig.scheduler()
+    sched.start()
+    assert wait_until(lambda: len(rig.passes.calls) == 1)
+    saved = rig.saved()
+    sched.collect_code(EXTRA)
+    sched.collect_code(EXTRA)  # asked twice while waiting: one walk
+    assert sched.queued_codes == (EXTRA,) and sched.status().queued_codes == [EXTRA]
+    assert wait_until(lambda: len(rig.passes.calls) == 2)
+    assert rig.passes.calls == [(Mode.MAINTENANCE, MAINT), (Mode.MASSIVE, (EXTRA,))]
+    assert wait_until(lambda: len(rig.passes.results) == 2)
+    assert not rig.passes.results[0].interrupted and not rig.passes.results[1].interrupted
+    assert wait_until(lambda: sched.status().phase == "waiting")
+    assert rig.saved() == saved and sched.queued_codes == ()
+    assert len(rig.passes.calls) == 2, "the MAINTENANCE schedule stands: no pass before its interval"
