@@ -200,6 +200,17 @@ def build_routes(
             log.error("runtime unavailable", error_type=type(exc).__name__)
             return _error(503, "collector runtime unavailable; see the server logs")
 
+    async def authorized(request: Request, action: str) -> Runtime | JSONResponse:
+        """The runtime when the request carries the API token, else the error response."""
+        rt = await runtime_or_error()
+        if isinstance(rt, JSONResponse):
+            return rt
+        denied = _authorize(request, rt.settings.api_token)
+        if denied is not None:
+            log.warning("control route refused", action=action, status=denied.status_code)
+            return denied
+        return rt
+
     async def status(request: Request) -> Response:
         rt = await runtime_or_error()
         if isinstance(rt, JSONResponse):
@@ -219,13 +230,9 @@ def build_routes(
         action: str, call: Callable[[Runtime, Mode | None], None], needs_mode: bool = False
     ) -> Handler:
         async def handler(request: Request) -> Response:
-            rt = await runtime_or_error()
+            rt = await authorized(request, action)
             if isinstance(rt, JSONResponse):
                 return rt
-            denied = _authorize(request, rt.settings.api_token)
-            if denied is not None:
-                log.warning("control route refused", action=action, status=denied.status_code)
-                return denied
             mode: Mode | None = None
             if needs_mode:
                 parsed = await _read_mode(request)
@@ -250,13 +257,9 @@ def build_routes(
     async def changes(request: Request) -> Response:
         from collector.feed.reader import BadPageArgs, page_args, read_page
 
-        rt = await runtime_or_error()
+        rt = await authorized(request, "changes")
         if isinstance(rt, JSONResponse):
             return rt
-        denied = _authorize(request, rt.settings.api_token)
-        if denied is not None:
-            log.warning("changes route refused", status=denied.status_code)
-            return denied
         try:
             since, limit, code_id = page_args(request.query_params)
         except BadPageArgs as exc:
@@ -271,13 +274,9 @@ def build_routes(
     async def collect_code(request: Request) -> Response:
         from collector.scheduler import CollectRefused
 
-        rt = await runtime_or_error()
+        rt = await authorized(request, "collect_code")
         if isinstance(rt, JSONResponse):
             return rt
-        denied = _authorize(request, rt.settings.api_token)
-        if denied is not None:
-            log.warning("control route refused", action="collect_code", status=denied.status_code)
-            return denied
         data = await read_json(request, '{"code_id": "LEGITEXT000006074075"}')
         if isinstance(data, JSONResponse):
             return data

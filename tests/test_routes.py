@@ -22,6 +22,7 @@ with warnings.catch_warnings():  # starlette 1.10 prefers httpx2 for its TestCli
 from collector.routes import collector_threads
 from collector.shared_runtime import get_runtime
 from tests.conftest import COLLECTOR_ENV
+from tests.test_cli import wait_for
 
 TOKEN = "api-token-5e1f0b7d"
 SECRETS = {
@@ -295,24 +296,13 @@ def test_changes_route_needs_the_token(client: TestClient, monkeypatch: pytest.M
 EXTRA_CODE = "LEGITEXT000099900004"  # a demo code outside the MAINTENANCE list
 
 
-def _wait(predicate: Any, timeout: float = 60.0) -> bool:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
 def test_collect_code_runs_one_pass_and_keeps_the_saved_state(client: TestClient, tmp_path: Path) -> None:
     resp = client.post("/collect/code", headers=auth(), json={"code_id": EXTRA_CODE})
     assert resp.status_code == 202, resp.text
     body = resp.json()
     assert body["ok"] is True and body["code_id"] == EXTRA_CODE
     store = get_runtime().store
-    assert _wait(lambda: bool(store.last_runs(1)) and store.last_runs(1)[0]["finished_at"] is not None)
+    assert wait_for(lambda: bool(store.last_runs(1)) and store.last_runs(1)[0]["finished_at"] is not None)
     run = store.last_runs(1)[0]
     assert run["codes"] == [EXTRA_CODE] and run["summary"]["stored"] > 0
     assert get_runtime().scheduler.join(5)
