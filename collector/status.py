@@ -45,6 +45,7 @@ class StatusSnapshot:
     state_saved: bool = True  # False when the state file could not be written
     state_error: str | None = None
     throughput: list[tuple[float, int]] = field(default_factory=list)  # (epoch s, stored so far)
+    queued_codes: list[str] = field(default_factory=list)  # extra passes waiting (collect_code)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (datetimes as ISO strings)."""

@@ -2,7 +2,8 @@
 
 Each case has its own emulator process (rate limit = the client's per-second budget) and its
 own collector; the cases run side by side to keep the suite short. For every case:
-* the pass finishes (exit 0, summary printed) and every reachable article is stored once;
+* the pass finishes (summary printed; exit 0, or 1 when a code or an article failed: the null
+  article and unknown code cases) and every reachable article is stored once;
 * every injected fault is visible: each retryable fault and each 401 is one extra attempt in the
   summary (`requests` - `toc_requests` - `article_requests`) and one warning in the log; a null
   article is `failed` in the summary and stored by the next pass; an unknown code is
@@ -93,13 +94,16 @@ def _run_case(case: Case, folder: Path, seed: int) -> dict[str, Any]:
         else:
             proc = run_cli(env, folder, "once", "run", "--once", "--mode", "MASSIVE", timeout=120)
         wall = time.monotonic() - t0
-        assert proc.poll() == 0, proc.stderr()[-3000:]
         summary = proc.last_json()
         stats = emu.stats()
         faults = stats["faults"]
         refused_401 = int(stats["statuses"].get("401", 0))
         retryable = sum(n for kind, n in faults.items() if kind != "null_article")
         nulls = int(faults.get("null_article", 0))
+        # documented exit codes: 1 when any code or article failed, else 0
+        assert proc.poll() == (1 if nulls or case.unknown_code else 0), proc.stderr()[-3000:]
+        if nulls or case.unknown_code:
+            assert proc.stderr().strip().splitlines()[-1].startswith("error: the pass had failures:")
         extra_attempts = summary["requests"] - summary["toc_requests"] - summary["article_requests"]
         retry_logs = sum(1 for e in proc.events() if e.get("event") == "legifrance retry")
         reauth_logs = sum(1 for e in proc.events() if e.get("event") == "legifrance token refused, re-authenticating")

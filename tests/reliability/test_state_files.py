@@ -2,7 +2,7 @@
 `python -m collector run --once`. Each starts with the defaults (ENABLE_SCHEDULER=false,
 SIPHONNAGE_MODE=MAINTENANCE), logs why, and keeps the bad entry aside (`<name>.bad-*`) when the
 folder allows it. Where the state cannot be written, it is said, not pretended: `status` has
-state_saved=false and state_error, `run --mode MASSIVE --once` warns "mode not saved: ...", and
+state_saved=false and state_error, `run --mode MASSIVE` warns "mode not saved: ...", and
 the live status payload (the page, GET /aspirage/status) has state_saved=false and state_error.
 
 Permission cases need permissions to bind: as root the collector runs under `setpriv` without
@@ -16,6 +16,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import stat
 import traceback
 from collections.abc import Callable
@@ -28,7 +29,7 @@ import pytest
 
 from collector.demo import DEMO_MASSIVE_CODES
 from tests.conftest import require
-from tests.reliability.conftest import Proc, Report, collector_env, permissions_bind, run_cli
+from tests.reliability.conftest import Proc, Report, cli, collector_env, permissions_bind, run_cli, wait_for
 
 pytestmark = pytest.mark.reliability
 
@@ -197,9 +198,16 @@ def _run_case(case: BadState, folder: Path, emu_env: dict[str, str]) -> dict[str
 
     if case.unwritable:
         env, path, before = _setup(case, folder / "save", emu_env)
-        save = run_cli(env, folder / "save", "save", "run", "--mode", "MASSIVE", "--once", prefix=prefix, timeout=90)
-        assert save.poll() == 0, save.stderr()[-2000:]
-        assert save.last_json()["mode"] == "MASSIVE"  # the action still happens, in memory
+        # `run --mode M` saves M (`--once` saves nothing): in the foreground until SIGTERM
+        save = cli(env, folder / "save", "save", "run", "--mode", "MASSIVE", prefix=prefix)
+        try:
+            wait_for(lambda: save.event("pass start") or save.poll() is not None, 90, "a pass of run --mode MASSIVE")
+            save.signal(signal.SIGTERM)
+            assert save.wait(15) == 0, save.stderr()[-2000:]
+        finally:
+            save.kill()
+        started = save.event("pass start")
+        assert started is not None and started["mode"] == "MASSIVE"  # the action still happens, in memory
         warning = [line for line in save.stderr().splitlines() if line.startswith("warning: mode not saved:")]
         assert warning and f"state not saved to {path}" in warning[0], save.stderr()[-2000:]
         env, path, before = _setup(case, folder / "live", emu_env)
