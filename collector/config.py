@@ -342,6 +342,14 @@ class Settings:
             )
 
         supabase_url, supabase_key = url("SUPABASE_URL"), get(SECRET_SETTINGS["supabase_key"])
+        if bool(supabase_url) != bool(supabase_key):  # SQLite on Render's disk would be lost at the next deploy
+            present, missing = (
+                ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY") if supabase_url
+                else ("SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_URL")
+            )
+            raise ConfigError(
+                f"{present} is set but {missing} is not: set both for Supabase, or neither for SQLite"
+            )
         export_bucket = get("EXPORT_BUCKET")
         if export_bucket is not None:
             if not _BUCKET_NAME.fullmatch(export_bucket):

@@ -34,12 +34,13 @@ def test_code_ids_accept_ascii_digits_only() -> None:
 
 @pytest.mark.parametrize("name", ["LEGIFRANCE_OAUTH_URL", "LEGIFRANCE_API_BASE_URL", "SUPABASE_URL"])
 def test_plain_http_is_refused_for_remote_hosts_unless_allowed(name: str) -> None:
+    pair = {"SUPABASE_SERVICE_ROLE_KEY": "k" * 40} if name == "SUPABASE_URL" else {}
     with pytest.raises(ConfigError) as caught:
-        Settings.from_env({name: "http://api.example.org/x"})
+        Settings.from_env({name: "http://api.example.org/x", **pair})
     assert name in str(caught.value) and "ALLOW_INSECURE_HTTP" in str(caught.value)
     for local in ("http://127.0.0.1:8765/x", "http://localhost:8765/x", "http://[::1]:8765/x", "https://api.example.org/x"):
-        Settings.from_env({name: local})
-    allowed = Settings.from_env({name: "http://api.example.org/x", "ALLOW_INSECURE_HTTP": "true"})
+        Settings.from_env({name: local, **pair})
+    allowed = Settings.from_env({name: "http://api.example.org/x", "ALLOW_INSECURE_HTTP": "true", **pair})
     assert allowed.allow_insecure_http is True
 
 
@@ -80,3 +81,11 @@ def test_mode_is_read_as_typed(text: str) -> None:
     for bad in ("turbo", "", None, 1, "MASSIVE!"):
         with pytest.raises(InvalidMode):
             mode_from_text(bad)
+
+
+@pytest.mark.parametrize("env", [{"SUPABASE_URL": "https://x.supabase.co"}, {"SUPABASE_SERVICE_ROLE_KEY": "k" * 40}])
+def test_half_a_supabase_setting_is_a_configuration_error(env: dict[str, str]) -> None:
+    """Not a silent SQLite store (on Render, lost at the next deploy)."""
+    with pytest.raises(ConfigError, match="set both for Supabase, or neither for SQLite") as caught:
+        Settings.from_env(env)
+    assert "k" * 40 not in str(caught.value)
