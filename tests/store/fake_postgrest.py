@@ -17,14 +17,17 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote
 
 import httpx
+import respx
 
+from collector.store.supabase import SupabaseStore
 from tests.conftest import REPO
 
 MIGRATIONS = sorted((REPO / "supabase" / "migrations").glob("*.sql"))
@@ -472,3 +475,16 @@ class FakePostgrest:
             if run is not None:
                 run["progress"] = args["p_progress"]
         return httpx.Response(200, json=counts)
+
+
+@contextmanager
+def supabase_over(fake: FakePostgrest, url: str = "https://proj.supabase.co") -> Iterator[SupabaseStore]:
+    """A SupabaseStore at `url` with `fake`'s key whose PostgREST requests `fake` answers (through
+    respx), without waits between retries; closed on exit."""
+    with respx.mock(base_url=url, assert_all_called=False) as router:
+        router.route(path__startswith="/rest/v1/").mock(side_effect=fake.handle)
+        store = SupabaseStore(url, fake.key, backoff=lambda attempt: 0.0)
+        try:
+            yield store
+        finally:
+            store.close()
