@@ -192,6 +192,17 @@ def build_routes(
             log.error("runtime unavailable", error_type=type(exc).__name__)
             return _error(503, "collector runtime unavailable; see the server logs")
 
+    async def authorized(request: Request, route: str, **context: Any) -> Runtime | JSONResponse:
+        """The runtime, or the response that refuses the request (no runtime, token refused)."""
+        rt = await runtime_or_error()
+        if isinstance(rt, JSONResponse):
+            return rt
+        denied = _authorize(request, rt.settings.api_token)
+        if denied is not None:
+            log.warning(f"{route} route refused", **context, status=denied.status_code)
+            return denied
+        return rt
+
     async def status(request: Request) -> Response:
         rt = await runtime_or_error()
         if isinstance(rt, JSONResponse):
@@ -211,13 +222,9 @@ def build_routes(
         action: str, call: Callable[[Runtime, Mode | None], None], needs_mode: bool = False
     ) -> Handler:
         async def handler(request: Request) -> Response:
-            rt = await runtime_or_error()
+            rt = await authorized(request, "control", action=action)
             if isinstance(rt, JSONResponse):
                 return rt
-            denied = _authorize(request, rt.settings.api_token)
-            if denied is not None:
-                log.warning("control route refused", action=action, status=denied.status_code)
-                return denied
             mode: Mode | None = None
             if needs_mode:
                 parsed = await _read_mode(request)
@@ -242,13 +249,9 @@ def build_routes(
     async def changes(request: Request) -> Response:
         from collector.feed.reader import BadPageArgs, page_args, read_page
 
-        rt = await runtime_or_error()
+        rt = await authorized(request, "changes")
         if isinstance(rt, JSONResponse):
             return rt
-        denied = _authorize(request, rt.settings.api_token)
-        if denied is not None:
-            log.warning("changes route refused", status=denied.status_code)
-            return denied
         try:
             since, limit, code_id = page_args(request.query_params)
         except BadPageArgs as exc:

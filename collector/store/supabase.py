@@ -30,6 +30,7 @@ import httpx
 from postgrest.exceptions import APIError
 from supabase import Client, ClientOptions, SupabaseException, create_client
 
+from collector.config import SecretMask
 from collector.models import Article, CodeMark, Rejected
 from collector.retry import backoff_delay, retry_call
 from collector.search import VERSION_COLUMNS, parse_query
@@ -130,7 +131,7 @@ class SupabaseStore:
         if batch_rows < 1 or batch_bytes < 1 or max_attempts < 1 or not 1 <= page_size:
             raise ValueError("batch_rows, batch_bytes, max_attempts and page_size must be >= 1")
         self.label = f"Supabase ({host})"
-        self._key = key
+        self._mask = SecretMask([key])
         self._batch_rows = batch_rows
         self._batch_bytes = batch_bytes
         self._max_attempts = max_attempts
@@ -165,9 +166,6 @@ class SupabaseStore:
     # ---- error handling and retries ----------------------------------------------------------
     def _record_status(self, response: httpx.Response) -> None:
         self._status.value = response.status_code
-
-    def _mask(self, text: str) -> str:
-        return text.replace(self._key, "***") if self._key else text
 
     def _describe(self, exc: APIError) -> str:
         parts = [f"{exc.code}" if exc.code else "error", exc.message or ""]
