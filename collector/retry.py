@@ -28,7 +28,7 @@ RetryAfter = Callable[[BaseException], float | None]  # the wait an error asks f
 def backoff_delay(failure: int, base: float, cap: float, rng: Callable[[], float] | None = None) -> float:
     """base * 2**(failure - 1), at most `cap`; with `rng` (a uniform [0, 1) source), full
     jitter: a uniform share of it, so clients that failed together do not retry together."""
-    delay = min(cap, base * 2 ** (failure - 1))
+    delay = min(cap, base * 2.0 ** min(failure - 1, 64))  # past 2**64 any cap is reached: no overflow
     return delay * rng() if rng is not None else delay
 
 

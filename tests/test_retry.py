@@ -14,6 +14,7 @@ def test_backoff_doubles_up_to_the_cap_and_jitter_takes_a_share() -> None:
     assert [backoff_delay(n, 0.5, 3.0) for n in range(1, 6)] == [0.5, 1.0, 2.0, 3.0, 3.0]
     assert backoff_delay(3, 0.5, 3.0, rng=lambda: 0.25) == 0.5
     assert jittered(1.0, 10.0, rng=lambda: 0.5)(4) == 4.0
+    assert backoff_delay(5000, 5.0, 300.0) == 300.0  # days of failures in a row: the cap, no OverflowError
 
 
 @pytest.mark.parametrize(
