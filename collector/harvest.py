@@ -273,16 +273,8 @@ class _Pass:
                      last_update=last_update)
             return
 
-        try:
-            toc = await self._interruptible(lambda: self.client.table_matieres(code_id, self.today))
-        except PASS_ENDING as exc:
-            self._code_failed(code_id, f"table of contents of {code_id}: {exc}")
-            raise
-        except LegifranceNotFound as exc:
-            self._code_failed(code_id, f"unknown code {code_id}: {exc}")
-            return
-        except (LegifranceError, TocError) as exc:
-            self._code_failed(code_id, f"table of contents of {code_id} failed: {exc}")
+        toc = await self._toc(code_id)
+        if toc is None:
             return
 
         known = await asyncio.to_thread(self.store.known_ids, code_id, self.opt.min_chars)
@@ -318,6 +310,20 @@ class _Pass:
             new_mark = CodeMark(code_id=code_id, title=title, modif_date=modif_date,
                                 last_update=last_update, walked_at=self.opt.clock())
             await asyncio.to_thread(self.store.set_code_mark, new_mark)
+
+    async def _toc(self, code_id: str) -> CodeToc | None:
+        """The code's table of contents, or None once its failure is recorded; a refused
+        token raises."""
+        try:
+            return await self._interruptible(lambda: self.client.table_matieres(code_id, self.today))
+        except PASS_ENDING as exc:
+            self._code_failed(code_id, f"table of contents of {code_id}: {exc}")
+            raise
+        except LegifranceNotFound as exc:
+            self._code_failed(code_id, f"unknown code {code_id}: {exc}")
+        except (LegifranceError, TocError) as exc:
+            self._code_failed(code_id, f"table of contents of {code_id} failed: {exc}")
+        return None
 
     async def _retire(self, code_id: str, ids: list[str], cids: list[str]) -> bool:
         """After a complete walk, retire the code's stored rows that left today's TOC (see

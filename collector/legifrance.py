@@ -24,8 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import date, timezone
-from email.utils import parsedate_to_datetime
+from datetime import date
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
@@ -35,6 +34,7 @@ import structlog
 from collector.models import CodeToc
 from collector.parse import TocBodyError, TocError, TocParser
 from collector.ratelimit import RequestBudget, SlotTicket
+from collector.retry import backoff_delay, retry_after_seconds, retry_async
 
 if TYPE_CHECKING:
     from collector.config import Settings
@@ -237,6 +237,20 @@ class _Retryable:
     retry_after: float | None = None
 
 
+class _Failed(Exception):
+    """A retryable outcome, raised so that collector.retry's loop retries it."""
+
+    def __init__(self, outcome: _Retryable) -> None:
+        super().__init__(outcome.reason)
+        self.outcome = outcome
+
+
+def _outcome(exc: BaseException) -> _Retryable:
+    """What a retried error carries (collector.retry hands back only the _Failed it retries)."""
+    assert isinstance(exc, _Failed)
+    return exc.outcome
+
+
 # Reads the body of a 200 answer (a stream): the value, or a retryable failure; may raise.
 BodyReader = Callable[[httpx.Response], Awaitable[T | _Retryable]]
 
@@ -256,24 +270,6 @@ def _report_sent(ticket: SlotTicket) -> Callable[[str, dict[str, Any]], Awaitabl
             ticket.sent()
 
     return trace
-
-
-def retry_after_seconds(value: str | None, now: float) -> float | None:
-    """Parse a Retry-After header (delay seconds or HTTP-date) into seconds from `now`."""
-    if not value or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            moment = parsedate_to_datetime(text)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
-        seconds = moment.timestamp() - now
-    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 class _NoCookies(http.cookiejar.CookieJar):
@@ -495,11 +491,12 @@ class LegifranceClient:
         timeout = self._timeout(read_timeout or self._read_timeout)
         bounds = self._bounds[kind]
         reauthenticated = False
-        failures = 0
-        while True:
+
+        async def attempt() -> T:
+            nonlocal reauthenticated
             token = await self._get_token()
             outcome = await self._attempt(endpoint, url, body, token, timeout, bounds, subject, read)
-            if outcome is None:  # 401: the token was refused
+            if outcome is None:  # 401: the token was refused; one fresh token, at once, per call
                 if reauthenticated:
                     raise LegifranceAuthError(
                         f"the API refused a freshly issued token (HTTP 401 on {endpoint}). "
@@ -508,26 +505,18 @@ class LegifranceClient:
                 reauthenticated = True
                 self._forget_token(token)
                 log.warning("legifrance token refused, re-authenticating", endpoint=endpoint)
-                continue
-            if not isinstance(outcome, _Retryable):
-                return outcome
-            failures += 1
-            if failures >= self.max_attempts:
-                what = f" for {subject}" if subject else ""
-                raise LegifranceError(
-                    f"{endpoint}{what} failed after {failures} attempts; last error: {outcome.reason}"
-                )
-            delay = self._backoff(failures, outcome.retry_after)
-            self.stats.record(retries=1)
-            log.warning(
-                "legifrance retry",
-                endpoint=endpoint,
-                status=outcome.status,
-                error=outcome.reason,
-                attempt=failures,
-                delay=round(delay, 3),
-            )
-            await self._sleep(delay)
+                return await attempt()
+            if isinstance(outcome, _Retryable):
+                raise _Failed(outcome)
+            return outcome
+
+        try:
+            return await self._retry(attempt, "legifrance retry", counted=True, endpoint=endpoint)
+        except _Failed as exc:
+            what = f" for {subject}" if subject else ""
+            raise LegifranceError(
+                f"{endpoint}{what} failed after {self.max_attempts} attempts; last error: {exc.outcome.reason}"
+            ) from None
 
     async def _attempt(
         self,
@@ -656,11 +645,32 @@ class LegifranceClient:
                 text = text.replace(secret, "***")
         return text
 
-    def _backoff(self, failures: int, retry_after: float | None) -> float:
-        """Full-jitter exponential backoff, or the server's Retry-After (capped)."""
-        if retry_after is not None:
-            return min(retry_after, self.retry_after_cap)
-        return self._rng() * min(self.backoff_cap, self.backoff_base * 2 ** (failures - 1))
+    async def _retry(self, attempt: Callable[[], Awaitable[T]], event: str, *, counted: bool,
+                     before_wait: Callable[[int, BaseException, float], None] | None = None, **context: Any) -> T:
+        """`attempt()` until it returns, `max_attempts` tries at most, each _Failed followed by
+        the server's Retry-After (capped) or a full-jitter exponential backoff. Each retry is
+        logged as `event` with `context`; `counted` ones (API calls, not tokens) add to
+        stats.retries. `before_wait(failures, exc, delay)` may raise `exc` to stop early."""
+
+        def retrying(failures: int, exc: BaseException, delay: float) -> None:
+            if before_wait is not None:
+                before_wait(failures, exc, delay)
+            outcome = _outcome(exc)
+            if counted:
+                self.stats.record(retries=1)
+            log.warning(event, **context, status=outcome.status, error=outcome.reason, attempt=failures,
+                        delay=round(delay, 3))
+
+        return await retry_async(
+            attempt, attempts=self.max_attempts, retry_on=(_Failed,), on_retry=retrying, sleep=self._sleep,
+            delay=lambda failures: backoff_delay(failures, self.backoff_base, self.backoff_cap, self._rng),
+            retry_after=self._retry_after,
+        )
+
+    def _retry_after(self, exc: BaseException) -> float | None:
+        """The server's Retry-After for a failure, at most `retry_after_cap`."""
+        after = _outcome(exc).retry_after
+        return None if after is None else min(after, self.retry_after_cap)
 
     # ---- token -------------------------------------------------------------------------------
     def _lock(self) -> asyncio.Lock:
@@ -693,32 +703,33 @@ class LegifranceClient:
             "scope": "openid",
         }
         bounds = self._bounds["token"]
-        failures = 0
         started = self._clock()
+        tries = 0
         limit = bounds.seconds  # the first attempt may take its whole bound; retries what is left
-        while True:
+
+        async def attempt() -> None:
+            nonlocal tries
+            tries += 1
             outcome = await self._token_attempt(form, bounds, limit)
-            if outcome is None:
-                return
-            failures += 1
-            delay = self._backoff(failures, outcome.retry_after)
+            if outcome is not None:
+                raise _Failed(outcome)
+
+        def within_window(_failures: int, exc: BaseException, delay: float) -> None:
+            nonlocal limit
             left = self._token_give_up - (self._clock() - started) - delay
-            if failures >= self.max_attempts or left < _MIN_TOKEN_ATTEMPT:
-                host = urlparse(self.oauth_url).hostname or "?"
-                raise LegifranceTokenError(
-                    f"could not get a token from {host} (LEGIFRANCE_OAUTH_URL) after {failures} attempts "
-                    f"in {self._clock() - started:.1f} s; last error: {outcome.reason}. Check that "
-                    f"LEGIFRANCE_OAUTH_URL is right and that {host} is reachable from this machine"
-                )
+            if left < _MIN_TOKEN_ATTEMPT:  # not worth another try: give up now
+                raise exc
             limit = min(bounds.seconds, left)
-            log.warning(
-                "legifrance token retry",
-                status=outcome.status,
-                error=outcome.reason,
-                attempt=failures,
-                delay=round(delay, 3),
-            )
-            await self._sleep(delay)
+
+        try:
+            await self._retry(attempt, "legifrance token retry", counted=False, before_wait=within_window)
+        except _Failed as exc:
+            host = urlparse(self.oauth_url).hostname or "?"
+            raise LegifranceTokenError(
+                f"could not get a token from {host} (LEGIFRANCE_OAUTH_URL) after {tries} attempts "
+                f"in {self._clock() - started:.1f} s; last error: {exc.outcome.reason}. Check that "
+                f"LEGIFRANCE_OAUTH_URL is right and that {host} is reachable from this machine"
+            ) from None
 
     async def _token_attempt(self, form: dict[str, str], bounds: Bounds, limit: float) -> _Retryable | None:
         """One budgeted token request, bounded like an API attempt and by `limit` seconds (what

@@ -200,14 +200,14 @@ def build_routes(
             log.error("runtime unavailable", error_type=type(exc).__name__)
             return _error(503, "collector runtime unavailable; see the server logs")
 
-    async def authorized(request: Request, action: str) -> Runtime | JSONResponse:
-        """The runtime when the request carries the API token, else the error response."""
+    async def authorized(request: Request, route: str, **context: Any) -> Runtime | JSONResponse:
+        """The runtime, or the response that refuses the request (no runtime, token refused)."""
         rt = await runtime_or_error()
         if isinstance(rt, JSONResponse):
             return rt
         denied = _authorize(request, rt.settings.api_token)
         if denied is not None:
-            log.warning("control route refused", action=action, status=denied.status_code)
+            log.warning(f"{route} route refused", **context, status=denied.status_code)
             return denied
         return rt
 
@@ -230,7 +230,7 @@ def build_routes(
         action: str, call: Callable[[Runtime, Mode | None], None], needs_mode: bool = False
     ) -> Handler:
         async def handler(request: Request) -> Response:
-            rt = await authorized(request, action)
+            rt = await authorized(request, "control", action=action)
             if isinstance(rt, JSONResponse):
                 return rt
             mode: Mode | None = None

@@ -14,6 +14,7 @@ def test_backoff_doubles_up_to_the_cap_and_jitter_takes_a_share() -> None:
     assert [backoff_delay(n, 0.5, 3.0) for n in range(1, 6)] == [0.5, 1.0, 2.0, 3.0, 3.0]
     assert backoff_delay(3, 0.5, 3.0, rng=lambda: 0.25) == 0.5
     assert jittered(1.0, 10.0, rng=lambda: 0.5)(4) == 4.0
+    assert backoff_delay(5000, 5.0, 300.0) == 300.0  # days of failures in a row: the cap, no OverflowError
 
 
 @pytest.mark.parametrize(
@@ -97,3 +98,23 @@ def test_retry_async_follows_the_same_rules() -> None:
 
     with pytest.raises(ConnectionError, match="z"):
         asyncio.run(retry_async(failing, attempts=2, retry_on=(ConnectionError,), delay=lambda n: 0.0))
+
+
+def test_an_error_that_names_its_wait_is_waited_instead_of_the_backoff() -> None:
+    class Busy(Exception):
+        def __init__(self, after: float | None) -> None:
+            self.after = after
+
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    flaky = Flaky(Busy(7.0), Busy(None), Busy(2.0))
+
+    async def attempt() -> str:
+        return flaky()
+
+    result = asyncio.run(retry_async(attempt, attempts=4, retry_on=(Busy,), delay=lambda n: n * 100.0,
+                                     retry_after=lambda exc: exc.after if isinstance(exc, Busy) else None, sleep=sleep))
+    assert (result, waits) == ("ok", [7.0, 200.0, 2.0])

@@ -77,7 +77,26 @@ def serve(config: DemoConfig | DemoServer | None, port: int, host: str = "127.0.
         sock.close()
 
 
-class DemoServerThread:
+class EmulatorUrls:
+    """The URLs of a PISTE emulator listening on `host`:`port` (set by the subclass)."""
+
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def oauth_url(self) -> str:
+        return self.url + TOKEN_PATH
+
+    @property
+    def api_base_url(self) -> str:
+        return self.url + API_PREFIX
+
+
+class DemoServerThread(EmulatorUrls):
     """The emulator on 127.0.0.1 in a background thread (for tests and benchmarks).
 
     with DemoServerThread(DemoConfig(rate_limit=5)) as demo:
@@ -91,18 +110,6 @@ class DemoServerThread:
         self.port: int = self._sock.getsockname()[1]
         self._uvicorn = _uvicorn(self.server)
         self._thread = threading.Thread(target=self._run, name=f"demo-server-{self.port}", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def oauth_url(self) -> str:
-        return self.url + TOKEN_PATH
-
-    @property
-    def api_base_url(self) -> str:
-        return self.url + API_PREFIX
 
     def _run(self) -> None:
         asyncio.run(self._uvicorn.serve(sockets=[self._sock]))

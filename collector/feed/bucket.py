@@ -17,6 +17,8 @@ from storage3.exceptions import StorageApiError
 from storage3.utils import StorageException
 from supabase import Client, ClientOptions, SupabaseException, create_client
 
+from collector.config import SecretMask
+
 T = TypeVar("T")
 
 QUEUE_TABLE = "files_queue"
@@ -47,12 +49,9 @@ class BucketQueue:
     def __init__(self, client: Client, bucket: str, *, key: str | None = None, page_size: int = PAGE_SIZE) -> None:
         self.bucket = bucket
         self._client = client
-        self._key = key
+        self._mask = SecretMask([key or ""])
         self._page_size = page_size
         self._on_close: Callable[[], None] = lambda: None
-
-    def _mask(self, text: str) -> str:
-        return text.replace(self._key, "***") if self._key else text
 
     def _call(self, what: str, request: Callable[[], T]) -> T:
         try:

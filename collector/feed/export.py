@@ -20,16 +20,19 @@ is missing (the original's check_queue_coherence).
 from __future__ import annotations
 
 import random
+import sys
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import structlog
 
+from collector.clock import utcnow
 from collector.feed.bucket import BucketQueue, ExportError
 from collector.feed.export_file import article_bytes, file_path, split_path
+from collector.retry import backoff_delay, retry_call
 from collector.store.base import Store, StoreError
 
 T = TypeVar("T")
@@ -43,12 +46,7 @@ ROW_BATCH = 100  # article rows per read
 def export_backoff(attempt: int, rng: Callable[[], float] = random.random) -> float:
     """Seconds before retry number `attempt` (1, 2, ...): 1, 2, 4 ... capped at 300, each
     jittered down to half (equal jitter: never 0, so an outage is never hammered)."""
-    ceiling = min(300.0, 2.0 ** (attempt - 1))
-    return ceiling * (0.5 + rng() / 2)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
+    return backoff_delay(attempt, 1.0, 300.0, lambda: 0.5 + rng() / 2)
 
 
 class _Stopped(Exception):
@@ -68,7 +66,7 @@ class ExportWorker:
         retired_status: str = "retired",
         poll_seconds: float = 5.0,
         backoff: Callable[[int], float] = export_backoff,
-        clock: Callable[[], datetime] = _utcnow,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._store = store
         self._bucket = bucket
@@ -163,27 +161,34 @@ class ExportWorker:
 
     def _attempt(self, what: str, call: Callable[[], T]) -> T:
         """`call()`, retried with backoff until it succeeds or shutdown is asked."""
-        attempt = 0
-        while True:
+        failures = 0
+
+        def attempt() -> T:
             if self._stopping:
                 raise _Stopped
-            try:
-                result = call()
-            except (ExportError, StoreError) as exc:
-                attempt += 1
-                delay = self._backoff(attempt)
-                now = self._clock()
-                error = (str(exc) if isinstance(exc, ExportError) else f"{what}: {exc}")[:500]
-                self._set(last_error=error, last_error_at=now, next_retry_at=now + timedelta(seconds=delay))
-                log.warning("export call failed, will retry", error=error, attempt=attempt, retry_in_s=round(delay, 1))
-                self._wake.clear()  # a wake-up during an outage must not turn the backoff into a busy loop
-                if not self._stopping:
-                    self._wake.wait(delay)
-                continue
-            if attempt:
-                self._set(next_retry_at=None)
-                log.info("export call succeeded after retries", what=what, attempts=attempt + 1)
-            return result
+            return call()
+
+        def retrying(failure: int, exc: BaseException, delay: float) -> None:
+            nonlocal failures
+            failures = failure
+            now = self._clock()
+            error = (str(exc) if isinstance(exc, ExportError) else f"{what}: {exc}")[:500]
+            self._set(last_error=error, last_error_at=now, next_retry_at=now + timedelta(seconds=delay))
+            log.warning("export call failed, will retry", error=error, attempt=failure, retry_in_s=round(delay, 1))
+
+        # no last attempt: only success or shutdown (_Stopped, never retried) ends it
+        result = retry_call(attempt, attempts=sys.maxsize, retry_on=(ExportError, StoreError), delay=self._backoff,
+                            on_retry=retrying, sleep=self._pause)
+        if failures:
+            self._set(next_retry_at=None)
+            log.info("export call succeeded after retries", what=what, attempts=failures + 1)
+        return result
+
+    def _pause(self, seconds: float) -> None:
+        """Wait `seconds`, or less when shutdown is asked."""
+        self._wake.clear()  # a wake-up during an outage must not turn the backoff into a busy loop
+        if not self._stopping:
+            self._wake.wait(seconds)
 
     # ---- export ------------------------------------------------------------------------------
     def export_pending(self) -> int:

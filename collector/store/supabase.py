@@ -30,6 +30,7 @@ import httpx
 from postgrest.exceptions import APIError
 from supabase import Client, ClientOptions, SupabaseException, create_client
 
+from collector.config import SecretMask
 from collector.models import Article, CodeMark, Rejected
 from collector.retry import backoff_delay, retry_call
 from collector.search import VERSION_COLUMNS, parse_query
@@ -130,7 +131,7 @@ class SupabaseStore:
         if batch_rows < 1 or batch_bytes < 1 or max_attempts < 1 or not 1 <= page_size:
             raise ValueError("batch_rows, batch_bytes, max_attempts and page_size must be >= 1")
         self.label = f"Supabase ({host})"
-        self._key = key
+        self._mask = SecretMask([key])
         self._batch_rows = batch_rows
         self._batch_bytes = batch_bytes
         self._max_attempts = max_attempts
@@ -166,9 +167,6 @@ class SupabaseStore:
     def _record_status(self, response: httpx.Response) -> None:
         self._status.value = response.status_code
 
-    def _mask(self, text: str) -> str:
-        return text.replace(self._key, "***") if self._key else text
-
     def _describe(self, exc: APIError) -> str:
         parts = [f"{exc.code}" if exc.code else "error", exc.message or ""]
         if exc.hint:
@@ -198,6 +196,13 @@ class SupabaseStore:
                 f"Supabase unreachable while {what} after {tries} attempt(s): "
                 f"{type(exc).__name__}: {self._mask(str(exc))[:200]}"
             ) from None
+
+    def _rpc_row(self, what: str, function: str, params: dict[str, Any]) -> dict[str, Any]:
+        """The one row a database function returns (one retried call, see _call)."""
+        response = self._call(what, lambda: self._client.rpc(function, params).execute())
+        if not response.data:
+            raise StoreError(f"{function} returned no row")
+        return response.data[0]  # type: ignore[no-any-return]
 
     def _failure(self, what: str, exc: APIError, splittable: bool, tries: int) -> Exception:
         """What a PostgREST error means: StoreFatal (key, schema), _TooLarge (halve the batch),
@@ -383,26 +388,15 @@ class SupabaseStore:
         though its counts then come back as 0."""
         code, ids, cids = retire_args(code_id, in_force_ids, in_force_cids)
         params = {"p_code_id": code, "p_ids": ids, "p_cids": cids, "p_tag": tag}
-        response = self._call(
-            f"retiring the stored articles of {code} no longer in force",
-            lambda: self._client.rpc("collector_retire_absent_logged", params).execute(),
-        )
-        if not response.data:
-            raise StoreError("collector_retire_absent_logged returned no row")
-        row = response.data[0]
+        row = self._rpc_row(f"retiring the stored articles of {code} no longer in force",
+                            "collector_retire_absent_logged", params)
         return Retired(row["superseded"], row["repealed"], row.get("events"))
 
     def retire_versions(self, versions: Sequence[tuple[str, str]], *, tag: str | None = None) -> Retired:
         """See Store.retire_versions: one call of collector_retire_versions() (one transaction)."""
         pairs = version_pairs(versions)
         params = {"p_ids": [p[0] for p in pairs], "p_etats": [p[1] for p in pairs], "p_tag": tag}
-        response = self._call(
-            "retiring versions no longer in force",
-            lambda: self._client.rpc("collector_retire_versions", params).execute(),
-        )
-        if not response.data:
-            raise StoreError("collector_retire_versions returned no row")
-        row = response.data[0]
+        row = self._rpc_row("retiring versions no longer in force", "collector_retire_versions", params)
         return Retired(row["superseded"], row["repealed"], row.get("events"))
 
     # ---- change log --------------------------------------------------------------------------
@@ -571,13 +565,7 @@ class SupabaseStore:
         if not ttl_seconds > 0:
             raise ValueError(f"acquire_lease: ttl_seconds must be > 0, got {ttl_seconds}")
         params = {"p_owner": owner, "p_ttl_seconds": float(ttl_seconds)}
-        response = self._call(
-            "taking the collector lease",
-            lambda: self._client.rpc("collector_acquire_lease", params).execute(),
-        )
-        if not response.data:
-            raise StoreError("collector_acquire_lease returned no row")
-        row = response.data[0]
+        row = self._rpc_row("taking the collector lease", "collector_acquire_lease", params)
         expires = parse_ts(row["expires_at"])
         assert expires is not None
         return Lease(owner=row["owner"], expires_at=expires, acquired=bool(row["acquired"]))

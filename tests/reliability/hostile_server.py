@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from collector.demo.app import API_PREFIX, TOKEN_PATH
+from collector.demo.app import TOKEN_PATH
 from collector.demo.corpus import Corpus
+from collector.demo.server import EmulatorUrls
 
 MB = 1 << 20
 _CHUNK = 64 << 10
@@ -54,7 +55,7 @@ class Seen:
     tokens: list[str] = field(default_factory=list)  # access tokens issued
 
 
-class HostileServer:
+class HostileServer(EmulatorUrls):
     """The API on 127.0.0.1 and the thief on 127.0.0.2, each on a free port, served by one
     event loop in a daemon thread. `start()` / `stop()`; `hostility` may be swapped between runs."""
 
@@ -66,6 +67,7 @@ class HostileServer:
         self._thread = threading.Thread(target=self._loop.run_forever, name="hostile-api", daemon=True)
         self._servers: list[asyncio.AbstractServer] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self.host = "127.0.0.1"
         self.port = self.thief_port = 0
 
     # ---- life ------------------------------------------------------------------------------
@@ -80,7 +82,7 @@ class HostileServer:
         self._thread.join(10)
 
     async def _listen(self) -> None:
-        api = await asyncio.start_server(self._connection, "127.0.0.1", 0)
+        api = await asyncio.start_server(self._connection, self.host, 0)
         thief = await asyncio.start_server(self._thief, "127.0.0.2", 0)
         self._servers = [api, thief]
         self.port = api.sockets[0].getsockname()[1]
@@ -92,18 +94,6 @@ class HostileServer:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def oauth_url(self) -> str:
-        return self.url + TOKEN_PATH
-
-    @property
-    def api_base_url(self) -> str:
-        return self.url + API_PREFIX
 
     # ---- HTTP --------------------------------------------------------------------------------
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -17,14 +17,17 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote
 
 import httpx
+import respx
 
+from collector.store.supabase import SupabaseStore
 from tests.conftest import REPO
 
 MIGRATIONS = sorted((REPO / "supabase" / "migrations").glob("*.sql"))
@@ -104,6 +107,29 @@ def answer(
     return httpx.Response(fault.status or 500, text=fault.body or "", headers={"content-type": "text/html"})
 
 
+class FakeService:
+    """What the fakes share: the key they accept, every request recorded, a matching injected
+    fault answered first (see `answer`), else `_serve`. Thread-safe."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.requests: list[httpx.Request] = []
+        self.faults: list[Fault] = []
+        self._lock = threading.RLock()
+
+    def fail_next(self, *faults: Fault) -> None:
+        with self._lock:
+            self.faults.extend(faults)
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        with self._lock:
+            self.requests.append(request)
+            return answer(self.faults, request, self._serve)
+
+    def _serve(self, request: httpx.Request) -> httpx.Response:
+        raise NotImplementedError
+
+
 def _error(status: int, code: str | None, message: str, details: Any = None, hint: Any = None) -> httpx.Response:
     return httpx.Response(status, json={"code": code, "details": details, "hint": hint, "message": message})
 
@@ -115,7 +141,7 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-class FakePostgrest:
+class FakePostgrest(FakeService):
     """In-memory PostgREST; `handle` is a respx side effect. Thread-safe."""
 
     def __init__(
@@ -128,7 +154,7 @@ class FakePostgrest:
         missing_tables: tuple[str, ...] = (),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self.key = key
+        super().__init__(key)
         self.max_rows = max_rows
         self.max_body_bytes = max_body_bytes
         self.statement_max_rows = statement_max_rows
@@ -136,16 +162,9 @@ class FakePostgrest:
         self.clock = clock
         self.schema = migration_tables()
         self.tables: dict[str, dict[Any, dict[str, Any]]] = {name: {} for name in self.schema}
-        self.requests: list[httpx.Request] = []
-        self.faults: list[Fault] = []
         self._next_id = 1
-        self._lock = threading.RLock()
 
     # ---- test controls ---------------------------------------------------------------------
-    def fail_next(self, *faults: Fault) -> None:
-        with self._lock:
-            self.faults.extend(faults)
-
     def rows(self, table: str) -> list[dict[str, Any]]:
         with self._lock:
             return [dict(r) for _, r in sorted(self.tables[table].items(), key=lambda kv: str(kv[0]))]
@@ -154,11 +173,6 @@ class FakePostgrest:
         return [r for r in self.requests if r.method == "POST" and r.url.path == f"/rest/v1/{table}"]
 
     # ---- entry point -----------------------------------------------------------------------
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        with self._lock:
-            self.requests.append(request)
-            return answer(self.faults, request, self._serve)
-
     def _serve(self, request: httpx.Request) -> httpx.Response:
         if request.headers.get("apikey") != self.key or request.headers.get("authorization") != f"Bearer {self.key}":
             # The API gateway answers before PostgREST, without a PostgREST error code.
@@ -472,3 +486,16 @@ class FakePostgrest:
             if run is not None:
                 run["progress"] = args["p_progress"]
         return httpx.Response(200, json=counts)
+
+
+@contextmanager
+def supabase_over(fake: FakePostgrest, url: str = "https://proj.supabase.co") -> Iterator[SupabaseStore]:
+    """A SupabaseStore at `url` with `fake`'s key whose PostgREST requests `fake` answers (through
+    respx), without waits between retries; closed on exit."""
+    with respx.mock(base_url=url, assert_all_called=False) as router:
+        router.route(path__startswith="/rest/v1/").mock(side_effect=fake.handle)
+        store = SupabaseStore(url, fake.key, backoff=lambda attempt: 0.0)
+        try:
+            yield store
+        finally:
+            store.close()

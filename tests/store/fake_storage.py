@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from tests.store.fake_postgrest import Fault, FakePostgrest, answer
+from tests.store.fake_postgrest import FakePostgrest, FakeService
 
 
 
@@ -46,30 +46,18 @@ class StoredObject:
     id: str
 
 
-class FakeStorage:
+class FakeStorage(FakeService):
     """In-memory Storage; `handle` takes and returns httpx objects. Thread-safe."""
 
     def __init__(self, key: str, buckets: tuple[str, ...] = ("agentbasic-legifrance-raw",)) -> None:
-        self.key = key
+        super().__init__(key)
         self.objects: dict[str, dict[str, StoredObject]] = {b: {} for b in buckets}
         self.writes: Counter[str] = Counter()  # successful uploads per "bucket/path"
-        self.requests: list[httpx.Request] = []
-        self.faults: list[Fault] = []
-        self._lock = threading.RLock()
-
-    def fail_next(self, *faults: Fault) -> None:
-        with self._lock:
-            self.faults.extend(faults)
 
     def keep_faults(self, n: int) -> None:
         """Drop the pending faults but the next `n` (an outage that ends after n more failures)."""
         with self._lock:
             del self.faults[n:]
-
-    def handle(self, request: httpx.Request) -> httpx.Response:
-        with self._lock:
-            self.requests.append(request)
-            return answer(self.faults, request, self._serve)
 
     def _serve(self, request: httpx.Request) -> httpx.Response:
         if request.headers.get("apikey") != self.key or request.headers.get("authorization") != f"Bearer {self.key}":

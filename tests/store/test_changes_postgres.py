@@ -11,13 +11,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-import respx
 
 from collector.models import Rejected
 from collector.store import SqliteStore
 from collector.store.rows import article_row, rejected_row
 from collector.store.supabase import SupabaseStore
-from tests.store.fake_postgrest import FakePostgrest
+from tests.store.fake_postgrest import FakePostgrest, supabase_over
 from tests.store.helpers import T0
 from tests.store.test_changes import CODE, OTHER, version
 from tests.store.test_postgres import conninfo, database, db, postgrest_rpc, replay  # noqa: F401 - fixtures
@@ -35,11 +34,8 @@ EVENT = "kind, code_id, cid, id, previous_id, num, etat, content_sha256, run_id"
 def pair(tmp_path: Path) -> Iterator[tuple[SqliteStore, SupabaseStore, FakePostgrest]]:
     lite = SqliteStore(tmp_path / "parity.sqlite3")
     fake = FakePostgrest("service-key")
-    with respx.mock(base_url=URL, assert_all_called=False) as router:
-        router.route(path__startswith="/rest/v1/").mock(side_effect=fake.handle)
-        remote = SupabaseStore(URL, "service-key", backoff=lambda n: 0.0)
+    with supabase_over(fake, URL) as remote:
         yield lite, remote, fake
-        remote.close()
     lite.close()
 
 

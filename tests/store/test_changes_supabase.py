@@ -6,11 +6,10 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
-import respx
 
 from collector.store.rows import CHANGE_KEYS, article_row
 from collector.store.supabase import SupabaseStore
-from tests.store.fake_postgrest import FakePostgrest
+from tests.store.fake_postgrest import FakePostgrest, supabase_over
 from tests.store.helpers import article
 from tests.store.test_changes import CODE, OTHER
 
@@ -25,11 +24,8 @@ def fake() -> FakePostgrest:
 
 @pytest.fixture
 def store(fake: FakePostgrest) -> Iterator[SupabaseStore]:
-    with respx.mock(base_url=URL, assert_all_called=False) as router:
-        router.route(path__startswith="/rest/v1/").mock(side_effect=fake.handle)
-        s = SupabaseStore(URL, KEY, backoff=lambda attempt: 0.0)
+    with supabase_over(fake, URL) as s:
         yield s
-        s.close()
 
 
 def test_read_changes_pages_past_the_row_cap_and_filters(store: SupabaseStore, fake: FakePostgrest) -> None:

@@ -15,14 +15,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-import respx
 
 from collector.config import Mode
 from collector.models import CodeMark
 from collector.store.rows import ARTICLE_COLUMNS
 from collector.store.supabase import SupabaseStore
 from tests.conftest import REPO, require
-from tests.store.fake_postgrest import KEYS, FakePostgrest
+from tests.store.fake_postgrest import KEYS, FakePostgrest, supabase_over
 from tests.store.helpers import T0, article, rejected
 
 psycopg = pytest.importorskip("psycopg")
@@ -198,11 +197,8 @@ def replay(conn: psycopg.Connection, fake: FakePostgrest) -> None:
 @pytest.fixture
 def captured() -> Iterator[tuple[SupabaseStore, FakePostgrest]]:
     fake = FakePostgrest("service-key")
-    with respx.mock(base_url="https://proj.supabase.co", assert_all_called=False) as router:
-        router.route(path__startswith="/rest/v1/").mock(side_effect=fake.handle)
-        store = SupabaseStore("https://proj.supabase.co", "service-key", backoff=lambda n: 0.0)
+    with supabase_over(fake) as store:
         yield store, fake
-        store.close()
 
 
 def test_the_store_requests_run_as_postgrest_sql_on_the_real_schema(

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-import respx
 
 from collector.models import Article
 from collector.store import SqliteStore, StoreError, StoreFatal
 from collector.store.supabase import SupabaseStore
-from tests.store.fake_postgrest import Fault, FakePostgrest
+from tests.store.fake_postgrest import Fault, FakePostgrest, supabase_over
 from tests.store.helpers import article
 
 CODE = "LEGITEXT000099900001"
@@ -177,11 +176,8 @@ def fake() -> FakePostgrest:
 
 @pytest.fixture
 def supabase(fake: FakePostgrest) -> Iterator[SupabaseStore]:
-    with respx.mock(base_url=URL, assert_all_called=False) as router:
-        router.route(path__startswith="/rest/v1/").mock(side_effect=fake.handle)
-        s = SupabaseStore(URL, KEY, backoff=lambda attempt: 0.0)
+    with supabase_over(fake, URL) as s:
         yield s
-        s.close()
 
 
 def rpc_calls(fake: FakePostgrest) -> list[httpx.Request]:

@@ -10,21 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import respx
 
 from collector.store import SqliteStore
-from collector.store.supabase import SupabaseStore
-from tests.conftest import require
-from tests.store.fake_postgrest import FakePostgrest
-from tests.store.test_postgres import (
-    apply_migrations,
-    conninfo,
-    create_db,
-    drop_db,
-    postgrest_rpc,
-    replay,
-    server_available,
-)
+from tests.store.fake_postgrest import FakePostgrest, supabase_over
+from tests.store.test_postgres import conninfo, database, postgrest_rpc, replay  # noqa: F401 - fixture
 from tests.store.test_retire import CODE, OTHER, version
 
 psycopg = pytest.importorskip("psycopg")
@@ -33,18 +22,6 @@ from psycopg import errors, sql  # noqa: E402
 pytestmark = pytest.mark.postgres
 
 URL = "https://proj.supabase.co"
-
-
-@pytest.fixture(scope="module")
-def database() -> Iterator[str]:
-    require(server_available(), "no PostgreSQL server on 127.0.0.1:5432 (user postgres)")
-    name = create_db()
-    try:
-        with psycopg.connect(conninfo(name), autocommit=True) as conn:
-            apply_migrations(conn)
-        yield name
-    finally:
-        drop_db(name)
 
 
 @pytest.fixture
@@ -80,9 +57,7 @@ def test_same_results_as_sqlite_through_the_supabase_requests(db: psycopg.Connec
     lite = SqliteStore(tmp_path / "parity.sqlite3")
     fake = FakePostgrest("service-key")
     try:
-        with respx.mock(base_url=URL, assert_all_called=False) as router:
-            router.route(path__startswith="/rest/v1/").mock(side_effect=fake.handle)
-            remote = SupabaseStore(URL, "service-key", backoff=lambda n: 0.0)
+        with supabase_over(fake, URL) as remote:
             lite.commit_batch(rows)
             remote.commit_batch(rows)
             replay(db, fake)
@@ -94,7 +69,6 @@ def test_same_results_as_sqlite_through_the_supabase_requests(db: psycopg.Connec
                 assert postgrest_rpc(db, request) == [(*expected, expected.events)], (code_id, listed, cids)
                 with sqlite3.connect(lite.path) as conn:
                     assert pg_etats(db) == dict(conn.execute("SELECT id, etat FROM legifrance_articles"))
-            remote.close()
         # the same change log, event for event
         assert db.execute(
             "SELECT kind, code_id, cid, id, previous_id, num, etat, content_sha256, run_id FROM legifrance_changes "

@@ -17,7 +17,7 @@ from collector.models import Article
 from collector.search import HIGHLIGHT, SearchQueryError
 from collector.store.rows import ARTICLE_COLUMNS, article_row
 from collector.store.supabase import SupabaseStore
-from tests.store.fake_postgrest import FakePostgrest
+from tests.store.fake_postgrest import FakePostgrest, supabase_over
 from tests.store.helpers import article
 from tests.store.test_postgres import apply_migrations, database, db  # noqa: F401 - fixtures
 
@@ -127,9 +127,7 @@ def test_the_stored_vector_follows_the_text_and_its_index_serves_the_search(db: 
 
 def test_article_and_versions_through_postgrest() -> None:
     fake = FakePostgrest("service-key")
-    with respx.mock(base_url=URL, assert_all_called=False) as router:
-        router.route(path__startswith="/rest/v1/").mock(side_effect=fake.handle)
-        s = SupabaseStore(URL, "service-key", backoff=lambda n: 0.0)
+    with supabase_over(fake, URL) as s:
         old = replace(doc(1, "Première rédaction.", etat="MODIFIE"), cid="C9", date_debut=date(2001, 1, 1))
         new = replace(doc(2, "Deuxième rédaction."), cid="C9", date_debut=date(2020, 1, 1))
         s.commit_batch([old, new, doc(3, "Autre.")])
@@ -137,4 +135,3 @@ def test_article_and_versions_through_postgrest() -> None:
         assert row is not None and row["text"] == "Deuxième rédaction." and set(row) == set(ARTICLE_COLUMNS)
         assert s.get_article("LEGIARTI999999999999") is None
         assert [v["id"] for v in s.article_versions("C9")] == [new.id, old.id]
-        s.close()
