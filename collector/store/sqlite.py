@@ -27,15 +27,19 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from collector.models import Article, CodeMark, Rejected
+from collector.models import Article, CodeMark, DumpBatch, DumpState, Rejected
 from collector.store.base import Lease, StoreError, StoreFatal
 from collector.store.rows import (
     ARTICLE_COLUMNS,
+    DUMP_STATE_COLUMNS,
     MARK_COLUMNS,
     REJECTED_COLUMNS,
+    dump_state_from_row,
+    dump_state_row,
     iso_ts,
     mark_from_row,
     mark_row,
+    next_dump_state,
     parse_ts,
     retire_args,
     run_from_row,
@@ -123,6 +127,18 @@ CREATE TABLE IF NOT EXISTS collector_lease (
     owner       TEXT NOT NULL,
     expires_at  TEXT NOT NULL,
     acquired_at TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS collector_dump_state (
+    id           INTEGER PRIMARY KEY CHECK (id = 1),
+    last_stamp   TEXT,
+    last_archive TEXT,
+    global_stamp TEXT,
+    codes        TEXT,
+    archive      TEXT,
+    members      INTEGER NOT NULL DEFAULT 0,
+    bytes_read   INTEGER NOT NULL DEFAULT 0,
+    updated_at   TEXT
 );
 """
 
@@ -566,6 +582,36 @@ class SqliteStore:
                 "UPDATE collector_lease SET expires_at = min(expires_at, ?) WHERE id = 1 AND owner = ?",
                 (now, owner),
             )
+
+    # ---- DILA dumps --------------------------------------------------------------------------
+    def get_dump_state(self) -> DumpState:
+        with self._read() as conn:
+            row = conn.execute("SELECT * FROM collector_dump_state WHERE id = 1").fetchone()
+        return dump_state_from_row(dict(row) if row is not None else None)
+
+    def apply_dump_batch(self, batch: DumpBatch) -> dict[str, int]:
+        """See Store.apply_dump_batch: one IMMEDIATE transaction."""
+        article_rows, rejected_rows = split_articles_rejected(batch.articles, batch.rejected)
+        tag = batch.archive_tag
+        with self._connection(write=True, commit=True) as conn:
+            row = conn.execute("SELECT * FROM collector_dump_state WHERE id = 1").fetchone()
+            state = next_dump_state(dump_state_from_row(dict(row) if row else None), batch, self._clock())
+            counts = dict(upsert_articles_logged(conn, article_rows, tag))
+            if rejected_rows:
+                conn.executemany(_UPSERT_REJECTED, [tuple(r[c] for c in REJECTED_COLUMNS) for r in rejected_rows])
+            superseded, repealed = retire_versions_logged(conn, list(batch.retire), tag)
+            for code_id, ids, cids in batch.reconcile:
+                more = retire_absent_logged(conn, code_id, list(ids), list(cids), tag)
+                superseded, repealed = superseded + more[0], repealed + more[1]
+            values = dump_state_row(state)
+            names = ", ".join(DUMP_STATE_COLUMNS)
+            conn.execute(
+                f"INSERT INTO collector_dump_state (id, {names}) VALUES (1, {', '.join('?' for _ in DUMP_STATE_COLUMNS)}) "
+                f"ON CONFLICT(id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in DUMP_STATE_COLUMNS)}",
+                tuple(values[c] for c in DUMP_STATE_COLUMNS),
+            )
+        counts["superseded"], counts["retired"] = superseded, repealed
+        return counts
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def check(self) -> None:

@@ -1,0 +1,395 @@
+"""Apply DILA LEGI archives to the store: the newest global not applied yet, then each delta.
+
+One archive at a time, in plan order (names.plan), each in three steps:
+
+1. verify: the whole archive is read once (gzip CRC and length, tar headers) before anything is
+   written: a truncated or corrupt archive stops the load with CorruptArchive and applies
+   nothing of it (the archives before it stay applied; none after it is tried).
+2. stream: one pass of the reader; in-force article versions of the codes in scope are
+   committed in batches (Store.apply_dump_batch), each batch with the archive's progress
+   (members read, compressed bytes), so the page shows it and a kill loses at most a batch.
+3. final transaction, with the archive's stamp: the versions of the archive no longer in force
+   (MODIFIE, ABROGE...) and the deletion lists retire the stored rows of those ids (after every
+   file of the archive, as legi.py does); a global also reconciles each code it holds in force
+   with the store (rows of the code it does not list in force are retired, as the API path's
+   retire_absent), behind the same guard as harvest's retire.
+
+Kill at any point, then rerun: the stamp is written only with the final transaction, so the
+archive is replayed from its start. Members up to the progress already committed are read
+again (their ids feed the reconcile and the deletions) but not written again; later batches
+are idempotent upserts that log no event for an unchanged row. The end state and the change
+log equal those of an uninterrupted load. What "nothing of a corrupt archive" means therefore
+rests on step 1: corruption is detected before the first batch. A member that is a bad XML
+file is not corruption: it is counted and named, and the rest of the archive loads.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from collector.dumps.names import ArchiveName, parse_archive_name, plan
+from collector.harvest import RETIRE_GUARD_FRACTION, RETIRE_GUARD_MIN_ROWS
+from collector.models import Article, DumpBatch, DumpState, Rejected
+from collector.store.base import Store
+
+log = structlog.get_logger(__name__)
+
+CODE_PARTITIONS = ("code_en_vigueur", "code_non_vigueur")
+IN_FORCE_PARTITION = "code_en_vigueur"
+
+
+class DumpLoadError(RuntimeError):
+    """The load stopped: the message says which archive and why (nothing of it was stamped)."""
+
+
+class CorruptArchive(DumpLoadError):
+    """A truncated or corrupt archive: nothing of it was applied."""
+
+
+class DumpInterrupted(DumpLoadError):
+    """Stopped on request between two batches (the rerun resumes)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CodeScope:
+    """Which codes a load writes: `all` (every code of the code_en_vigueur partition) or a set
+    of LEGITEXT ids. Non-code texts (TNC partitions) are never loaded as codes."""
+
+    ids: frozenset[str] | None  # None = all
+
+    @classmethod
+    def parse(cls, value: str, configured: Sequence[str]) -> CodeScope:
+        """`configured`, `all`, or `ID,ID,...` (ValueError naming the bad id)."""
+        value = value.strip()
+        if value == "configured":
+            return cls(frozenset(configured))
+        if value == "all":
+            return cls(None)
+        ids = [c.strip() for c in value.split(",") if c.strip()]
+        bad = [c for c in ids if not (c.startswith("LEGITEXT") and len(c) == 20 and c[8:].isdigit())]
+        if bad or not ids:
+            raise ValueError(f"--codes must be configured, all or comma-separated LEGITEXT ids; bad: {bad[:3]}")
+        return cls(frozenset(ids))
+
+    @property
+    def label(self) -> str:
+        return "all" if self.ids is None else ",".join(sorted(self.ids))
+
+    def covers(self, partition: str, code_id: str) -> bool:
+        if partition not in CODE_PARTITIONS:
+            return False
+        return code_id in self.ids if self.ids is not None else True
+
+
+@dataclass(slots=True)
+class ArchiveReport:
+    """What one archive did."""
+
+    archive: str
+    stamp: str
+    kind: str
+    members: int = 0
+    stored: int = 0  # rows that entered force (events added / modified)
+    updated: int = 0  # stored rows whose text changed under the same id (corrected)
+    unchanged: int = 0  # in-force rows already stored as they are
+    retired: int = 0  # stored rows taken out of force (versions not in force, reconcile)
+    deleted: int = 0  # ids listed by the deletion lists that were stored in force
+    rejected: int = 0  # in-force ids under the quality filter
+    bad_files: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass(slots=True)
+class LoadSummary:
+    """The JSON summary of `load-dump` (last line of its output)."""
+
+    codes: str
+    archives: list[ArchiveReport] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def as_dict(self) -> dict[str, Any]:
+        total = lambda name: sum(getattr(a, name) for a in self.archives)  # noqa: E731
+        bad = [f for a in self.archives for f in a.bad_files]
+        return {
+            "ok": self.ok,
+            "codes": self.codes,
+            "archives": [{"archive": a.archive, "stamp": a.stamp, "kind": a.kind, "members": a.members,
+                          "stored": a.stored, "updated": a.updated, "retired": a.retired,
+                          "deleted": a.deleted, "rejected": a.rejected, "bad_files": len(a.bad_files),
+                          "seconds": round(a.seconds, 3)} for a in self.archives],
+            "stamp": self.archives[-1].stamp if self.archives else None,
+            "stored": total("stored"),
+            "updated": total("updated"),
+            "unchanged": total("unchanged"),
+            "retired": total("retired"),
+            "rejected": total("rejected"),
+            "deleted": total("deleted"),
+            "bad_files": len(bad),
+            "bad_file_names": bad[:50],
+            "errors": self.errors,
+            "warnings": self.warnings,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+Progress = Callable[[str, int, int, int], None]  # (archive, bytes read, total bytes, articles)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True, slots=True)
+class DumpOptions:
+    min_chars: int = 100
+    batch_size: int = 500  # in-force rows per transaction (bounded memory, bounded replay)
+    clock: Callable[[], datetime] = _utcnow
+
+
+class _ArchivePass:
+    """One archive: stream, commit batches with progress, then the final transaction."""
+
+    def __init__(self, archive: ArchiveName, path: Path, store: Store, scope: CodeScope,
+                 options: DumpOptions, state: DumpState, progress: Progress | None,
+                 should_stop: Callable[[], bool]) -> None:
+        self.archive, self.path, self.store, self.scope = archive, path, store, scope
+        self.opt, self.progress, self.should_stop = options, progress, should_stop
+        # Members whose rows a killed earlier run of this archive committed: read, not rewritten.
+        self.committed = state.members if state.archive == archive.name else 0
+        self.report = ArchiveReport(archive=archive.name, stamp=archive.stamp, kind=archive.kind)
+        self.total_bytes = path.stat().st_size
+        self.articles: list[Article] = []
+        self.rejected: list[Rejected] = []
+        self.retire: dict[str, str] = {}  # id -> new etat, versions of the archive not in force
+        self.in_force: dict[str, dict[str, str]] = {}  # code -> {id: cid} in force in the archive
+        self.codes_with_files: dict[str, str] = {}  # code -> partition, codes the archive touches
+        self.codes_with_articles: set[str] = set()
+        self.deleted_ids: set[str] = set()
+        self.deleted_codes: set[str] = set()
+        self.members = 0
+        self.bytes_read = 0
+
+    def batch(self, *, final: bool = False, **parts: Any) -> DumpBatch:
+        return DumpBatch(archive=self.archive.name, stamp=self.archive.stamp, is_global=self.archive.is_global,
+                         codes=self.scope.label, members=self.members, bytes_read=self.bytes_read,
+                         final=final, **parts)
+
+    def commit(self, batch: DumpBatch) -> None:
+        counts = self.store.apply_dump_batch(batch)
+        self.report.stored += counts.get("added", 0) + counts.get("modified", 0)
+        self.report.updated += counts.get("corrected", 0)
+        self.report.retired += counts.get("superseded", 0) + counts.get("retired", 0)
+        self.report.rejected += len(batch.rejected)
+        written = counts.get("added", 0) + counts.get("modified", 0) + counts.get("corrected", 0)
+        self.report.unchanged += len(batch.articles) - written
+
+    def flush(self) -> None:
+        if self.articles or self.rejected:
+            self.commit(self.batch(articles=tuple(self.articles), rejected=tuple(self.rejected)))
+            self.articles.clear()
+            self.rejected.clear()
+
+    # ---- the streaming pass ------------------------------------------------------------------
+    def run(self, items: Iterable[Any]) -> ArchiveReport:
+        started = time.monotonic()
+        for item in items:
+            self.members, self.bytes_read = item.member_index, item.bytes_read
+            if isinstance(item, ArticleVersion):
+                self.version(item)
+            elif isinstance(item, Deletion):
+                self.deletion(item)
+            elif isinstance(item, BadMember):
+                self.report.bad_files.append(f"{item.name}: {item.reason}"[:300])
+                log.warning("bad file in archive", archive=self.archive.name, member=item.name, error=item.reason)
+            elif isinstance(item, TextFile):
+                if self.scope.covers(item.partition, item.code_id):
+                    self.codes_with_files.setdefault(item.code_id, item.partition)
+            if len(self.articles) + len(self.rejected) >= self.opt.batch_size:
+                self.flush()
+                self.tick()
+                if self.should_stop():
+                    raise DumpInterrupted(f"stopped during {self.archive.name}; the next run resumes it")
+        self.flush()
+        self.report.members = self.members
+        self.finish()
+        self.tick()
+        self.report.seconds = time.monotonic() - started
+        return self.report
+
+    def tick(self) -> None:
+        if self.progress is not None:
+            articles = self.report.stored + self.report.updated + self.report.unchanged + self.report.rejected
+            self.progress(self.archive.name, self.bytes_read, self.total_bytes, articles)
+
+    def version(self, item: ArticleVersion) -> None:
+        if not self.scope.covers(item.partition, item.code_id):
+            return
+        self.codes_with_files.setdefault(item.code_id, item.partition)
+        self.codes_with_articles.add(item.code_id)
+        if item.etat.startswith("VIGUEUR") and item.partition == IN_FORCE_PARTITION:
+            self.in_force.setdefault(item.code_id, {})[item.id] = item.cid
+            self.retire.pop(item.id, None)
+            if item.member_index > self.committed:  # else a killed run committed it already
+                (self.articles if isinstance(item.row, Article) else self.rejected).append(item.row)
+        elif not self.archive.is_global and item.id not in self.in_force.get(item.code_id, ()):
+            # A global's old versions are many; its reconcile retires what they would.
+            self.retire[item.id] = item.etat
+
+    def deletion(self, item: Deletion) -> None:
+        if not self.scope.covers(item.partition, item.code_id):
+            return
+        if item.article_id is not None:
+            self.deleted_ids.add(item.article_id)
+        elif item.whole_text:
+            self.deleted_codes.add(item.code_id)
+
+    # ---- the final transaction ---------------------------------------------------------------
+    def finish(self) -> None:
+        empty = sorted(c for c in self.codes_with_files if c not in self.codes_with_articles)
+        if empty and self.archive.is_global:
+            raise DumpLoadError(
+                f"{self.archive.name} holds files of {', '.join(empty[:5])} but no article of it could "
+                "be read: unknown layout or unreadable files; nothing of the archive was stamped")
+        in_force_ids = {i for ids in self.in_force.values() for i in ids}
+        retire = dict(self.retire)
+        # Deletions come after every file of the archive; an id the archive also holds in force
+        # (moved to another text or partition) stays.
+        deleted = [i for i in sorted(self.deleted_ids) if i not in in_force_ids]
+        for rid in deleted:
+            retire[rid] = "ABROGE"
+        reconcile: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        if self.archive.is_global:
+            for code_id, partition in self.codes_with_files.items():
+                ids = self.in_force.get(code_id, {})
+                if partition == IN_FORCE_PARTITION or not ids:
+                    reconcile[code_id] = (tuple(ids), tuple(set(ids.values())))
+        for code_id in sorted(self.deleted_codes):
+            ids = self.in_force.get(code_id, {})
+            reconcile.setdefault(code_id, (tuple(ids), tuple(set(ids.values()))))
+        for code_id, (ids, _) in sorted(reconcile.items()):
+            self.guard(code_id, len(ids), repealed=self.codes_with_files.get(code_id) == "code_non_vigueur")
+        before_deleted = self.count_stored_in_force(deleted)
+        counts_before = self.report.retired
+        self.commit(self.batch(
+            final=True,
+            retire=tuple(sorted(retire.items())),
+            reconcile=tuple((c, ids, cids) for c, (ids, cids) in sorted(reconcile.items())),
+        ))
+        self.report.deleted = before_deleted
+        log.info("archive applied", archive=self.archive.name, stamp=self.archive.stamp,
+                 retired=self.report.retired - counts_before, deleted=before_deleted)
+
+    def count_stored_in_force(self, ids: Sequence[str]) -> int:
+        if not ids:
+            return 0
+        rows = self.store.get_articles(ids)
+        return sum(1 for row in rows.values() if str(row.get("etat", "")).startswith("VIGUEUR"))
+
+    def guard(self, code_id: str, listed: int, *, repealed: bool) -> None:
+        """The API path's guard: an archive that would take most of a code's stored rows out of
+        force is refused (DumpLoadError, nothing stamped) unless it shows the code repealed."""
+        if repealed:
+            return
+        in_force = self.store.count_in_force(code_id)
+        at_least = in_force - listed
+        if (listed == 0 and in_force > 0) or (
+                at_least > RETIRE_GUARD_FRACTION * in_force and at_least > RETIRE_GUARD_MIN_ROWS):
+            raise DumpLoadError(
+                f"{self.archive.name} lists {listed} articles of {code_id} in force while the store "
+                f"holds {in_force}: applying it would take at least {at_least} of them out of force; "
+                "nothing of the archive was stamped (check the archive, or retire those rows by hand)")
+
+
+def verify_archive(path: Path) -> None:
+    """Read the whole archive once (gzip CRC and length, every tar header): CorruptArchive when
+    it is truncated or corrupt, before anything of it is written."""
+    try:
+        with gzip.open(path, "rb") as gz:
+            with tarfile.open(fileobj=gz, mode="r|") as tar:  # type: ignore[call-overload]
+                for _member in tar:
+                    pass
+            while gz.read(1 << 20):  # the gzip trailer (CRC, length) is checked at its end
+                pass
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise CorruptArchive(
+            f"{path.name} is truncated or corrupt ({type(exc).__name__}: {exc}); nothing of it was "
+            "applied (delete it from the cache folder to download it again)") from None
+
+
+def local_archives(sources: Iterable[Path]) -> list[tuple[ArchiveName, Path]]:
+    """The archives among `sources` (files, or folders holding them), by name; a file whose
+    name is not an archive's is refused (DumpLoadError), other files of a folder are skipped."""
+    found: list[tuple[ArchiveName, Path]] = []
+    for source in sources:
+        if source.is_dir():
+            candidates = sorted(p for p in source.iterdir() if p.is_file())
+        elif source.is_file():
+            candidates = [source]
+            if parse_archive_name(source.name) is None:
+                raise DumpLoadError(f"{source} is not a LEGI archive name (Freemium_legi_global_YYYYMMDD-"
+                                    "HHMMSS.tar.gz or LEGI_YYYYMMDD-HHMMSS.tar.gz)")
+        else:
+            raise DumpLoadError(f"{source}: no such file or folder")
+        for path in candidates:
+            name = parse_archive_name(path.name)
+            if name is not None:
+                found.append((name, path))
+    return found
+
+
+def load_dumps(
+    archives: Sequence[tuple[ArchiveName, Path]],
+    scope: CodeScope,
+    store: Store,
+    *,
+    options: DumpOptions = DumpOptions(),
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> LoadSummary:
+    """Apply, in plan order, the archives the store has not applied yet. Errors end the load
+    (in `summary.errors`; the archives already applied stay applied); `should_stop` is polled
+    between batches."""
+    started = time.monotonic()
+    summary = LoadSummary(codes=scope.label)
+    try:
+        state = store.get_dump_state()
+        if state.codes is not None and state.codes != scope.label:
+            raise DumpLoadError(
+                f"the store was loaded with --codes {_short(state.codes)}; loading {_short(scope.label)} "
+                "on top would leave the other codes behind: use the same --codes, or a new store")
+        paths = {name.name: path for name, path in archives}
+        todo = plan([name for name, _ in archives], state.last_stamp)
+        if not todo:
+            summary.warnings.append(f"nothing to apply: the store is at {state.last_stamp or 'nothing'}")
+        for archive in todo:
+            path = paths[archive.name]
+            log.info("archive start", archive=archive.name, bytes=path.stat().st_size)
+            if progress is not None:
+                progress(archive.name, 0, path.stat().st_size, 0)
+            verify_archive(path)
+            one = _ArchivePass(archive, path, store, scope, options, state, progress, should_stop)
+            summary.archives.append(one.report)
+            one.run(_read(path, options))
+            state = store.get_dump_state()
+    except (DumpLoadError, PlanError) as exc:
+        summary.errors.append(str(exc))
+        log.error("dump load stopped", error=str(exc))
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _short(codes: str) -> str:
+    return codes if len(codes) <= 60 else f"{codes[:57]}..."
