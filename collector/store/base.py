@@ -32,6 +32,18 @@ class Lease:
     acquired: bool  # True when the caller holds it after the call
 
 
+class Retired(tuple[int, int]):
+    """(superseded, repealed) as retire_absent / retire_versions return it (it unpacks as a
+    pair); `events` counts the change-log events the same transaction wrote, by kind."""
+
+    events: dict[str, int]
+
+    def __new__(cls, superseded: int, repealed: int, events: dict[str, int] | None = None) -> Retired:
+        self = super().__new__(cls, (int(superseded), int(repealed)))
+        self.events = dict(events or {})
+        return self
+
+
 @runtime_checkable
 class Store(Protocol):
     """One interface, two backends. Every method is safe to call from any thread."""
@@ -50,10 +62,22 @@ class Store(Protocol):
         rejected: Sequence[Rejected] = (),
         run_id: int | None = None,
         run_progress: dict[str, Any] | None = None,
-    ) -> None:
-        """Upsert articles (by id) and rejections (by id) together with the run's progress,
-        in one transaction where the backend allows it. Replaying a batch changes nothing
-        but collected_at; a stored article is removed from the rejected ids."""
+        *,
+        tag: str | None = None,
+    ) -> dict[str, int]:
+        """Upsert articles (by id) and rejections (by id) together with the run's progress
+        and the change-log events they make, in ONE transaction (SQLite: one BEGIN IMMEDIATE;
+        Supabase: one collector_commit_batch call per byte/row-bounded chunk). Replaying a
+        batch changes nothing but collected_at and writes no event; a stored article is
+        removed from the rejected ids. Returns the events written, by kind (CHANGE_KINDS).
+
+        Events (decided from what is stored, per article A in force, i.e. etat VIGUEUR*):
+        A not in force before (new id, or a retired row) and another row of its cid in force
+        -> that row (the newest by date_debut, then id) becomes 'MODIFIE' with one `modified`
+        event (id = A.id, previous_id = it; further in-force rows of the cid are retired
+        without an event); not in force before and no row of its cid in force -> `added`;
+        A in force before with another content_sha256 -> `corrected` (the old text is kept as
+        the event's previous_text); otherwise nothing. Events' run_id = tag or str(run_id)."""
         ...
 
     def retire_absent(
@@ -61,7 +85,9 @@ class Store(Protocol):
         code_id: str,
         in_force_ids: Collection[str],
         in_force_cids: Collection[str] | None = None,
-    ) -> tuple[int, int]:
+        *,
+        tag: str | None = None,
+    ) -> Retired:
         """Align the code's stored rows with its table of contents of today, in one transaction.
         Call it only after a COMPLETE walk: `in_force_ids` are the in-force version ids the TOC
         lists (one per cid), `in_force_cids` their cids (when None, the cids of the stored rows
@@ -72,8 +98,43 @@ class Store(Protocol):
         deleted; rows already not VIGUEUR keep their etat. The reverse: a row whose id IS in
         force but whose etat is not VIGUEUR% (a rolled-back change, or a bad TOC that retired
         it earlier) is set back to 'VIGUEUR' (readers treat VIGUEUR and VIGUEUR_DIFF alike),
-        since a known id is never fetched again. Returns (superseded, repealed)."""
+        since a known id is never fetched again. Returns (superseded, repealed).
+
+        Events (run_id = tag): a retired row -> `repealed` (etat 'ABROGE', or 'MODIFIE' when
+        its successor is in force in the TOC but not stored, e.g. rejected), except a
+        'MODIFIE' row whose cid keeps another stored row in force (no event); a restored row
+        -> `added`, or `modified` (previous_id = the row of its cid this call retires)."""
         ...
+
+    def retire_versions(self, versions: Sequence[tuple[str, str]], *, tag: str | None = None) -> Retired:
+        """Dumps: `versions` are (id, new_etat) pairs of versions no longer in force. A stored
+        row of that id still in force takes new_etat and makes a `repealed` event, unless
+        another stored row of its cid is in force (its `modified` covered it). One
+        transaction. Returns (rows set to 'MODIFIE', rows set to any other etat)."""
+        ...
+
+    # ---- change log ------------------------------------------------------------------------
+    def read_changes(
+        self, since: int = 0, limit: int = 100, code_id: str | None = None, *, previous_text: bool = False
+    ) -> list[dict[str, Any]]:
+        """Events with seq > since, in seq order, at most `limit`; keys exactly CHANGE_KEYS
+        (seq, kind, code_id, cid, id, previous_id, num, etat, content_sha256, run_id, at as
+        ISO 8601 UTC text), plus previous_text when asked (set on `corrected` events only)."""
+        ...
+
+    def latest_change_seq(self) -> int:
+        """The highest seq written (0 when the log is empty)."""
+        ...
+
+    def get_articles(self, ids: Collection[str]) -> dict[str, dict[str, Any]]:
+        """Stored rows (every legifrance_articles column, rows.py form) by id; missing ids absent."""
+        ...
+
+    def get_cursor(self, consumer: str) -> int:
+        """The last seq a named consumer has handled (legifrance_change_consumers); 0 when unknown."""
+        ...
+
+    def set_cursor(self, consumer: str, seq: int) -> None: ...
 
     def count_in_force(self, code_id: str) -> int:
         """The code's stored rows with `etat LIKE 'VIGUEUR%'` (a guard against a bad TOC

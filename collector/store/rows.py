@@ -30,6 +30,21 @@ ARTICLE_COLUMNS: tuple[str, ...] = (
 REJECTED_COLUMNS: tuple[str, ...] = ("id", "code_id", "reason", "length", "rejected_at")
 MARK_COLUMNS: tuple[str, ...] = ("code_id", "title", "modif_date", "last_update", "walked_at")
 STATE_FIELDS: tuple[str, ...] = ("running", "mode", "updated_at", "pid", "host")
+CHANGE_KINDS: tuple[str, ...] = ("added", "modified", "repealed", "corrected")
+# legifrance_changes as readers see it (Store.read_changes); previous_text stays in the table.
+CHANGE_KEYS: tuple[str, ...] = (
+    "seq",
+    "kind",
+    "code_id",
+    "cid",
+    "id",
+    "previous_id",
+    "num",
+    "etat",
+    "content_sha256",
+    "run_id",
+    "at",
+)
 
 
 def utcnow() -> datetime:
@@ -164,6 +179,60 @@ def retire_args(
     return code_id, lists[0], lists[1]
 
 
+def in_force(etat: str | None) -> bool:
+    """VIGUEUR and VIGUEUR_DIFF alike (the readers' rule)."""
+    return bool(etat) and str(etat).startswith("VIGUEUR")
+
+
+def no_change_counts() -> dict[str, int]:
+    return dict.fromkeys(CHANGE_KINDS, 0)
+
+
+def change_from_row(row: Mapping[str, Any], *, previous_text: bool = False) -> dict[str, Any]:
+    """A legifrance_changes row as read_changes returns it (same text from both backends)."""
+    change = {key: row.get(key) for key in CHANGE_KEYS}
+    change["seq"] = int(row["seq"])
+    change["at"] = norm_ts(row.get("at"))
+    if previous_text:
+        change["previous_text"] = row.get("previous_text")
+    return change
+
+
+def change_args(since: int, limit: int) -> tuple[int, int]:
+    """Checked read_changes arguments: since >= 0, 1 <= limit."""
+    if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+        raise ValueError(f"read_changes: since must be an integer >= 0, got {since!r}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"read_changes: limit must be an integer >= 1, got {limit!r}")
+    return since, limit
+
+
+def cursor_args(consumer: str, seq: int) -> tuple[str, int]:
+    """Checked set_cursor arguments."""
+    if not isinstance(consumer, str) or not consumer:
+        raise ValueError("set_cursor: consumer must be a non-empty string")
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+        raise ValueError(f"set_cursor: seq must be an integer >= 0, got {seq!r}")
+    return consumer, seq
+
+
+def article_from_rest(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A legifrance_articles row read back, in article_row() form (timestamps as iso_ts)."""
+    return {**{c: row.get(c) for c in ARTICLE_COLUMNS}, "collected_at": norm_ts(row.get("collected_at"))}
+
+
+def version_pairs(versions: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Checked retire_versions argument: (id, new_etat) pairs, new_etat not in force; one per id."""
+    pairs: dict[str, str] = {}
+    for pair in versions:
+        if not (isinstance(pair, tuple | list) and len(pair) == 2 and all(isinstance(v, str) and v for v in pair)):
+            raise TypeError(f"retire_versions: expected (id, new_etat) string pairs, got {pair!r}")
+        if in_force(pair[1]):
+            raise ValueError(f"retire_versions: {pair[0]} cannot be retired to {pair[1]!r} (in force)")
+        pairs[pair[0]] = pair[1]
+    return list(pairs.items())
+
+
 def state_row(state: Mapping[str, Any]) -> dict[str, Any]:
     """Split a state-file dict into the collector_state columns (+ `extra` for the rest)."""
     if "running" not in state or "mode" not in state:
@@ -274,3 +343,16 @@ def dump_state_row(state: DumpState) -> dict[str, Any]:
         "bytes_read": int(state.bytes_read),
         "updated_at": iso_ts(state.updated_at),
     }
+
+
+def dump_counts(events: Mapping[str, int], retired: Iterable[tuple[int, int]]) -> dict[str, int]:
+    """Store.apply_dump_batch's result: the events by kind (of the upsert and the retirements)
+    plus `superseded` and `retired` (rows taken out of force)."""
+    counts = dict(events)
+    superseded = repealed = 0
+    for one in retired:
+        superseded, repealed = superseded + one[0], repealed + one[1]
+        for kind, n in getattr(one, "events", {}).items():
+            counts[kind] = counts.get(kind, 0) + n
+    counts["superseded"], counts["retired"] = superseded, repealed
+    return counts

@@ -28,12 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from collector.models import Article, CodeMark, DumpBatch, DumpState, Rejected
-from collector.store.base import Lease, StoreError, StoreFatal
+from collector.store.base import Lease, Retired, StoreError, StoreFatal
 from collector.store.rows import (
     ARTICLE_COLUMNS,
     DUMP_STATE_COLUMNS,
     MARK_COLUMNS,
     REJECTED_COLUMNS,
+    dump_counts,
     dump_state_from_row,
     dump_state_row,
     iso_ts,
@@ -41,6 +42,10 @@ from collector.store.rows import (
     mark_row,
     next_dump_state,
     parse_ts,
+    change_args,
+    change_from_row,
+    cursor_args,
+    no_change_counts,
     retire_args,
     run_from_row,
     split_articles_rejected,
@@ -48,9 +53,16 @@ from collector.store.rows import (
     state_row,
     to_json,
     utcnow,
+    version_pairs,
+)
+from collector.store.sqlite_changes import (
+    CHANGES_SCHEMA,
+    retire_absent_logged,
+    retire_versions_logged,
+    upsert_articles_logged,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the change log (legifrance_changes, legifrance_change_consumers)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS legifrance_articles (
@@ -140,7 +152,7 @@ CREATE TABLE IF NOT EXISTS collector_dump_state (
     bytes_read   INTEGER NOT NULL DEFAULT 0,
     updated_at   TEXT
 );
-"""
+""" + CHANGES_SCHEMA
 
 
 def _upsert_sql(table: str, columns: Sequence[str], key: str) -> str:
@@ -150,32 +162,10 @@ def _upsert_sql(table: str, columns: Sequence[str], key: str) -> str:
     return f"INSERT INTO {table} ({names}) VALUES ({marks}) ON CONFLICT({key}) DO UPDATE SET {updates}"
 
 
-_UPSERT_ARTICLE = _upsert_sql("legifrance_articles", ARTICLE_COLUMNS, "id")
 _UPSERT_REJECTED = _upsert_sql("legifrance_rejected", REJECTED_COLUMNS, "id")
 _UPSERT_MARK = _upsert_sql("collector_code_marks", MARK_COLUMNS, "code_id")
-
-# retire_absent: the in-force ids/cids go into two temp tables of the write connection (keys
-# only, emptied in the same transaction); `IN (SELECT ... FROM temp.x)` then reads their primary
-# key, so a code's rows are scanned once (code_id index). JSON arrays with json_each did the same
-# but kept ~9 MB of parse trees and ephemeral indexes for a 30,000-article code.
-_RETIRE_TABLES = (
-    "CREATE TEMP TABLE IF NOT EXISTS retire_ids (id TEXT PRIMARY KEY) WITHOUT ROWID",
-    "CREATE TEMP TABLE IF NOT EXISTS retire_cids (cid TEXT PRIMARY KEY) WITHOUT ROWID",
-)
-_RETIRE = """
-UPDATE legifrance_articles
-SET etat = CASE
-    WHEN cid IN (SELECT cid FROM temp.retire_cids)
-      OR cid IN (SELECT a.cid FROM temp.retire_ids r JOIN legifrance_articles a ON a.id = r.id)
-    THEN 'MODIFIE' ELSE 'ABROGE' END
-WHERE code_id = :code AND etat LIKE 'VIGUEUR%' AND id NOT IN (SELECT id FROM temp.retire_ids)
-RETURNING etat
-"""
-_RESTORE = """
-UPDATE legifrance_articles SET etat = 'VIGUEUR'
-WHERE code_id = :code AND etat NOT LIKE 'VIGUEUR%' AND id IN (SELECT id FROM temp.retire_ids)
-"""
-
+_UPSERT_DUMP_STATE = _upsert_sql("collector_dump_state", ("id", *DUMP_STATE_COLUMNS), "id").replace(
+    "VALUES (?", "VALUES (1", 1)
 
 def translate_sqlite_error(exc: sqlite3.Error, path: Path, busy_timeout_s: float) -> StoreError:
     """Turn a raw sqlite3 error into a StoreError/StoreFatal that says what to check."""
@@ -407,34 +397,85 @@ class SqliteStore:
         rejected: Sequence[Rejected] = (),
         run_id: int | None = None,
         run_progress: dict[str, Any] | None = None,
-    ) -> None:
+        *,
+        tag: str | None = None,
+    ) -> dict[str, int]:
+        """See Store.commit_batch: rows, progress and events in one IMMEDIATE transaction."""
         article_rows, rejected_rows = split_articles_rejected(articles, rejected)
+        events = no_change_counts()
+        run_tag = tag if tag is not None else (str(run_id) if run_id is not None else None)
         with self._connection(write=True, commit=True) as conn:
             if article_rows:
-                conn.executemany(_UPSERT_ARTICLE, [tuple(r[c] for c in ARTICLE_COLUMNS) for r in article_rows])
+                events = upsert_articles_logged(conn, article_rows, run_tag, at=iso_ts(self._clock()))
             if rejected_rows:
                 conn.executemany(_UPSERT_REJECTED, [tuple(r[c] for c in REJECTED_COLUMNS) for r in rejected_rows])
             if run_id is not None and run_progress is not None:
                 conn.execute("UPDATE collector_runs SET progress = ? WHERE id = ?", (to_json(run_progress), run_id))
+        return events
 
     def retire_absent(
         self,
         code_id: str,
         in_force_ids: Collection[str],
         in_force_cids: Collection[str] | None = None,
-    ) -> tuple[int, int]:
-        """See Store.retire_absent: one IMMEDIATE transaction, two set-based UPDATEs."""
+        *,
+        tag: str | None = None,
+    ) -> Retired:
+        """See Store.retire_absent: one IMMEDIATE transaction, two set-based UPDATEs + events."""
         code, ids, cids = retire_args(code_id, in_force_ids, in_force_cids)
         with self._write() as conn:
-            for create in _RETIRE_TABLES:
-                conn.execute(create)
-            conn.executemany("INSERT INTO temp.retire_ids VALUES (?)", ((i,) for i in ids))
-            conn.executemany("INSERT INTO temp.retire_cids VALUES (?)", ((c,) for c in cids))
-            conn.execute(_RESTORE, {"code": code})
-            etats = [row[0] for row in conn.execute(_RETIRE, {"code": code}).fetchall()]
-            conn.execute("DELETE FROM temp.retire_ids")
-            conn.execute("DELETE FROM temp.retire_cids")
-        return etats.count("MODIFIE"), etats.count("ABROGE")
+            return retire_absent_logged(conn, code, ids, cids, tag, at=iso_ts(self._clock()))
+
+    def retire_versions(self, versions: Sequence[tuple[str, str]], *, tag: str | None = None) -> Retired:
+        pairs = version_pairs(versions)
+        with self._write() as conn:
+            return retire_versions_logged(conn, pairs, tag, at=iso_ts(self._clock()))
+
+    # ---- change log --------------------------------------------------------------------------
+    def read_changes(
+        self, since: int = 0, limit: int = 100, code_id: str | None = None, *, previous_text: bool = False
+    ) -> list[dict[str, Any]]:
+        since, limit = change_args(since, limit)
+        where = "seq > ?" + (" AND code_id = ?" if code_id is not None else "")
+        params = (since, code_id, limit) if code_id is not None else (since, limit)
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT * FROM legifrance_changes WHERE {where} ORDER BY seq LIMIT ?", params
+            ).fetchall()
+        return [change_from_row(dict(row), previous_text=previous_text) for row in rows]
+
+    def latest_change_seq(self) -> int:
+        with self._read() as conn:
+            return int(conn.execute("SELECT coalesce(max(seq), 0) FROM legifrance_changes").fetchone()[0])
+
+    def get_articles(self, ids: Collection[str]) -> dict[str, dict[str, Any]]:
+        keys = list(dict.fromkeys(ids))
+        found: dict[str, dict[str, Any]] = {}
+        with self._read() as conn:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ", ".join("?" for _ in chunk)
+                for row in conn.execute(
+                    f"SELECT {', '.join(ARTICLE_COLUMNS)} FROM legifrance_articles WHERE id IN ({marks})", chunk
+                ):
+                    found[row["id"]] = dict(row)
+        return found
+
+    def get_cursor(self, consumer: str) -> int:
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT last_seq FROM legifrance_change_consumers WHERE consumer = ?", (consumer,)
+            ).fetchone()
+        return int(row[0]) if row is not None else 0
+
+    def set_cursor(self, consumer: str, seq: int) -> None:
+        consumer, seq = cursor_args(consumer, seq)
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO legifrance_change_consumers (consumer, last_seq, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(consumer) DO UPDATE SET last_seq = excluded.last_seq, updated_at = excluded.updated_at",
+                (consumer, seq, iso_ts(self._clock())),
+            )
 
     def count_in_force(self, code_id: str) -> int:
         with self._read() as conn:
@@ -592,26 +633,22 @@ class SqliteStore:
     def apply_dump_batch(self, batch: DumpBatch) -> dict[str, int]:
         """See Store.apply_dump_batch: one IMMEDIATE transaction."""
         article_rows, rejected_rows = split_articles_rejected(batch.articles, batch.rejected)
-        tag = batch.archive_tag
+        pairs = version_pairs(batch.retire)
+        tag, at = batch.archive_tag, iso_ts(self._clock())
         with self._connection(write=True, commit=True) as conn:
             row = conn.execute("SELECT * FROM collector_dump_state WHERE id = 1").fetchone()
             state = next_dump_state(dump_state_from_row(dict(row) if row else None), batch, self._clock())
-            counts = dict(upsert_articles_logged(conn, article_rows, tag))
+            counts = no_change_counts()
+            if article_rows:
+                counts = dict(upsert_articles_logged(conn, article_rows, tag, at=at))
             if rejected_rows:
                 conn.executemany(_UPSERT_REJECTED, [tuple(r[c] for c in REJECTED_COLUMNS) for r in rejected_rows])
-            superseded, repealed = retire_versions_logged(conn, list(batch.retire), tag)
+            retired = [retire_versions_logged(conn, pairs, tag, at=at)] if pairs else []
             for code_id, ids, cids in batch.reconcile:
-                more = retire_absent_logged(conn, code_id, list(ids), list(cids), tag)
-                superseded, repealed = superseded + more[0], repealed + more[1]
+                retired.append(retire_absent_logged(conn, code_id, list(ids), list(cids), tag, at=at))
             values = dump_state_row(state)
-            names = ", ".join(DUMP_STATE_COLUMNS)
-            conn.execute(
-                f"INSERT INTO collector_dump_state (id, {names}) VALUES (1, {', '.join('?' for _ in DUMP_STATE_COLUMNS)}) "
-                f"ON CONFLICT(id) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in DUMP_STATE_COLUMNS)}",
-                tuple(values[c] for c in DUMP_STATE_COLUMNS),
-            )
-        counts["superseded"], counts["retired"] = superseded, repealed
-        return counts
+            conn.execute(_UPSERT_DUMP_STATE, tuple(values[c] for c in DUMP_STATE_COLUMNS))
+        return dump_counts(counts, retired)
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def check(self) -> None:

@@ -30,12 +30,19 @@ from postgrest.exceptions import APIError
 from supabase import Client, ClientOptions, SupabaseException, create_client
 
 from collector.models import Article, CodeMark, Rejected
-from collector.store.base import Lease, StoreError, StoreFatal
+from collector.store.base import Lease, Retired, StoreError, StoreFatal
 from collector.store.rows import (
+    ARTICLE_COLUMNS,
+    CHANGE_KEYS,
+    article_from_rest,
+    change_args,
+    change_from_row,
+    cursor_args,
     iso_ts,
     json_safe,
     mark_from_row,
     mark_row,
+    no_change_counts,
     parse_ts,
     retire_args,
     run_from_row,
@@ -44,6 +51,7 @@ from collector.store.rows import (
     state_row,
     to_json,
     utcnow,
+    version_pairs,
 )
 
 T = TypeVar("T")
@@ -289,7 +297,9 @@ class SupabaseStore:
         rejected: Sequence[Rejected] = (),
         run_id: int | None = None,
         run_progress: dict[str, Any] | None = None,
-    ) -> None:
+        *,
+        tag: str | None = None,
+    ) -> dict[str, int]:
         # Order matters (no transaction over REST): data first, progress last. The database
         # trigger removes stored ids from legifrance_rejected in the article upsert itself.
         article_rows, rejected_rows = split_articles_rejected(articles, rejected)
@@ -306,13 +316,16 @@ class SupabaseStore:
                 .eq("id", run_id)
                 .execute(),
             )
+        return no_change_counts()
 
     def retire_absent(
         self,
         code_id: str,
         in_force_ids: Collection[str],
         in_force_cids: Collection[str] | None = None,
-    ) -> tuple[int, int]:
+        *,
+        tag: str | None = None,
+    ) -> Retired:
         """See Store.retire_absent: one call of collector_retire_absent() (one transaction).
         Replaying it after a lost response changes nothing (the rows are already retired),
         though its counts then come back as 0."""
@@ -325,7 +338,81 @@ class SupabaseStore:
         if not response.data:
             raise StoreError("collector_retire_absent returned no row")
         row = response.data[0]
-        return int(row["superseded"]), int(row["repealed"])
+        return Retired(row["superseded"], row["repealed"], row.get("events"))
+
+    def retire_versions(self, versions: Sequence[tuple[str, str]], *, tag: str | None = None) -> Retired:
+        """See Store.retire_versions: one call of collector_retire_versions() (one transaction)."""
+        pairs = version_pairs(versions)
+        params = {"p_ids": [p[0] for p in pairs], "p_etats": [p[1] for p in pairs], "p_tag": tag}
+        response = self._call(
+            "retiring versions no longer in force",
+            lambda: self._client.rpc("collector_retire_versions", params).execute(),
+        )
+        if not response.data:
+            raise StoreError("collector_retire_versions returned no row")
+        row = response.data[0]
+        return Retired(row["superseded"], row["repealed"], row.get("events"))
+
+    # ---- change log --------------------------------------------------------------------------
+    def read_changes(
+        self, since: int = 0, limit: int = 100, code_id: str | None = None, *, previous_text: bool = False
+    ) -> list[dict[str, Any]]:
+        """Pages of at most PAGE_SIZE rows (hosted max-rows) until `limit` or an empty page."""
+        since, limit = change_args(since, limit)
+        columns = "*" if previous_text else ",".join(CHANGE_KEYS)
+        changes: list[dict[str, Any]] = []
+        while len(changes) < limit:
+
+            def page(after: int = since, want: int = min(limit - len(changes), self._page_size)) -> Any:
+                query = self._client.table("legifrance_changes").select(columns).gt("seq", after)
+                if code_id is not None:
+                    query = query.eq("code_id", code_id)
+                return query.order("seq").limit(want).execute()
+
+            rows = self._call("reading the change log", page).data
+            if not rows:
+                break
+            changes += [change_from_row(row, previous_text=previous_text) for row in rows]
+            since = changes[-1]["seq"]
+        return changes
+
+    def latest_change_seq(self) -> int:
+        response = self._call(
+            "reading the last change",
+            lambda: self._client.table("legifrance_changes").select("seq").order("seq", desc=True).limit(1).execute(),
+        )
+        return int(response.data[0]["seq"]) if response.data else 0
+
+    def get_articles(self, ids: Collection[str]) -> dict[str, dict[str, Any]]:
+        keys = list(dict.fromkeys(ids))
+        found: dict[str, dict[str, Any]] = {}
+        for start in range(0, len(keys), 100):  # ids go in the URL: keep it short
+            chunk = keys[start : start + 100]
+            response = self._call(
+                "reading articles",
+                lambda chunk=chunk: self._client.table("legifrance_articles")
+                .select(",".join(ARTICLE_COLUMNS))
+                .in_("id", chunk)
+                .execute(),
+            )
+            found.update({row["id"]: article_from_rest(row) for row in response.data})
+        return found
+
+    def get_cursor(self, consumer: str) -> int:
+        response = self._call(
+            f"reading the cursor of {consumer}",
+            lambda: self._client.table("legifrance_change_consumers")
+            .select("last_seq")
+            .eq("consumer", consumer)
+            .limit(1)
+            .execute(),
+        )
+        return int(response.data[0]["last_seq"]) if response.data else 0
+
+    def set_cursor(self, consumer: str, seq: int) -> None:
+        consumer, seq = cursor_args(consumer, seq)
+        row = {"consumer": consumer, "last_seq": seq, "updated_at": iso_ts(utcnow())}
+        self._upsert("legifrance_change_consumers", [row], "consumer")
 
     def count_in_force(self, code_id: str) -> int:
         # PostgREST reads `*` in a like pattern as `%` (no percent-encoding to get wrong).

@@ -54,7 +54,14 @@ def vigueur_per_cid(store: SqliteStore, code_id: str = CODE) -> dict[str, int]:
 def test_superseded_and_repealed_rows_are_retired_once(store: SqliteStore) -> None:
     old1, new1, a2, a3 = version(1, 1), version(1, 2), version(2, 1), version(3, 1)
     elsewhere = version(9, 1, OTHER)
-    store.commit_batch([old1, new1, a2, a3, elsewhere])
+    store.commit_batch([old1, a2, a3, elsewhere])
+    # A database written before the change log could hold two "in force" rows of one cid.
+    with sqlite3.connect(store.path) as conn:
+        conn.execute(
+            "INSERT INTO legifrance_articles SELECT ?, cid, code_id, code_title, num, etat, date_debut, date_fin, "
+            "section_path, text, html, nota, content_sha256, collected_at FROM legifrance_articles WHERE id = ?",
+            (new1.id, old1.id),
+        )
     assert vigueur_per_cid(store)["C1"] == 2  # the defect: two "in force" texts for one article
 
     assert store.retire_absent(CODE, [new1.id, a2.id]) == (1, 1)
@@ -99,8 +106,8 @@ def test_vigueur_diff_counts_as_in_force(store: SqliteStore) -> None:
 def test_an_id_in_force_again_is_restored(store: SqliteStore) -> None:
     """A rolled-back change: the old id is listed again; it is known, so never refetched."""
     old, new = version(1, 1), version(1, 2)
-    store.commit_batch([old, new])
-    assert store.retire_absent(CODE, [new.id]) == (1, 0)
+    store.commit_batch([old, new])  # new retires old as it is stored
+    assert store.retire_absent(CODE, [new.id]) == (0, 0)
     assert store.retire_absent(CODE, [old.id]) == (1, 0)  # rolled back: new superseded, old restored
     assert etats(store) == {old.id: "VIGUEUR", new.id: "MODIFIE"}
     assert vigueur_per_cid(store) == {"C1": 1}
@@ -228,7 +235,8 @@ def test_count_in_force_counts_the_codes_vigueur_rows_only(store: SqliteStore) -
         version(1, 1), version(1, 2), version(2, 1, etat="VIGUEUR_DIFF"), version(3, 1, etat="ABROGE"),
         version(4, 1, etat="MODIFIE"), version(9, 1, OTHER),
     ])
-    assert (store.count_in_force(CODE), store.count_in_force(OTHER), store.count_in_force("LEGITEXT0")) == (3, 1, 0)
+    # version(1, 2) retired version(1, 1) as it was stored
+    assert (store.count_in_force(CODE), store.count_in_force(OTHER), store.count_in_force("LEGITEXT0")) == (2, 1, 0)
     store.retire_absent(CODE, [version(1, 2).id])
     assert store.count_in_force(CODE) == 1
 
