@@ -1,4 +1,4 @@
-"""CLI: `python -m collector {status,run,reset,demo-server}` (the contracts are in design.md).
+"""CLI: `python -m collector {status,run,reset,load-dump,demo-server}` (contracts in design.md).
 
 Exit codes: 0 ok; 2 bad configuration or arguments; 3 authentication refused by the API;
 4 permanent store failure; 5 another collector holds the store lease; 1 anything else.
@@ -50,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--mode", type=_mode, help="MASSIVE or MAINTENANCE (saved as the desired mode)")
     run.add_argument("--once", action="store_true", help="run a single pass, print its summary as JSON")
     commands.add_parser("reset", help="clear the saved state (back to ENABLE_SCHEDULER / SIPHONNAGE_MODE)")
+    load = commands.add_parser("load-dump", help="apply DILA LEGI archives (files, folders or a folder URL)")
+    load.add_argument("sources", nargs="+", metavar="SOURCE",
+                      help="a .tar.gz, a folder holding archives, or an http(s) URL of a folder index")
+    load.add_argument("--codes", default="configured",
+                      help="configured (MASSIVE_CODES, default), all (every code in force), or ID,ID,...")
     # Its options are parsed by demo_server_parser() so other commands never import the emulator.
     demo = commands.add_parser("demo-server", add_help=False,
                                help="serve the offline Légifrance emulator on 127.0.0.1 (--help for options)")
@@ -172,6 +177,39 @@ def _run_forever(runtime: Any) -> int:
     return EXIT_OK
 
 
+def cmd_load_dump(args: argparse.Namespace) -> int:
+    """Apply the archives; last line of stdout: the JSON summary; exit 1 when it has errors."""
+    from collector.dumps.apply import CodeScope, DumpOptions, load_dumps
+    from collector.dumps.progress import TtyBar
+    from collector.dumps.sources import resolve_sources
+    from collector.logs import configure_logging
+    from collector.runtime import with_demo_codes
+    from collector.store import open_store
+
+    settings = with_demo_codes(_settings())
+    configure_logging(settings)
+    try:
+        scope = CodeScope.parse(args.codes, settings.massive_codes)
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_CONFIG) from None
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    bar = TtyBar() if sys.stderr.isatty() else None
+    store = open_store(settings)
+    try:
+        archives = resolve_sources(args.sources, settings.dump_cache_dir)
+        summary = load_dumps(archives, scope, store, options=DumpOptions(min_chars=settings.min_article_chars),
+                             progress=bar, should_stop=stop.is_set)
+    finally:
+        if bar is not None:
+            bar.close()
+        store.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    _print_json(summary.as_dict())
+    return EXIT_OK if summary.ok else EXIT_ERROR
+
+
 def cmd_demo_server(args: argparse.Namespace) -> int:
     from collector.demo.server import run_demo_server
 
@@ -183,6 +221,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "status": cmd_status,
     "run": cmd_run,
     "reset": cmd_reset,
+    "load-dump": cmd_load_dump,
     "demo-server": cmd_demo_server,
 }
 

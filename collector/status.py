@@ -46,6 +46,7 @@ class StatusSnapshot:
     state_saved: bool = True  # False when the state file could not be written
     state_error: str | None = None
     throughput: list[tuple[float, int]] = field(default_factory=list)  # (epoch s, stored so far)
+    dump: dict[str, Any] = field(default_factory=dict)  # archive being applied: bytes, articles
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (datetimes as ISO strings)."""

@@ -25,7 +25,10 @@ file is not corruption: it is counted and named, and the rest of the archive loa
 
 from __future__ import annotations
 
+import gzip
+import tarfile
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -34,7 +37,15 @@ from typing import Any
 
 import structlog
 
-from collector.dumps.names import ArchiveName, parse_archive_name, plan
+from collector.dumps.names import ArchiveName, PlanError, parse_archive_name, plan
+from collector.dumps.reader import (
+    ArchiveReader,
+    ArticleVersion,
+    BadMember,
+    Deletion,
+    DumpArchiveError,
+    member_path,
+)
 from collector.harvest import RETIRE_GUARD_FRACTION, RETIRE_GUARD_MIN_ROWS
 from collector.models import Article, DumpBatch, DumpState, Rejected
 from collector.store.base import Store
@@ -175,12 +186,12 @@ class _ArchivePass:
         self.rejected: list[Rejected] = []
         self.retire: dict[str, str] = {}  # id -> new etat, versions of the archive not in force
         self.in_force: dict[str, dict[str, str]] = {}  # code -> {id: cid} in force in the archive
-        self.codes_with_files: dict[str, str] = {}  # code -> partition, codes the archive touches
         self.codes_with_articles: set[str] = set()
         self.deleted_ids: set[str] = set()
         self.deleted_codes: set[str] = set()
         self.members = 0
         self.bytes_read = 0
+        self.warnings: list[str] = []
 
     def batch(self, *, final: bool = False, **parts: Any) -> DumpBatch:
         return DumpBatch(archive=self.archive.name, stamp=self.archive.stamp, is_global=self.archive.is_global,
@@ -203,25 +214,28 @@ class _ArchivePass:
             self.rejected.clear()
 
     # ---- the streaming pass ------------------------------------------------------------------
-    def run(self, items: Iterable[Any]) -> ArchiveReport:
+    def run(self) -> ArchiveReport:
         started = time.monotonic()
-        for item in items:
-            self.members, self.bytes_read = item.member_index, item.bytes_read
-            if isinstance(item, ArticleVersion):
-                self.version(item)
-            elif isinstance(item, Deletion):
-                self.deletion(item)
-            elif isinstance(item, BadMember):
-                self.report.bad_files.append(f"{item.name}: {item.reason}"[:300])
-                log.warning("bad file in archive", archive=self.archive.name, member=item.name, error=item.reason)
-            elif isinstance(item, TextFile):
-                if self.scope.covers(item.partition, item.code_id):
-                    self.codes_with_files.setdefault(item.code_id, item.partition)
-            if len(self.articles) + len(self.rejected) >= self.opt.batch_size:
-                self.flush()
-                self.tick()
-                if self.should_stop():
-                    raise DumpInterrupted(f"stopped during {self.archive.name}; the next run resumes it")
+        reader = ArchiveReader(self.path, min_chars=self.opt.min_chars, now=self.opt.clock(),
+                               codes=self.scope.ids, on_progress=lambda _stats: self.tick())
+        self.stats = reader.stats
+        try:
+            for item in reader:
+                self.members, self.bytes_read = reader.stats.members, reader.stats.bytes_read
+                if isinstance(item, ArticleVersion):
+                    self.version(item)
+                elif isinstance(item, Deletion):
+                    self.deletion(item)
+                elif isinstance(item, BadMember):
+                    self.report.bad_files.append(f"{item.member}: {item.reason}"[:300])
+                    log.warning("bad file in archive", archive=self.archive.name, member=item.member,
+                                error=item.reason)
+                if len(self.articles) + len(self.rejected) >= self.opt.batch_size:
+                    self.flush()
+                    if self.should_stop():
+                        raise DumpInterrupted(f"stopped during {self.archive.name}; the next run resumes it")
+        except DumpArchiveError as exc:  # verify_archive passed: the file changed under us
+            raise CorruptArchive(str(exc)) from None
         self.flush()
         self.report.members = self.members
         self.finish()
@@ -231,18 +245,18 @@ class _ArchivePass:
 
     def tick(self) -> None:
         if self.progress is not None:
-            articles = self.report.stored + self.report.updated + self.report.unchanged + self.report.rejected
-            self.progress(self.archive.name, self.bytes_read, self.total_bytes, articles)
+            r = self.report
+            self.progress(self.archive.name, self.stats.bytes_read, self.total_bytes,
+                          r.stored + r.updated + r.unchanged + r.rejected + len(self.articles) + len(self.rejected))
 
     def version(self, item: ArticleVersion) -> None:
         if not self.scope.covers(item.partition, item.code_id):
             return
-        self.codes_with_files.setdefault(item.code_id, item.partition)
         self.codes_with_articles.add(item.code_id)
-        if item.etat.startswith("VIGUEUR") and item.partition == IN_FORCE_PARTITION:
+        if item.in_force and item.partition == IN_FORCE_PARTITION:
             self.in_force.setdefault(item.code_id, {})[item.id] = item.cid
             self.retire.pop(item.id, None)
-            if item.member_index > self.committed:  # else a killed run committed it already
+            if self.members > self.committed:  # else a killed run of this archive committed it
                 (self.articles if isinstance(item.row, Article) else self.rejected).append(item.row)
         elif not self.archive.is_global and item.id not in self.in_force.get(item.code_id, ()):
             # A global's old versions are many; its reconcile retires what they would.
@@ -251,18 +265,27 @@ class _ArchivePass:
     def deletion(self, item: Deletion) -> None:
         if not self.scope.covers(item.partition, item.code_id):
             return
-        if item.article_id is not None:
-            self.deleted_ids.add(item.article_id)
-        elif item.whole_text:
+        if item.kind == "article":
+            self.deleted_ids.add(item.id)
+        elif item.kind == "text":
             self.deleted_codes.add(item.code_id)
 
     # ---- the final transaction ---------------------------------------------------------------
     def finish(self) -> None:
-        empty = sorted(c for c in self.codes_with_files if c not in self.codes_with_articles)
-        if empty and self.archive.is_global:
+        touched = {c: p for c, p in self.stats.touched.items() if self.scope.covers(p, c)}
+        bad_codes = {_code_of(line) for line in self.report.bad_files}
+        empty = sorted(c for c in touched if c not in self.codes_with_articles
+                       and (self.archive.is_global or c in bad_codes))
+        if empty or (self.members and len(self.report.bad_files) >= self.members):
             raise DumpLoadError(
-                f"{self.archive.name} holds files of {', '.join(empty[:5])} but no article of it could "
-                "be read: unknown layout or unreadable files; nothing of the archive was stamped")
+                f"{self.archive.name}: no article could be read for {', '.join(empty[:5]) or 'any text'} "
+                f"although the archive holds its files ({len(self.report.bad_files)} bad files, first: "
+                f"{self.report.bad_files[:1]}): unknown layout or unreadable files; nothing of the "
+                "archive was stamped")
+        if self.archive.is_global and self.scope.ids is not None:
+            absent = sorted(self.scope.ids - set(self.stats.touched))
+            if absent:
+                self.warnings.append(f"{self.archive.name} holds no file of {', '.join(absent[:10])}")
         in_force_ids = {i for ids in self.in_force.values() for i in ids}
         retire = dict(self.retire)
         # Deletions come after every file of the archive; an id the archive also holds in force
@@ -272,7 +295,7 @@ class _ArchivePass:
             retire[rid] = "ABROGE"
         reconcile: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         if self.archive.is_global:
-            for code_id, partition in self.codes_with_files.items():
+            for code_id, partition in touched.items():
                 ids = self.in_force.get(code_id, {})
                 if partition == IN_FORCE_PARTITION or not ids:
                     reconcile[code_id] = (tuple(ids), tuple(set(ids.values())))
@@ -280,7 +303,7 @@ class _ArchivePass:
             ids = self.in_force.get(code_id, {})
             reconcile.setdefault(code_id, (tuple(ids), tuple(set(ids.values()))))
         for code_id, (ids, _) in sorted(reconcile.items()):
-            self.guard(code_id, len(ids), repealed=self.codes_with_files.get(code_id) == "code_non_vigueur")
+            self.guard(code_id, len(ids), repealed=touched.get(code_id) == "code_non_vigueur")
         before_deleted = self.count_stored_in_force(deleted)
         counts_before = self.report.retired
         self.commit(self.batch(
@@ -381,14 +404,22 @@ def load_dumps(
                 progress(archive.name, 0, path.stat().st_size, 0)
             verify_archive(path)
             one = _ArchivePass(archive, path, store, scope, options, state, progress, should_stop)
-            summary.archives.append(one.report)
-            one.run(_read(path, options))
+            summary.archives.append(one.run())
+            summary.warnings.extend(one.warnings)
             state = store.get_dump_state()
     except (DumpLoadError, PlanError) as exc:
         summary.errors.append(str(exc))
         log.error("dump load stopped", error=str(exc))
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _code_of(bad_file: str) -> str | None:
+    """The text cid of a bad file's member path ("member: reason"), if its path says it."""
+    try:
+        return member_path(bad_file.split(": ", 1)[0]).code_id
+    except ValueError:
+        return None
 
 
 def _short(codes: str) -> str:
