@@ -96,6 +96,7 @@ class Settings:
     supabase_url: str | None = None
     supabase_key: str | None = _secret()
     db_path: Path = Path("data/collector.sqlite3")
+    dump_cache_dir: Path = Path("data/dumps")  # downloaded DILA LEGI archives
     maintenance_codes: tuple[str, ...] = MAINTENANCE_CODES
     massive_codes: tuple[str, ...] = MASSIVE_CODES
     maintenance_interval_minutes: float = 120.0
@@ -221,6 +222,7 @@ class Settings:
             supabase_url=get("SUPABASE_URL"),
             supabase_key=get("SUPABASE_SERVICE_ROLE_KEY"),
             db_path=Path(get("COLLECTOR_DB") or "data/collector.sqlite3"),
+            dump_cache_dir=Path(get("DUMP_CACHE_DIR") or "data/dumps"),
             maintenance_codes=codes("MAINTENANCE_CODES", MAINTENANCE_CODES),
             massive_codes=codes("MASSIVE_CODES", MASSIVE_CODES),
             maintenance_interval_minutes=float(number("MAINTENANCE_INTERVAL_MINUTES", 120.0, float, 0)),

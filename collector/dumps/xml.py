@@ -1,0 +1,222 @@
+"""One DILA ARTICLE / TEXTE_VERSION file -> the same row the API path builds.
+
+Identity with `collector.parse.article_from_api` for the same version (checked on the real pair
+LEGIARTI000006398122): id, cid (the first version's id, the smallest of VERSIONS), code_id,
+code_title (the current TITRE_TXT, the API's table-of-contents title), num, etat, dates
+("2999-01-01" = no end -> None, "2222-02-22" kept as that date, like the API's epoch values),
+section_path (the CONTEXTE TM chain joined by " > ", current title at each level), text (the
+same clean_text of the same HTML), html, nota, content_sha256.
+
+The HTML: Légifrance's API serves BLOC_TEXTUEL/CONTENU re-serialised: the file's line breaks
+between tags dropped and every `<br/>` written `<p></p>` (the real pair: `<br/>   La
+fabrication …<br/>\\n<br/>` in the dump is `<p></p>   La fabrication …<p></p><p></p>` in the API;
+none of the 29 real API texts holds a `<br` or a newline). `api_html` does the same, so text and
+hash match too (two `<br/>` would otherwise make a blank line where the API has a line break).
+What cannot match: the API writes attributes with single quotes (`<a href='…'>`) and leaves `&`
+raw in them, lxml writes `href="…&amp;…"`; only `html` differs then, never text or hash.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime
+from xml.sax.saxutils import escape
+
+from lxml import etree
+
+from collector.models import Article, Rejected
+from collector.parse import PATH_SEPARATOR, content_sha256, epoch_ms_to_date
+from collector.text import clean_text, passes_quality, rejection_reason
+
+PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True)
+_NO_END = "2999-01-01"
+_NEWLINE_BETWEEN_TAGS = re.compile(r">[ \t\r]*\n\s*<")
+_NEWLINE_EDGES = re.compile(r"^[ \t\r]*\n\s*|\s*\n[ \t\r]*$")
+_BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
+
+
+class DumpXmlError(ValueError):
+    """A member is not the XML file its path says (bad XML, another root element)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ArticleXml:
+    """What an ARTICLE file says, before the quality filter."""
+
+    id: str
+    cid: str
+    code_id: str | None  # CONTEXTE/TEXTE/@cid (missing on some 2025+ files: the path wins)
+    code_title: str | None
+    num: str | None
+    etat: str
+    date_debut: date | None
+    date_fin: date | None
+    section_path: str
+    html: str
+    nota_html: str
+
+
+def parse_xml(data: bytes, root_tag: str) -> etree._Element:
+    """Parse a whole member; DumpXmlError when it is not well-formed or not a `root_tag`."""
+    try:
+        root = etree.fromstring(data, PARSER)
+    except etree.XMLSyntaxError as exc:
+        raise DumpXmlError(f"bad XML: {str(exc)[:160]}") from None
+    if root.tag != root_tag:
+        raise DumpXmlError(f"root element {str(root.tag)[:40]!r}, expected {root_tag}")
+    return root
+
+
+def _text(el: etree._Element | None) -> str:
+    return "" if el is None else " ".join((el.text or "").split())
+
+
+def _id_number(value: str) -> int:
+    return int(value[8:]) if value[8:].isdigit() else 1 << 62
+
+
+def _current(elements: Iterable[etree._Element]) -> etree._Element | None:
+    """The title in force last: the latest `fin`, then the latest `debut`, then the last one."""
+    best, best_key = None, ("", "")
+    for el in elements:
+        key = (el.get("fin") or _NO_END, el.get("debut") or "")
+        if best is None or key >= best_key:
+            best, best_key = el, key
+    return best
+
+
+def inner_html(contenu: etree._Element | None) -> str:
+    """The markup inside a CONTENU element, as HTML (lxml's html serialiser)."""
+    if contenu is None:
+        return ""
+    parts = [escape(contenu.text or "")]
+    parts.extend(etree.tostring(child, method="html", encoding="unicode", with_tail=True) for child in contenu)
+    return "".join(parts)
+
+
+def api_html(markup: str) -> str:
+    """A CONTENU's HTML written the way the API serves it: line breaks between tags dropped,
+    `<br/>` as `<p></p>` (see the module docstring)."""
+    markup = _NEWLINE_EDGES.sub("", markup)
+    markup = _NEWLINE_BETWEEN_TAGS.sub("><", markup)
+    return _BR.sub("<p></p>", markup)
+
+
+def section_path(texte: etree._Element | None) -> str:
+    """The CONTEXTE/TEXTE TM chain: at each level the current TITRE_TM, titles whitespace
+    collapsed, joined by PATH_SEPARATOR (as the API path joins the TOC's section titles)."""
+    titles: list[str] = []
+    level = texte.find("TM") if texte is not None else None
+    while level is not None:
+        title = _text(_current(level.iterfind("TITRE_TM")))
+        if title:
+            titles.append(title)
+        level = level.find("TM")
+    return PATH_SEPARATOR.join(titles)
+
+
+def read_article(root: etree._Element, article_id: str | None = None) -> ArticleXml:
+    """The fields of a parsed ARTICLE. `article_id` (from the member's path) wins over META/ID."""
+    meta = root.find("META/META_SPEC/META_ARTICLE")
+    own_id = article_id or _text(root.find("META/META_COMMUN/ID"))
+    if not own_id:
+        raise DumpXmlError("ARTICLE without an id")
+    versions = [lien for lien in root.iterfind("VERSIONS/VERSION/LIEN_ART")]
+    ids = [v.get("id") or "" for v in versions]
+    cid = min((i for i in ids + [own_id] if i.startswith("LEGIARTI")), key=_id_number, default=own_id)
+    etat = _text(meta.find("ETAT")) if meta is not None else ""
+    if not etat:
+        etat = next((v.get("etat") or "" for v in versions if v.get("id") == own_id), "")
+    texte = root.find("CONTEXTE/TEXTE")
+    title = _text(_current(texte.iterfind("TITRE_TXT"))) if texte is not None else ""
+    num = _text(meta.find("NUM")) if meta is not None else ""
+    return ArticleXml(
+        id=own_id,
+        cid=cid,
+        code_id=(texte.get("cid") or None) if texte is not None else None,
+        code_title=title or None,
+        num=num or None,
+        etat=etat,
+        date_debut=epoch_ms_to_date(_text(meta.find("DATE_DEBUT"))) if meta is not None else None,
+        date_fin=epoch_ms_to_date(_text(meta.find("DATE_FIN"))) if meta is not None else None,
+        section_path=section_path(texte),
+        html=api_html(inner_html(root.find("BLOC_TEXTUEL/CONTENU"))),
+        nota_html=api_html(inner_html(root.find("NOTA/CONTENU"))),
+    )
+
+
+def article_row(
+    fields: ArticleXml, *, code_id: str, min_chars: int, now: datetime, code_title: str | None = None
+) -> Article | Rejected:
+    """The row the API path would store for this version, or the Rejected the quality filter
+    gives (same rule as `article_from_api`). `code_id` comes from the member's path."""
+    text = clean_text(fields.html)
+    if not passes_quality(text, min_chars):
+        return Rejected(id=fields.id, code_id=code_id, reason=rejection_reason(text), length=len(text),
+                        rejected_at=now)
+    nota = clean_text(fields.nota_html) or None
+    return Article(
+        id=fields.id,
+        cid=fields.cid,
+        code_id=code_id,
+        code_title=code_title or fields.code_title or code_id,
+        num=fields.num,
+        etat=fields.etat,
+        date_debut=fields.date_debut,
+        date_fin=fields.date_fin,
+        section_path=fields.section_path,
+        text=text,
+        html=fields.html,
+        nota=nota,
+        content_sha256=content_sha256(text, nota),
+        collected_at=now,
+    )
+
+
+def article_from_xml(
+    data: bytes,
+    *,
+    min_chars: int,
+    now: datetime,
+    article_id: str | None = None,
+    code_id: str | None = None,
+    code_title: str | None = None,
+) -> Article | Rejected:
+    """An ARTICLE file's bytes -> Article | Rejected, identical to `article_from_api` for the
+    same version. `article_id` / `code_id` (from the member's path) win over the file's
+    attributes; without them the file's ID and CONTEXTE/TEXTE/@cid are used. DumpXmlError for
+    bad XML, another root, or no code id at all."""
+    fields = read_article(parse_xml(data, "ARTICLE"), article_id)
+    code = code_id or fields.code_id
+    if not code:
+        raise DumpXmlError(f"{fields.id}: no text cid (neither the path nor CONTEXTE/TEXTE/@cid)")
+    return article_row(fields, code_id=code, min_chars=min_chars, now=now, code_title=code_title)
+
+
+@dataclass(frozen=True, slots=True)
+class TextXml:
+    """What a TEXTE_VERSION file says: the text's title (a code's title is here) and its state."""
+
+    title: str | None
+    etat: str | None
+    date_debut: date | None
+    date_fin: date | None
+    nature: str | None
+
+
+def read_text_version(root: etree._Element) -> TextXml:
+    meta = root.find("META/META_SPEC/META_TEXTE_VERSION")
+    nature = _text(root.find("META/META_COMMUN/NATURE"))
+
+    def field(tag: str) -> str:
+        return _text(meta.find(tag)) if meta is not None else ""
+
+    return TextXml(
+        title=field("TITRE") or field("TITREFULL") or None,
+        etat=field("ETAT") or None,
+        date_debut=epoch_ms_to_date(field("DATE_DEBUT")),
+        date_fin=epoch_ms_to_date(field("DATE_FIN")),
+        nature=nature or None,
+    )
