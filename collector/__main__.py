@@ -180,8 +180,8 @@ def _run_forever(runtime: Any) -> int:
 def cmd_load_dump(args: argparse.Namespace) -> int:
     """Apply the archives; last line of stdout: the JSON summary; exit 1 when it has errors."""
     from collector.dumps.apply import CodeScope, DumpOptions, load_dumps
+    from collector.dumps.fetch import DumpFetcher
     from collector.dumps.progress import TtyBar
-    from collector.dumps.sources import resolve_sources
     from collector.logs import configure_logging
     from collector.runtime import with_demo_codes
     from collector.store import open_store
@@ -197,9 +197,10 @@ def cmd_load_dump(args: argparse.Namespace) -> int:
     bar = TtyBar() if sys.stderr.isatty() else None
     store = open_store(settings)
     try:
-        archives = resolve_sources(args.sources, settings.dump_cache_dir)
-        summary = load_dumps(archives, scope, store, options=DumpOptions(min_chars=settings.min_article_chars),
-                             progress=bar, should_stop=stop.is_set)
+        with DumpFetcher(settings.dump_cache_dir) as fetcher:
+            summary = load_dumps(args.sources, scope, store, fetcher,
+                                 options=DumpOptions(min_chars=settings.min_article_chars),
+                                 progress=bar, should_stop=stop.is_set)
     finally:
         if bar is not None:
             bar.close()

@@ -37,7 +37,8 @@ from typing import Any
 
 import structlog
 
-from collector.dumps.names import ArchiveName, PlanError, parse_archive_name, plan
+from collector.dumps.fetch import DownloadError, DumpFetcher, SourceError
+from collector.dumps.names import ArchiveName, PlanError, plan
 from collector.dumps.reader import (
     ArchiveReader,
     ArticleVersion,
@@ -352,39 +353,19 @@ def verify_archive(path: Path) -> None:
             "applied (delete it from the cache folder to download it again)") from None
 
 
-def local_archives(sources: Iterable[Path]) -> list[tuple[ArchiveName, Path]]:
-    """The archives among `sources` (files, or folders holding them), by name; a file whose
-    name is not an archive's is refused (DumpLoadError), other files of a folder are skipped."""
-    found: list[tuple[ArchiveName, Path]] = []
-    for source in sources:
-        if source.is_dir():
-            candidates = sorted(p for p in source.iterdir() if p.is_file())
-        elif source.is_file():
-            candidates = [source]
-            if parse_archive_name(source.name) is None:
-                raise DumpLoadError(f"{source} is not a LEGI archive name (Freemium_legi_global_YYYYMMDD-"
-                                    "HHMMSS.tar.gz or LEGI_YYYYMMDD-HHMMSS.tar.gz)")
-        else:
-            raise DumpLoadError(f"{source}: no such file or folder")
-        for path in candidates:
-            name = parse_archive_name(path.name)
-            if name is not None:
-                found.append((name, path))
-    return found
-
-
 def load_dumps(
-    archives: Sequence[tuple[ArchiveName, Path]],
+    sources: Sequence[str],
     scope: CodeScope,
     store: Store,
+    fetcher: DumpFetcher,
     *,
     options: DumpOptions = DumpOptions(),
     progress: Progress | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> LoadSummary:
-    """Apply, in plan order, the archives the store has not applied yet. Errors end the load
-    (in `summary.errors`; the archives already applied stay applied); `should_stop` is polled
-    between batches."""
+    """Apply, in plan order, the archives of `sources` the store has not applied yet (only
+    those are downloaded). An error ends the load (in `summary.errors`; the archives applied
+    before it stay applied); `should_stop` is polled between batches."""
     started = time.monotonic()
     summary = LoadSummary(codes=scope.label)
     try:
@@ -393,25 +374,32 @@ def load_dumps(
             raise DumpLoadError(
                 f"the store was loaded with --codes {_short(state.codes)}; loading {_short(scope.label)} "
                 "on top would leave the other codes behind: use the same --codes, or a new store")
-        paths = {name.name: path for name, path in archives}
-        todo = plan([name for name, _ in archives], state.last_stamp)
+        available = {a.name.name: a for a in fetcher.list_all(sources)}
+        todo = plan([a.name for a in available.values()], state.last_stamp)
         if not todo:
             summary.warnings.append(f"nothing to apply: the store is at {state.last_stamp or 'nothing'}")
         for archive in todo:
-            path = paths[archive.name]
+            if should_stop():
+                raise DumpInterrupted(f"stopped before {archive.name}")
+            path = fetcher.fetch(available[archive.name],
+                                 on_bytes=_download_progress(archive.name, progress))
             log.info("archive start", archive=archive.name, bytes=path.stat().st_size)
-            if progress is not None:
-                progress(archive.name, 0, path.stat().st_size, 0)
             verify_archive(path)
             one = _ArchivePass(archive, path, store, scope, options, state, progress, should_stop)
             summary.archives.append(one.run())
             summary.warnings.extend(one.warnings)
             state = store.get_dump_state()
-    except (DumpLoadError, PlanError) as exc:
+    except (DumpLoadError, PlanError, SourceError, DownloadError) as exc:
         summary.errors.append(str(exc))
         log.error("dump load stopped", error=str(exc))
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _download_progress(name: str, progress: Progress | None) -> Callable[[int, int | None], None] | None:
+    if progress is None:
+        return None
+    return lambda done, total: progress(f"downloading {name}", done, total or 0, 0)
 
 
 def _code_of(bad_file: str) -> str | None:
