@@ -103,7 +103,12 @@ def build_runtime(
         )
         status = StatusBoard()
         keeper = StateKeeper(StateFile(settings.state_file, defaults_from_settings(settings)), store)
-        lease = {"lease_ttl": settings.lease_ttl_seconds, "lease_renew_every": settings.lease_ttl_seconds / 3}
+        options: dict[str, Any] = {"lease_ttl": settings.lease_ttl_seconds,
+                                   "lease_renew_every": settings.lease_ttl_seconds / 3}
+        if settings.source == "dumps":  # the one seam: the pass the scheduler runs
+            from collector.dumps.schedule import dump_pass_for
+
+            options["run_pass"] = dump_pass_for(settings)
         scheduler = CollectorScheduler(
             settings,
             state=keeper,
@@ -111,7 +116,7 @@ def build_runtime(
             status=status,
             client_factory=client_factory,
             budget=budget,
-            **{**lease, **dict(scheduler_options or {})},
+            **{**options, **dict(scheduler_options or {})},
         )
         log.info(
             "runtime ready",
@@ -177,8 +182,11 @@ def status_payload(
         "timestamp": utcnow().isoformat(),
         "source": settings.source_label,
         "store": store.label,
+        "collector_source": settings.source,
         **payload,
     }
+    if settings.source == "dumps":
+        payload["dump_folder"] = settings.dump_folder
     payload.update(_counters(settings, store, snapshot))
     if snapshot is not None:
         payload.update(
@@ -226,6 +234,10 @@ def _counters(settings: Settings, store: Store, snapshot: StatusSnapshot | None)
             out["articles_stored"], out["articles_rejected"] = store.count_articles(), store.count_rejected()
         runs = store.last_runs(1)
         out["last_run"] = _jsonable(runs[0]) if runs else None
+        dump = _jsonable(dataclasses.asdict(store.get_dump_state()))
+        if snapshot is not None and snapshot.dump:
+            dump["live"] = dict(snapshot.dump)  # the archive being applied by this process
+        out["dump"] = dump
     except Exception as exc:  # noqa: BLE001 - the status must answer even when the store does not
         out["store_error"] = f"{type(exc).__name__}: {exc}"[:300]
         log.warning("status counters unavailable", error=out["store_error"])

@@ -237,8 +237,8 @@ class _ArchivePass:
                         raise DumpInterrupted(f"stopped during {self.archive.name}; the next run resumes it")
         except DumpArchiveError as exc:  # verify_archive passed: the file changed under us
             raise CorruptArchive(str(exc)) from None
+        self.members = self.report.members = reader.stats.members
         self.flush()
-        self.report.members = self.members
         self.finish()
         self.tick()
         self.report.seconds = time.monotonic() - started

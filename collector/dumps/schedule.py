@@ -1,0 +1,79 @@
+"""COLLECTOR_SOURCE=dumps: the scheduler's pass applies DILA archives instead of calling the API.
+
+`dump_pass_for(settings)` has harvest.run_pass's signature (scheduler.RunPass), so runtime.py
+hands it to the scheduler and nothing else changes: MAINTENANCE checks the dump folder every
+MAINTENANCE_INTERVAL_MINUTES and applies the new deltas, MASSIVE loads the newest global (then
+the deltas after it); both with 0 API requests. The code scope is the MASSIVE list in both
+modes (`load-dump --codes configured`), so the two modes build one consistent store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import httpx
+import structlog
+
+from collector.config import Mode, Settings
+from collector.dumps.apply import CodeScope, DumpOptions, LoadSummary, load_dumps
+from collector.dumps.fetch import DumpFetcher
+from collector.dumps.progress import to_status
+from collector.harvest import HarvestOptions
+from collector.models import PassSummary
+from collector.status import StatusBoard
+from collector.store.base import Store
+
+log = structlog.get_logger(__name__)
+
+DumpPass = Callable[..., Any]
+
+
+def summary_of(load: LoadSummary, mode: Mode, codes: int, options: HarvestOptions) -> PassSummary:
+    """A dump load as the PassSummary the scheduler, the runs table and the page know."""
+    data = load.as_dict()
+    return PassSummary(
+        mode=str(mode), codes=codes, stored=data["stored"] + data["updated"], skipped=data["rejected"],
+        repealed=data["retired"] + data["deleted"], failed=data["bad_files"],
+        codes_failed=0 if load.ok else 1, started_at=None, errors=load.errors + load.warnings,
+        finished_at=options.clock(),
+    )
+
+
+def dump_pass_for(settings: Settings, *, transport: httpx.BaseTransport | None = None,
+                  folder: str | None = None) -> DumpPass:
+    """The pass applying the archives of `folder` (default settings.dump_folder)."""
+    source = folder or settings.dump_folder
+    scope = CodeScope(frozenset(settings.massive_codes))
+
+    async def dump_pass(mode: Mode, codes: Sequence[str], *, client: Any, store: Store,
+                        status: StatusBoard, options: HarvestOptions,
+                        interrupt: asyncio.Event) -> PassSummary:
+        del client, codes  # no API request; the scope is the MASSIVE list in both modes
+        started = options.clock()
+        run_id = await asyncio.to_thread(store.start_run, str(mode), sorted(scope.ids or ()))
+        with status.update() as s:
+            s.detail = f"{mode}: applying DILA archives from {source}"
+
+        def load() -> LoadSummary:
+            with DumpFetcher(settings.dump_cache_dir, transport=transport) as fetcher:
+                return load_dumps([source], scope, store, fetcher,
+                                  options=DumpOptions(min_chars=options.min_chars, clock=options.clock),
+                                  progress=to_status(status), should_stop=interrupt.is_set)
+
+        result = await asyncio.to_thread(load)
+        summary = summary_of(result, mode, len(scope.ids or ()), options)
+        summary.started_at = started
+        summary.interrupted = interrupt.is_set()
+        with status.update() as s:
+            s.dump = {}
+            s.pass_stored, s.pass_skipped = summary.stored, summary.skipped
+        for error in result.errors:
+            status.error(error)
+        await asyncio.to_thread(store.finish_run, run_id, {**result.as_dict(), "mode": str(mode)})
+        log.info("dump pass end", mode=str(mode), **{k: v for k, v in result.as_dict().items()
+                                                     if k in ("stamp", "stored", "updated", "retired", "deleted")})
+        return summary
+
+    return dump_pass
