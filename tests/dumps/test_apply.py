@@ -1,0 +1,174 @@
+"""The applier on the demo's generated archives (collector/demo/dumps.py), real SQLite files:
+global then deltas equal the generator's truth; deletions by both lists; a corrupt archive
+applies nothing; `--codes` scopes; a replay is idempotent; a stop resumes."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from collector.demo.corpus import DEMO_MASSIVE_CODES
+from collector.demo.dumps import EXTRA_CODE, TNC_CID, DemoDumps
+from collector.dumps.apply import CodeScope, DumpOptions, load_dumps
+from collector.dumps.fetch import DumpFetcher
+from collector.dumps.reader import ArchiveReader, Deletion
+from collector.store.sqlite import SqliteStore
+
+ARTICLES = 400
+
+
+@pytest.fixture(scope="module")
+def dumps() -> DemoDumps:
+    return DemoDumps(ARTICLES, seed=3)
+
+
+@pytest.fixture(scope="module")
+def archives(dumps: DemoDumps, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    return dumps.write_all(tmp_path_factory.mktemp("archives"), compresslevel=1)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "store.sqlite3")
+    yield s
+    s.close()
+
+
+def load(store: SqliteStore, sources: list[Path], tmp_path: Path, codes: str = "all", min_chars: int = 0,
+         **kwargs: object) -> dict:
+    scope = CodeScope.parse(codes, DEMO_MASSIVE_CODES)
+    with DumpFetcher(tmp_path / "cache") as fetcher:
+        summary = load_dumps([str(p) for p in sources], scope, store, fetcher,
+                             options=DumpOptions(min_chars=min_chars, batch_size=50), **kwargs)  # type: ignore[arg-type]
+    return summary.as_dict()
+
+
+def in_force(store: SqliteStore) -> dict[str, str]:
+    with sqlite3.connect(store.path) as conn:
+        return dict(conn.execute("SELECT id, code_id FROM legifrance_articles WHERE etat LIKE 'VIGUEUR%'"))
+
+
+def test_global_then_each_delta_equals_the_truth(store: SqliteStore, dumps: DemoDumps, archives: list[Path],
+                                                 tmp_path: Path) -> None:
+    for k in range(len(archives)):
+        summary = load(store, archives[: k + 1], tmp_path)
+        assert summary["ok"], summary
+        assert [a["archive"] for a in summary["archives"]] == [archives[k].name]
+        assert in_force(store) == dumps.truth(k), f"after {archives[k].name}"
+        assert store.get_dump_state().last_stamp == dumps.names[k].stamp
+    assert TNC_CID not in set(in_force(store).values())
+    state = store.get_dump_state()
+    assert (state.global_stamp, state.archive, state.codes) == (dumps.names[0].stamp, None, "all")
+    # corrected in place: same id, the new text
+    corrected = dumps.corrected_ids(3) & set(dumps.truth(3))
+    assert corrected
+    rows = store.get_articles(corrected)
+    assert all("Rectificatif" in row["text"] for row in rows.values())
+    kinds = {c["kind"] for c in store.read_changes(limit=100_000)}
+    assert kinds == {"added", "modified", "repealed", "corrected"}
+
+
+def test_all_at_once_and_replay(store: SqliteStore, dumps: DemoDumps, archives: list[Path], tmp_path: Path) -> None:
+    summary = load(store, archives, tmp_path)
+    assert summary["ok"] and len(summary["archives"]) == len(archives)
+    assert in_force(store) == dumps.truth(len(archives) - 1)
+    events = store.read_changes(limit=100_000)
+    again = load(store, archives, tmp_path)
+    assert again["ok"] and again["archives"] == [] and again["warnings"]
+    assert store.read_changes(limit=100_000) == events
+
+
+def test_deletions_by_both_lists(store: SqliteStore, dumps: DemoDumps, archives: list[Path], tmp_path: Path) -> None:
+    deletions = {k: [i for i in ArchiveReader(archives[k]) if isinstance(i, Deletion)] for k in (2, 3)}
+    by_file = [d for d in deletions[2] if d.kind == "article" and d.source == "liste_suppression_legi.dat"]
+    by_folder = [d for d in deletions[3] if d.kind == "text"]
+    assert by_file and by_folder
+    load(store, archives[:2], tmp_path)
+    stored = in_force(store)
+    assert all(d.id in stored for d in by_file)  # in force before the delta deleting them
+    summary = load(store, archives[2:3], tmp_path)
+    assert summary["deleted"] >= len([d for d in by_file if d.code_id != EXTRA_CODE.id])
+    after = in_force(store)
+    assert not {d.id for d in by_file} & set(after)
+    assert EXTRA_CODE.id in set(after.values())
+    load(store, archives[3:], tmp_path)
+    assert EXTRA_CODE.id not in set(in_force(store).values())  # its folder deleted, its code repealed
+    assert {d.code_id for d in by_folder} == {EXTRA_CODE.id}
+
+
+def test_quality_filter_rejects_are_remembered(store: SqliteStore, dumps: DemoDumps, archives: list[Path],
+                                                tmp_path: Path) -> None:
+    summary = load(store, archives[:1], tmp_path, min_chars=400)
+    stored, truth = in_force(store), dumps.truth(0)
+    assert summary["rejected"] == len(truth) - len(stored) > 0
+    assert set(stored) < set(truth)
+    assert store.count_rejected() == summary["rejected"]
+
+
+@pytest.mark.parametrize("codes", ["configured", DEMO_MASSIVE_CODES[0], f"{DEMO_MASSIVE_CODES[1]},{EXTRA_CODE.id}"])
+def test_codes_scope(store: SqliteStore, dumps: DemoDumps, archives: list[Path], tmp_path: Path, codes: str) -> None:
+    summary = load(store, archives, tmp_path, codes=codes)
+    assert summary["ok"], summary
+    wanted = set(DEMO_MASSIVE_CODES) if codes == "configured" else set(codes.split(","))
+    truth = {i: c for i, c in dumps.truth(3).items() if c in wanted}
+    assert in_force(store) == truth
+    assert load(store, archives, tmp_path, codes="all")["errors"]  # another scope on the same store: refused
+
+
+def test_corrupt_archive_applies_nothing(store: SqliteStore, dumps: DemoDumps, archives: list[Path],
+                                         tmp_path: Path) -> None:
+    load(store, archives[:2], tmp_path)
+    before = (in_force(store), store.read_changes(limit=100_000), store.get_dump_state().last_stamp)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for path in archives[:2]:
+        shutil.copy(path, broken / path.name)
+    data = archives[2].read_bytes()
+    (broken / archives[2].name).write_bytes(data[: len(data) * 2 // 3])  # truncated
+    summary = load(store, sorted(broken.iterdir()) + [archives[3]], tmp_path)
+    assert not summary["ok"] and "truncated or corrupt" in summary["errors"][0]
+    assert archives[2].name in summary["errors"][0] and summary["archives"] == []
+    assert (in_force(store), store.read_changes(limit=100_000), store.get_dump_state().last_stamp) == before
+    # a flipped byte in the middle: the gzip CRC or inflate fails before any write
+    flipped = bytearray(data)
+    flipped[len(flipped) // 2] ^= 0xFF
+    (broken / archives[2].name).write_bytes(bytes(flipped))
+    summary = load(store, sorted(broken.iterdir()), tmp_path)
+    assert not summary["ok"] and store.get_dump_state().last_stamp == before[2]
+    assert store.read_changes(limit=100_000) == before[1]
+
+
+def test_stop_between_batches_then_resume(store: SqliteStore, dumps: DemoDumps, archives: list[Path],
+                                          tmp_path: Path) -> None:
+    calls = {"n": 0}
+
+    def stop_soon() -> bool:
+        calls["n"] += 1
+        return calls["n"] == 3
+
+    summary = load(store, archives[:1], tmp_path, should_stop=stop_soon)
+    assert not summary["ok"] and "resumes" in summary["errors"][0]
+    state = store.get_dump_state()
+    assert state.last_stamp is None and state.archive == archives[0].name and state.members > 0
+    partial = store.read_changes(limit=100_000)
+    summary = load(store, archives, tmp_path)
+    assert summary["ok"], summary
+    assert in_force(store) == dumps.truth(3)
+    events = store.read_changes(limit=100_000)
+    assert events[: len(partial)] == partial
+    keys = [(e["kind"], e["id"], e["run_id"]) for e in events]
+    assert len(keys) == len(set(keys))  # nothing logged twice
+
+
+def test_gzip_only_garbage_is_refused(store: SqliteStore, tmp_path: Path) -> None:
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    with gzip.open(folder / "Freemium_legi_global_20250713-140000.tar.gz", "wb") as out:
+        out.write(b"not a tar archive at all" * 100)
+    summary = load(store, [folder], tmp_path)
+    assert not summary["ok"] and store.get_dump_state().last_stamp is None
