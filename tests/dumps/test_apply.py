@@ -172,3 +172,37 @@ def test_gzip_only_garbage_is_refused(store: SqliteStore, tmp_path: Path) -> Non
         out.write(b"not a tar archive at all" * 100)
     summary = load(store, [folder], tmp_path)
     assert not summary["ok"] and store.get_dump_state().last_stamp is None
+
+
+def newer_global(source: Path, folder: Path, stamp: str = "20250801-000000") -> Path:
+    folder.mkdir(exist_ok=True)
+    path = folder / f"Freemium_legi_global_{stamp}.tar.gz"
+    shutil.copy(source, path)
+    return path
+
+
+def test_newer_global_reconciles_the_store(store: SqliteStore, dumps: DemoDumps, archives: list[Path],
+                                           tmp_path: Path) -> None:
+    load(store, archives, tmp_path)
+    assert in_force(store) != dumps.truth(0)
+    # The first global's content under a later stamp: what the deltas added leaves force again
+    # (reconcile), what they retired comes back (same rows, re-entering).
+    summary = load(store, [newer_global(archives[0], tmp_path / "g")], tmp_path)
+    assert summary["ok"], summary
+    assert summary["retired"] > 0
+    assert in_force(store) == dumps.truth(0)
+    assert store.get_dump_state().global_stamp == "20250801-000000"
+
+
+def test_global_that_would_empty_a_code_is_refused(store: SqliteStore, archives: list[Path],
+                                                   tmp_path: Path) -> None:
+    load(store, archives[:1], tmp_path)
+    before = in_force(store)
+    small = tmp_path / "small"
+    small.mkdir()
+    with (small / "Freemium_legi_global_20250801-000000.tar.gz").open("wb") as out:
+        DemoDumps(40, seed=3).write(0, out, compresslevel=1)
+    summary = load(store, [small], tmp_path)
+    assert not summary["ok"] and "out of force" in summary["errors"][0]
+    assert set(before) <= set(in_force(store))  # its rows may be in; nothing was retired
+    assert store.get_dump_state().last_stamp == archives[0].name.split("_")[-1][:15]
