@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -179,14 +180,17 @@ def _run_forever(runtime: Any) -> int:
 
 def cmd_load_dump(args: argparse.Namespace) -> int:
     """Apply the archives; last line of stdout: the JSON summary; exit 1 when it has errors."""
-    from collector.dumps.apply import CodeScope, DumpOptions, load_dumps
-    from collector.dumps.fetch import DumpFetcher
+    from collector.dumps.apply import CodeScope, DumpOptions, LocalArchives, load_dumps
+    from collector.dumps.fetch import DumpFetcher, is_url
     from collector.dumps.progress import TtyBar
     from collector.logs import configure_logging
-    from collector.runtime import with_demo_codes
     from collector.store import open_store
 
-    settings = with_demo_codes(_settings())
+    settings = _settings()
+    if args.codes == "configured":
+        from collector.runtime import with_demo_codes
+
+        settings = with_demo_codes(settings)
     configure_logging(settings)
     try:
         scope = CodeScope.parse(args.codes, settings.massive_codes)
@@ -197,7 +201,8 @@ def cmd_load_dump(args: argparse.Namespace) -> int:
     bar = TtyBar() if sys.stderr.isatty() else None
     store = open_store(settings)
     try:
-        with DumpFetcher(settings.dump_cache_dir) as fetcher:
+        remote = any(is_url(source) for source in args.sources)
+        with DumpFetcher(settings.dump_cache_dir) if remote else contextlib.nullcontext(LocalArchives()) as fetcher:
             summary = load_dumps(args.sources, scope, store, fetcher,
                                  options=DumpOptions(min_chars=settings.min_article_chars),
                                  progress=bar, should_stop=stop.is_set)

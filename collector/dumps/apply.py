@@ -32,11 +32,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
-from collector.dumps.fetch import DownloadError, DumpFetcher, SourceError
+from collector.dumps.fetch import DownloadError, SourceArchive, SourceError, list_local
 from collector.dumps.names import ArchiveName, PlanError, plan
 from collector.dumps.reader import (
     ArchiveReader,
@@ -336,6 +336,31 @@ class _ArchivePass:
                 "nothing of the archive was stamped (check the archive, or retire those rows by hand)")
 
 
+class Archives(Protocol):
+    """Where archives come from: fetch.DumpFetcher (any SOURCE), or LocalArchives."""
+
+    def list_all(self, sources: Iterable[str]) -> list[SourceArchive]: ...
+
+    def fetch(self, archive: SourceArchive,
+              on_bytes: Callable[[int, int | None], None] | None = None) -> Path: ...
+
+
+class LocalArchives:
+    """Local SOURCEs only (files, folders): no HTTP client built (its TLS set-up costs more
+    than applying a delta)."""
+
+    def list_all(self, sources: Iterable[str]) -> list[SourceArchive]:
+        found: dict[str, SourceArchive] = {}
+        for source in sources:
+            for archive in list_local(source):
+                found.setdefault(archive.name.name.lower(), archive)
+        return list(found.values())
+
+    def fetch(self, archive: SourceArchive,
+              on_bytes: Callable[[int, int | None], None] | None = None) -> Path:
+        return Path(archive.location)
+
+
 def verify_archive(path: Path) -> None:
     """Decompress the whole archive once (zlib, in C: a few percent of a load): CorruptArchive
     when it is truncated or its gzip CRC or length is wrong, before anything of it is written.
@@ -355,7 +380,7 @@ def load_dumps(
     sources: Sequence[str],
     scope: CodeScope,
     store: Store,
-    fetcher: DumpFetcher,
+    fetcher: Archives,
     *,
     options: DumpOptions = DumpOptions(),
     progress: Progress | None = None,
