@@ -108,7 +108,8 @@ def build_runtime(
         if settings.source == "dumps":  # the one seam: the pass the scheduler runs
             from collector.dumps.schedule import dump_pass_for
 
-            options["run_pass"] = dump_pass_for(settings)
+            local = demo.dump_folder() if demo is not None and not settings.dump_url else None
+            options["run_pass"] = dump_pass_for(settings, demo_folder=local)
         scheduler = CollectorScheduler(
             settings,
             state=keeper,

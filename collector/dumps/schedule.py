@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import structlog
 
 from collector.config import Mode, Settings
-from collector.dumps.apply import CodeScope, DumpOptions, LoadSummary, load_dumps
+from collector.dumps.apply import CodeScope, DumpOptions, LoadSummary, LocalArchives, load_dumps
 from collector.dumps.fetch import DumpFetcher
 from collector.dumps.progress import to_status
 from collector.harvest import HarvestOptions
 from collector.models import PassSummary
 from collector.status import StatusBoard
 from collector.store.base import Store
+
+if TYPE_CHECKING:
+    from collector.demo.dumps import DemoDumpFolder
 
 log = structlog.get_logger(__name__)
 
@@ -42,9 +45,11 @@ def summary_of(load: LoadSummary, mode: Mode, codes: int, options: HarvestOption
 
 
 def dump_pass_for(settings: Settings, *, transport: httpx.BaseTransport | None = None,
-                  folder: str | None = None) -> DumpPass:
-    """The pass applying the archives of `folder` (default settings.dump_folder)."""
-    source = folder or settings.dump_folder
+                  demo_folder: DemoDumpFolder | None = None) -> DumpPass:
+    """The pass applying the archives of settings.dump_folder; in demo mode without DUMP_URL,
+    those of the in-process emulator's dump folder (the files /OPENDATA/LEGI/ serves), read
+    where they are written."""
+    source = settings.dump_folder
     scope = CodeScope(frozenset(settings.massive_codes))
 
     async def dump_pass(mode: Mode, codes: Sequence[str], *, client: Any, store: Store,
@@ -57,9 +62,13 @@ def dump_pass_for(settings: Settings, *, transport: httpx.BaseTransport | None =
             s.detail = f"{mode}: applying DILA archives from {source}"
 
         def load() -> LoadSummary:
+            run = DumpOptions(min_chars=options.min_chars, clock=options.clock)
+            if demo_folder is not None:
+                demo_folder.paths()  # written on first use
+                return load_dumps([str(demo_folder.folder)], scope, store, LocalArchives(), options=run,
+                                  progress=to_status(status), should_stop=interrupt.is_set)
             with DumpFetcher(settings.dump_cache_dir, transport=transport) as fetcher:
-                return load_dumps([source], scope, store, fetcher,
-                                  options=DumpOptions(min_chars=options.min_chars, clock=options.clock),
+                return load_dumps([source], scope, store, fetcher, options=run,
                                   progress=to_status(status), should_stop=interrupt.is_set)
 
         result = await asyncio.to_thread(load)
