@@ -1,4 +1,4 @@
-"""CLI: `python -m collector {status,run,reset,load-dump,demo-server}` (contracts in design.md).
+"""CLI: `python -m collector {status,run,changes,reset,load-dump,demo-server}` (contracts: design.md).
 
 Exit codes: 0 ok; 2 bad configuration or arguments; 3 authentication refused by the API;
 4 permanent store failure; 5 another collector holds the store lease; 1 anything else.
@@ -43,6 +43,19 @@ def _mode(value: str) -> Mode:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _count(minimum: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {number}")
+        return number
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m collector", description="Légifrance collector")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -50,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the collector in the foreground")
     run.add_argument("--mode", type=_mode, help="MASSIVE or MAINTENANCE (saved as the desired mode)")
     run.add_argument("--once", action="store_true", help="run a single pass, print its summary as JSON")
+    changes = commands.add_parser("changes", help="print the change log, one JSON object per line in seq order")
+    changes.add_argument("--since", type=_count(0), default=0, metavar="SEQ",
+                         help="only events after this seq (the last one you handled)")
+    changes.add_argument("--limit", type=_count(1), metavar="N", help="at most N events (default: all)")
+    changes.add_argument("--code", metavar="ID", help="only the events of this code (LEGITEXT id)")
     commands.add_parser("reset", help="clear the saved state (back to ENABLE_SCHEDULER / SIPHONNAGE_MODE)")
     load = commands.add_parser("load-dump", help="apply DILA LEGI archives (files, folders or a folder URL)")
     load.add_argument("sources", nargs="+", metavar="SOURCE",
@@ -93,6 +111,22 @@ def cmd_status(_: argparse.Namespace) -> int:
     store = open_store(settings)
     try:
         _print_json(status_payload(settings, store))
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def cmd_changes(args: argparse.Namespace) -> int:
+    from collector.feed.reader import iter_changes
+    from collector.logs import configure_logging
+    from collector.store import open_store
+
+    settings = _settings()
+    configure_logging(settings)
+    store = open_store(settings)
+    try:
+        for change in iter_changes(store, args.since, args.limit, args.code):
+            _print_json(change)
     finally:
         store.close()
     return EXIT_OK
@@ -226,6 +260,7 @@ def cmd_demo_server(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "status": cmd_status,
     "run": cmd_run,
+    "changes": cmd_changes,
     "reset": cmd_reset,
     "load-dump": cmd_load_dump,
     "demo-server": cmd_demo_server,

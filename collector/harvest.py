@@ -326,7 +326,7 @@ class _Pass:
             in_force = await asyncio.to_thread(self.store.count_in_force, code_id)
             if self._suspicious(code_id, len(ids), in_force):
                 return False
-            superseded, repealed = await asyncio.to_thread(self.store.retire_absent, code_id, ids, cids)
+            retired = await asyncio.to_thread(self.store.retire_absent, code_id, ids, cids, tag=self._tag())
         except StoreFatal:
             raise
         except StoreError as exc:
@@ -335,9 +335,12 @@ class _Pass:
             self.status.error(message)
             log.error("retire failed", code_id=code_id, error=str(exc))
             return False
+        superseded, repealed = retired
         self.summary.superseded += superseded
         self.summary.repealed += repealed
-        log.info("outdated rows retired", code_id=code_id, superseded=superseded, repealed=repealed)
+        self._count_events(retired.events)
+        log.info("outdated rows retired", code_id=code_id, superseded=superseded, repealed=repealed,
+                 events=retired.events)
         return True
 
     def _suspicious(self, code_id: str, listed: int, in_force: int) -> bool:
@@ -506,13 +509,22 @@ class _Pass:
 
     def _commit_sync(
         self, articles: list[Article], rejected: list[Rejected], progress: dict[str, Any]
-    ) -> tuple[int, int] | None:
-        self.store.commit_batch(articles, rejected, self.run_id, progress)
+    ) -> tuple[dict[str, int], tuple[int, int] | None]:
+        """The batch's events by kind, and the store's totals (None when unavailable)."""
+        events = self.store.commit_batch(articles, rejected, self.run_id, progress, tag=self._tag())
         try:
-            return self.store.count_articles(), self.store.count_rejected()
+            return events, (self.store.count_articles(), self.store.count_rejected())
         except StoreError as exc:  # the batch is in; the totals can wait for the next commit
             log.warning("store counters unavailable", error=str(exc))
-            return None
+            return events, None
+
+    def _tag(self) -> str | None:
+        """The change log's run_id for this pass's events."""
+        return str(self.run_id) if self.run_id is not None else None
+
+    def _count_events(self, events: dict[str, int]) -> None:
+        for kind, n in events.items():
+            self.summary.events[kind] = self.summary.events.get(kind, 0) + n
 
     async def _commit(self, code_id: str, articles: list[Article], rejected: list[Rejected]) -> None:
         """Commit one batch, retrying transient store errors with exponential backoff."""
@@ -523,7 +535,7 @@ class _Pass:
         progress["skipped"] += len(rejected)
         for attempt in range(1, self.opt.commit_attempts + 1):
             try:
-                totals = await asyncio.to_thread(self._commit_sync, articles, rejected, progress)
+                events, totals = await asyncio.to_thread(self._commit_sync, articles, rejected, progress)
                 break
             except StoreFatal:
                 raise
@@ -537,6 +549,8 @@ class _Pass:
                 await asyncio.sleep(delay)
         self.summary.stored += len(articles)
         self.summary.skipped += len(rejected)
+        self.summary.superseded += events.get("modified", 0)  # each retired the version it replaced
+        self._count_events(events)
         budget = self._budget()
         with self.status.update() as s:
             s.pass_stored += len(articles)

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
+# The change log's event kinds (legifrance_changes.kind), in the order counts are shown.
+CHANGE_KINDS: tuple[str, ...] = ("added", "modified", "repealed", "corrected")
+
 
 @dataclass(frozen=True, slots=True)
 class TocEntry:
@@ -102,6 +105,8 @@ class PassSummary:
     codes_unchanged: int = 0
     superseded: int = 0  # stored rows set to MODIFIE: a newer version of their cid is in force
     repealed: int = 0  # stored rows set to ABROGE: their cid is no longer in force
+    # change-log events this pass wrote, by kind (added / modified / repealed / corrected)
+    events: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CHANGE_KINDS, 0))
     interrupted: bool = False
     started_at: datetime | None = None
     finished_at: datetime | None = None

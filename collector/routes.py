@@ -2,7 +2,8 @@
 
 GET /aspirage/status is public (the status carries no secret). The control routes need
 `Authorization: Bearer $COLLECTOR_API_TOKEN` and call the same scheduler methods as the
-page's buttons, so each one saves the desired state before answering.
+page's buttons, so each one saves the desired state before answering. GET /changes (the
+change log, paged by seq) needs the same token.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from collector.config import InvalidMode, Mode, parse_mode
+from collector.store.base import StoreError
 
 if TYPE_CHECKING:
     from collector.runtime import Runtime
@@ -138,8 +140,30 @@ def build_routes(get_runtime: RuntimeGetter = _default_runtime) -> list[Route]:
 
         return handler
 
+    async def changes(request: Request) -> Response:
+        from collector.feed.reader import BadPageArgs, page_args, read_page
+
+        rt = await runtime_or_error()
+        if isinstance(rt, JSONResponse):
+            return rt
+        denied = _authorize(request, rt.settings.api_token)
+        if denied is not None:
+            log.warning("changes route refused", status=denied.status_code)
+            return denied
+        try:
+            since, limit, code_id = page_args(request.query_params)
+        except BadPageArgs as exc:
+            return _error(400, str(exc))
+        try:
+            page = await run_in_threadpool(read_page, rt.store, since, limit, code_id)
+        except StoreError as exc:
+            log.error("changes unreadable", error=str(exc))
+            return _error(503, "the change log cannot be read now; see the server logs")
+        return JSONResponse(page)
+
     return [
         _route("/aspirage/status", "GET", status),
+        _route("/changes", "GET", changes),
         _route("/aspirage/start", "POST", control("start", lambda rt, _: rt.scheduler.start())),
         _route("/aspirage/stop", "POST", control("stop", lambda rt, _: rt.scheduler.stop())),
         _route(

@@ -57,11 +57,19 @@ def test_published_versions_supersede_exactly_the_old_rows(rig: Rig, mode: Mode)
     retired = [e for e in logs if e["event"] == "outdated rows retired"]
     assert {e["code_id"] for e in retired} >= {p.code_id for p in published}
     assert all(e["log_level"] == "info" for e in retired)
-    assert sum(e["superseded"] for e in retired) == k and sum(e["repealed"] for e in retired) == 0
-    assert rig.store.last_runs(1)[0]["summary"]["superseded"] == k
+    # each new version retired the old one as it was stored; the walk's retire had nothing left
+    assert sum(e["superseded"] for e in retired) == 0 and sum(e["repealed"] for e in retired) == 0
+    assert summary.events == {"added": 0, "modified": k, "repealed": 0, "corrected": 0}
+    run = rig.store.last_runs(1)[0]
+    assert run["summary"]["superseded"] == k and run["summary"]["events"] == summary.events
+    changes = rig.store.read_changes(since=len(stored), limit=100)
+    assert {(c["kind"], c["id"], c["previous_id"], c["run_id"]) for c in changes} == {
+        ("modified", p.id, p.previous_id, str(run["id"])) for p in published
+    }
 
     again = rig.pass_(mode, min_chars=0, clock=lambda: datetime.now(timezone.utc) + timedelta(days=2))
     assert (again.superseded, again.repealed, again.fetched) == (0, 0, 0)
+    assert sum(again.events.values()) == 0 and rig.store.latest_change_seq() == len(stored) + k
 
 
 def test_repealed_articles_become_abroge(rig: Rig) -> None:
@@ -72,6 +80,8 @@ def test_repealed_articles_become_abroge(rig: Rig) -> None:
 
     summary = rig.pass_(Mode.MAINTENANCE)
     assert (summary.superseded, summary.repealed, summary.fetched) == (0, len(stored_repealed), 0)
+    assert summary.events["repealed"] == len(stored_repealed) and sum(summary.events.values()) == len(stored_repealed)
+    assert {c["id"] for c in rig.store.read_changes(limit=1000) if c["kind"] == "repealed"} == stored_repealed
     assert by_etat(rig, "ABROGE") == stored_repealed
     assert in_force_rows(rig) == rig.expected()
     assert cids_in_force_twice(rig) == []
@@ -86,17 +96,18 @@ def test_an_incomplete_walk_retires_nothing_until_it_completes(rig: Rig) -> None
 
     rig.server.set_faults([FaultRule(FaultKind.NULL_ARTICLE, count=1, endpoint="get_article")])
     failed = rig.pass_(codes=codes, min_chars=0)
-    assert (failed.failed, failed.stored, failed.superseded, failed.repealed) == (1, 4, 0, 0)
-    assert old <= in_force_rows(rig) and by_etat(rig, "MODIFIE") == set()
+    # the 4 new versions stored retired theirs at once; the walk itself retires nothing
+    assert (failed.failed, failed.stored, failed.superseded, failed.repealed) == (1, 4, 4, 0)
+    assert len(old & in_force_rows(rig)) == 1 and len(by_etat(rig, "MODIFIE")) == 4
     assert rig.store.get_code_marks()[codes[0]] == mark
 
     rig.server.set_faults([FaultRule(FaultKind.HTTP_500, count=2, endpoint="table_matieres")])
     toc_failed = rig.pass_(codes=codes, min_chars=0, client_kwargs={"max_attempts": 2})
     assert (toc_failed.codes_failed, toc_failed.superseded, toc_failed.repealed) == (1, 0, 0)
-    assert old <= in_force_rows(rig)
+    assert len(old & in_force_rows(rig)) == 1
 
     done = rig.pass_(codes=codes, min_chars=0)
-    assert (done.failed, done.codes_failed, done.fetched, done.superseded) == (0, 0, 1, 5)
+    assert (done.failed, done.codes_failed, done.fetched, done.superseded) == (0, 0, 1, 1)
     assert by_etat(rig, "MODIFIE") == old and cids_in_force_twice(rig) == []
 
 

@@ -204,3 +204,39 @@ def test_runtime_failure_is_a_clear_503_without_details(
     assert "unavailable" in resp.json()["error"]
     resp = client.post("/aspirage/start", headers=auth())
     assert resp.status_code == 503
+
+
+# ---- GET /changes: the change log, paged by seq ---------------------------------------------------
+
+def test_changes_route_pages_the_log_with_the_token(client: TestClient) -> None:
+    from collector.store.rows import CHANGE_KEYS
+    from tests.store.helpers import article
+
+    store = get_runtime().store
+    store.commit_batch([article(n) for n in range(1, 6)], tag="7")
+    resp = client.get("/changes", headers=auth())
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["next_since"] == 5 and [c["seq"] for c in body["changes"]] == [1, 2, 3, 4, 5]
+    assert body["changes"] == store.read_changes() and tuple(body["changes"][0]) == CHANGE_KEYS
+    assert client.get("/changes?since=3&limit=1", headers=auth()).json() == {
+        "changes": store.read_changes(since=3, limit=1), "next_since": 4}
+    assert client.get("/changes?since=5", headers=auth()).json() == {"changes": [], "next_since": 5}
+    assert len(client.get("/changes?limit=100000", headers=auth()).json()["changes"]) == 5  # capped, not refused
+
+
+@pytest.mark.parametrize("query", ["since=-1", "since=abc", "limit=0", "limit=1.5"])
+def test_changes_route_refuses_bad_paging_with_400(client: TestClient, query: str) -> None:
+    resp = client.get(f"/changes?{query}", headers=auth())
+    assert resp.status_code == 400 and resp.headers["content-type"] == "application/json"
+    assert ("since" if "since" in query else "limit") in resp.json()["error"]
+
+
+def test_changes_route_needs_the_token(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert client.get("/changes").status_code == 401
+    assert client.get("/changes", headers=auth("wrong")).status_code == 401
+    assert client.post("/changes", headers=auth()).status_code == 405
+    monkeypatch.delenv("COLLECTOR_API_TOKEN")
+    get_runtime.clear()
+    resp = client.get("/changes", headers=auth())
+    assert resp.status_code == 403 and "COLLECTOR_API_TOKEN" in resp.json()["error"]

@@ -9,7 +9,7 @@ from enum import Enum
 from typing import Any
 
 from collector.config import parse_mode
-from collector.models import Article, CodeMark, DumpBatch, DumpState, Rejected
+from collector.models import CHANGE_KINDS, Article, CodeMark, DumpBatch, DumpState, Rejected
 
 ARTICLE_COLUMNS: tuple[str, ...] = (
     "id",
@@ -30,7 +30,6 @@ ARTICLE_COLUMNS: tuple[str, ...] = (
 REJECTED_COLUMNS: tuple[str, ...] = ("id", "code_id", "reason", "length", "rejected_at")
 MARK_COLUMNS: tuple[str, ...] = ("code_id", "title", "modif_date", "last_update", "walked_at")
 STATE_FIELDS: tuple[str, ...] = ("running", "mode", "updated_at", "pid", "host")
-CHANGE_KINDS: tuple[str, ...] = ("added", "modified", "repealed", "corrected")
 # legifrance_changes as readers see it (Store.read_changes); previous_text stays in the table.
 CHANGE_KEYS: tuple[str, ...] = (
     "seq",

@@ -11,9 +11,11 @@
   correct while the collector inserts (offsets would shift), each page is an index range scan,
   and a server whose max-rows is below our page size cannot truncate the result silently
   (a short page is not taken as the end).
-- commit_batch cannot be one transaction over REST, so it writes articles, then rejected ids,
-  then the run progress: a crash between two writes leaves progress behind the data, never
-  ahead of it, and the next pass skips what is stored.
+- commit_batch calls collector_commit_batch() (migration 0002) once per byte/row-bounded chunk:
+  each call is one transaction writing its rows with their change-log events, so a row never
+  exists without its event nor an event without its row. Articles go first, then rejected
+  ids, the run progress with the last call: a crash between two calls leaves progress behind
+  the data, never ahead of it, and the next pass skips what is stored.
 """
 
 from __future__ import annotations
@@ -57,12 +59,14 @@ from collector.store.rows import (
 T = TypeVar("T")
 
 PAGE_SIZE = 1000  # hosted Supabase's default max-rows
-MIGRATION = "supabase/migrations/0001_collector.sql"
+MIGRATION = "supabase/migrations/0001_collector.sql and 0002_changes.sql"
 
 _TRANSIENT_STATUS = {"408", "425", "429", "500", "502", "503", "504", "520", "522", "524"}
 _AUTH_CODES = {"PGRST300", "PGRST301", "PGRST302", "PGRST303", "42501", "401", "403"}
 _SCHEMA_CODES = {"42P01", "42883", "42703", "PGRST106", "PGRST202", "PGRST204", "PGRST205", "404"}
 _TOO_LARGE_CODES = {"413", "57014", "54000"}
+# collector_commit_batch's arguments besides the rows: names, [], nulls (progress and tag added)
+_COMMIT_ENVELOPE = 128
 
 
 def default_backoff(attempt: int) -> float:
@@ -206,15 +210,16 @@ class SupabaseStore:
             time.sleep(self._backoff(attempt))
 
     # ---- generic writes and reads ------------------------------------------------------------
-    def _batches(self, rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-        """Consecutive slices of at most batch_rows rows and batch_bytes bytes of JSON."""
+    def _batches(self, rows: list[dict[str, Any]], envelope: int = 0) -> Iterator[list[dict[str, Any]]]:
+        """Consecutive slices of at most batch_rows rows and batch_bytes bytes of JSON, minus
+        `envelope` bytes for what the request body carries besides the rows."""
         batch: list[dict[str, Any]] = []
-        size = 2  # "[]"
+        size = 2 + envelope  # "[]"
         for row in rows:
             row_size = len(to_json(row).encode()) + 1
             if batch and (len(batch) >= self._batch_rows or size + row_size > self._batch_bytes):
                 yield batch
-                batch, size = [], 2
+                batch, size = [], 2 + envelope
             batch.append(row)
             size += row_size
         if batch:
@@ -300,23 +305,57 @@ class SupabaseStore:
         *,
         tag: str | None = None,
     ) -> dict[str, int]:
-        # Order matters (no transaction over REST): data first, progress last. The database
-        # trigger removes stored ids from legifrance_rejected in the article upsert itself.
+        """See Store.commit_batch: collector_commit_batch() calls, each one transaction that
+        writes its rows with their events; articles first, then rejected ids, the progress
+        with the last call (a crash between two calls leaves progress behind the data)."""
         article_rows, rejected_rows = split_articles_rejected(articles, rejected)
-        if article_rows:
-            self._upsert("legifrance_articles", article_rows, "id")
-        if rejected_rows:
-            self._upsert("legifrance_rejected", rejected_rows, "id")
-        if run_id is not None and run_progress is not None:
-            progress = json_safe(run_progress)
-            self._call(
-                f"saving the progress of run {run_id}",
-                lambda: self._client.table("collector_runs")
-                .update({"progress": progress}, returning="minimal")
-                .eq("id", run_id)
-                .execute(),
+        run_tag = tag if tag is not None else (str(run_id) if run_id is not None else None)
+        progress = json_safe(run_progress) if run_id is not None and run_progress is not None else None
+        envelope = _COMMIT_ENVELOPE + len(to_json(progress)) + len(run_tag or "")
+        chunks = [("p_articles", b) for b in self._batches(article_rows, envelope)]
+        chunks += [("p_rejected", b) for b in self._batches(rejected_rows, envelope)]
+        counts = no_change_counts()
+        if not chunks and progress is None:
+            return counts
+        for n, (param, rows) in enumerate(chunks or [("p_rejected", [])]):
+            last = n == max(len(chunks), 1) - 1
+            self._commit_chunk(param, rows, run_tag, (run_id, progress) if last else None, counts)
+        return counts
+
+    def _commit_chunk(
+        self,
+        param: str,
+        rows: list[dict[str, Any]],
+        tag: str | None,
+        progress: tuple[int | None, Any] | None,
+        counts: dict[str, int],
+    ) -> None:
+        """One collector_commit_batch call; halved (progress with the second half) when refused
+        as too large or too slow."""
+        run_id, run_progress = progress if progress is not None else (None, None)
+        params = {"p_articles": [], "p_rejected": [], param: rows, "p_run_id": run_id,
+                  "p_progress": run_progress, "p_tag": tag}
+        table = "legifrance_articles" if param == "p_articles" else "legifrance_rejected"
+        try:
+            response = self._call(
+                f"writing {len(rows)} row(s) to {table}",
+                lambda: self._client.rpc("collector_commit_batch", params).execute(),
+                splittable=True,
             )
-        return no_change_counts()
+        except _TooLarge as exc:
+            if len(rows) <= 1:
+                key = rows[0].get("id") if rows else None
+                raise StoreError(
+                    f"Supabase refused one {table} row (id={key!r}) even alone "
+                    f"(code {exc.code}: too large or too slow to write)"
+                ) from None
+            half = len(rows) // 2
+            self._commit_chunk(param, rows[:half], tag, None, counts)
+            self._commit_chunk(param, rows[half:], tag, progress, counts)
+            return
+        written = response.data if isinstance(response.data, dict) else {}
+        for kind in counts:
+            counts[kind] += int(written.get(kind) or 0)
 
     def retire_absent(
         self,
@@ -326,17 +365,17 @@ class SupabaseStore:
         *,
         tag: str | None = None,
     ) -> Retired:
-        """See Store.retire_absent: one call of collector_retire_absent() (one transaction).
+        """See Store.retire_absent: one call of collector_retire_absent_logged() (one transaction).
         Replaying it after a lost response changes nothing (the rows are already retired),
         though its counts then come back as 0."""
         code, ids, cids = retire_args(code_id, in_force_ids, in_force_cids)
-        params = {"p_code_id": code, "p_ids": ids, "p_cids": cids}
+        params = {"p_code_id": code, "p_ids": ids, "p_cids": cids, "p_tag": tag}
         response = self._call(
             f"retiring the stored articles of {code} no longer in force",
-            lambda: self._client.rpc("collector_retire_absent", params).execute(),
+            lambda: self._client.rpc("collector_retire_absent_logged", params).execute(),
         )
         if not response.data:
-            raise StoreError("collector_retire_absent returned no row")
+            raise StoreError("collector_retire_absent_logged returned no row")
         row = response.data[0]
         return Retired(row["superseded"], row["repealed"], row.get("events"))
 

@@ -7,7 +7,9 @@ reference): `Prefer: return=minimal|representation`, `resolution=merge-duplicate
 `/rpc/<function>` with JSON named arguments. Errors use PostgREST's JSON shape
 ({code, message, details, hint}); the API gateway's 401 and a proxy's 413 are not JSON-coded
 the same way, as on hosted Supabase. Columns, NOT NULL constraints and the trigger that drops a
-stored article from the rejected ids come from supabase/migrations/0001_collector.sql.
+stored article from the rejected ids come from supabase/migrations/*.sql (in name order).
+The functions are re-implemented in Python with the migrations' semantics; the tests that
+check their SQL run the captured calls on a real PostgreSQL (tests/store/test_postgres.py).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import httpx
 
 from tests.conftest import REPO
 
-MIGRATION = REPO / "supabase" / "migrations" / "0001_collector.sql"
+MIGRATIONS = sorted((REPO / "supabase" / "migrations").glob("*.sql"))
 KEYS = {
     "legifrance_articles": "id",
     "legifrance_rejected": "id",
@@ -34,7 +36,10 @@ KEYS = {
     "collector_request_counters": "window_key",
     "collector_state": "id",
     "collector_lease": "id",
+    "legifrance_changes": "seq",
+    "legifrance_change_consumers": "consumer",
 }
+NO_EVENTS = {"added": 0, "modified": 0, "repealed": 0, "corrected": 0}
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,7 @@ class Column:
 
 
 def migration_tables() -> dict[str, list[Column]]:
-    sql = MIGRATION.read_text()
+    sql = "\n".join(path.read_text() for path in MIGRATIONS)
     tables: dict[str, list[Column]] = {}
     for name, body in re.findall(r"create table if not exists public\.(\w+) \((.*?)\n\);", sql, re.S):
         cols = []
@@ -260,6 +265,19 @@ class FakePostgrest:
         on_conflict = request.url.params.get("on_conflict")
         if merge and on_conflict not in (None, key):
             return _error(400, "42P10", "there is no unique or exclusion constraint matching the ON CONFLICT specification")
+        staged = self._stage(table, payload, columns, merge)
+        if isinstance(staged, httpx.Response):
+            return staged
+        self._apply(table, staged, columns)
+        if prefer.get("return") == "representation":
+            return httpx.Response(201, json=[self.tables[table][pk] for pk in staged])
+        return httpx.Response(201)
+
+    def _stage(
+        self, table: str, payload: list[dict[str, Any]], columns: set[str], merge: bool
+    ) -> dict[Any, dict[str, Any]] | httpx.Response:
+        """The rows an insert would write (checked: NOT NULL, keys), or its error; nothing written."""
+        key = KEYS[table]
         staged: dict[Any, dict[str, Any]] = {}
         for given in payload:
             row: dict[str, Any] = {c.name: None for c in self.schema[table]}
@@ -279,14 +297,14 @@ class FakePostgrest:
             if pk in self.tables[table] and not merge:
                 return _error(409, "23505", f'duplicate key value violates unique constraint "{table}_pkey"')
             staged[pk] = row
+        return staged
+
+    def _apply(self, table: str, staged: dict[Any, dict[str, Any]], columns: set[str]) -> None:
         for pk, row in staged.items():
             existing = self.tables[table].get(pk)
             self.tables[table][pk] = {**existing, **{c: row[c] for c in columns}} if existing else row
             if table == "legifrance_articles":  # trigger legifrance_articles_forget_rejected
                 self.tables["legifrance_rejected"].pop(pk, None)
-        if prefer.get("return") == "representation":
-            return httpx.Response(201, json=[self.tables[table][pk] for pk in staged])
-        return httpx.Response(201)
 
     def _update(self, table: str, request: httpx.Request) -> httpx.Response:
         values = json.loads(request.content)
@@ -331,18 +349,113 @@ class FakePostgrest:
                 row["count"] += int(args["p_n"])
                 row["updated_at"] = self.clock().isoformat()
             return httpx.Response(204)
-        if name == "collector_retire_absent" and {"p_code_id", "p_ids"} <= set(args) <= {"p_code_id", "p_ids", "p_cids"}:
+        if name == "collector_retire_versions" and set(args) == {"p_ids", "p_etats", "p_tag"}:
+            stored = self.tables["legifrance_articles"]
+            retired = []
+            for rid, etat in dict(zip(args["p_ids"], args["p_etats"], strict=True)).items():
+                row = stored.get(rid)
+                if row is not None and str(row["etat"]).startswith("VIGUEUR"):
+                    row["etat"] = etat
+                    retired.append(row)
+            live = {r["cid"] for r in stored.values() if str(r["etat"]).startswith("VIGUEUR")}
+            for row in retired:
+                if row["cid"] not in live:
+                    self._log("repealed", row, args["p_tag"])
+            etats = [r["etat"] for r in retired]
+            events = {**NO_EVENTS, "repealed": sum(1 for r in retired if r["cid"] not in live)}
+            return httpx.Response(200, json=[{"superseded": etats.count("MODIFIE"),
+                                              "repealed": len(etats) - etats.count("MODIFIE"), "events": events}])
+        if name == "collector_commit_batch" and set(args) <= {"p_articles", "p_rejected", "p_run_id", "p_progress", "p_tag"}:
+            return self._commit_batch(args)
+        if name in ("collector_retire_absent", "collector_retire_absent_logged") and {"p_code_id", "p_ids"} <= set(args) <= {
+            "p_code_id", "p_ids", "p_cids", "p_tag"
+        }:
             rows = [r for r in self.tables["legifrance_articles"].values() if r["code_id"] == args["p_code_id"]]
             live = set(args["p_ids"])
             stored = self.tables["legifrance_articles"]
             cids = set(args.get("p_cids") or ()) | {stored[i]["cid"] for i in live if i in stored}
-            counts = {"MODIFIE": 0, "ABROGE": 0}
-            for row in rows:
+            restored, retired = [], []
+            for row in sorted(rows, key=lambda r: r["id"]):
                 in_force = row["etat"].startswith("VIGUEUR")
                 if row["id"] in live and not in_force:
                     row["etat"] = "VIGUEUR"
+                    restored.append(row)
                 elif row["id"] not in live and in_force:
                     row["etat"] = "MODIFIE" if row["cid"] in cids else "ABROGE"
-                    counts[row["etat"]] += 1
-            return httpx.Response(200, json=[{"superseded": counts["MODIFIE"], "repealed": counts["ABROGE"]}])
+                    retired.append(row)
+            etats = [r["etat"] for r in retired]
+            answer = {"superseded": etats.count("MODIFIE"), "repealed": etats.count("ABROGE")}
+            if name == "collector_retire_absent_logged":
+                answer["events"] = self._log_retired(retired, restored, args.get("p_tag"))
+            return httpx.Response(200, json=[answer])
         return _error(404, "PGRST202", f"Could not find the function public.{name}({', '.join(sorted(args))}) in the schema cache")
+
+    def _log(self, kind: str, row: dict[str, Any], tag: str | None, previous: str | None = None,
+             previous_text: str | None = None) -> None:
+        seq = len(self.tables["legifrance_changes"]) + 1
+        self.tables["legifrance_changes"][seq] = {
+            "seq": seq, "kind": kind, "code_id": row["code_id"], "cid": row["cid"], "id": row["id"],
+            "previous_id": previous, "num": row["num"], "etat": row["etat"],
+            "content_sha256": row["content_sha256"], "run_id": tag, "at": self.clock().isoformat(),
+            "previous_text": previous_text,
+        }
+
+    def _log_retired(self, retired: list[dict[str, Any]], restored: list[dict[str, Any]], tag: str | None) -> dict[str, int]:
+        """collector_log_retired: modified for a restored/retired pair of one cid, repealed for
+        the other retired rows (not a MODIFIE one whose cid stays in force), added for the rest."""
+        counts = dict(NO_EVENTS)
+        back = {r["cid"]: r for r in restored}
+        live = {r["cid"] for r in self.tables["legifrance_articles"].values() if str(r["etat"]).startswith("VIGUEUR")}
+        events: list[tuple[str, dict[str, Any], str | None]] = []
+        paired: set[str] = set()
+        for r in retired:  # in id order
+            if r["cid"] in back and r["cid"] not in paired:
+                paired.add(r["cid"])
+                events.append(("modified", back[r["cid"]], r["id"]))
+        events += [("repealed", r, None) for r in retired
+                   if r["cid"] not in back and not (r["etat"] == "MODIFIE" and r["cid"] in live)]
+        events += [("added", r, None) for r in back.values() if r["cid"] not in {g["cid"] for g in retired}]
+        for kind, row, previous in events:
+            self._log(kind, row, tag, previous)
+            counts[kind] += 1
+        return counts
+
+    def _commit_batch(self, args: dict[str, Any]) -> httpx.Response:
+        """collector_commit_batch: one transaction (all rows checked before any is written);
+        the events of added / modified / corrected rows as the migration writes them."""
+        articles, rejected = args.get("p_articles") or [], args.get("p_rejected") or []
+        if self.statement_max_rows is not None and len(articles) + len(rejected) > self.statement_max_rows:
+            return _error(500, "57014", "canceling statement due to statement timeout")
+        names = {c.name for c in self.schema["legifrance_articles"]}
+        staged_a = self._stage("legifrance_articles", articles, names, merge=True)
+        staged_r = self._stage("legifrance_rejected", rejected, {c.name for c in self.schema["legifrance_rejected"]},
+                               merge=True)
+        for staged in (staged_a, staged_r):
+            if isinstance(staged, httpx.Response):
+                return staged
+        assert isinstance(staged_a, dict) and isinstance(staged_r, dict)
+        stored = self.tables["legifrance_articles"]
+        counts = dict(NO_EVENTS)
+        tag = args.get("p_tag") or (str(args["p_run_id"]) if args.get("p_run_id") is not None else None)
+        for row in staged_a.values():
+            kind, previous, old = None, None, stored.get(row["id"])
+            if str(row["etat"]).startswith("VIGUEUR"):
+                if old is not None and str(old["etat"]).startswith("VIGUEUR"):
+                    kind = "corrected" if old["content_sha256"] != row["content_sha256"] else None
+                else:
+                    live = [r for r in stored.values()
+                            if r["cid"] == row["cid"] and r["id"] != row["id"] and str(r["etat"]).startswith("VIGUEUR")]
+                    for r in live:
+                        r["etat"] = "MODIFIE"
+                    previous = max(live, key=lambda r: (r["date_debut"] or "", r["id"]))["id"] if live else None
+                    kind = "modified" if live else "added"
+            self._apply("legifrance_articles", {row["id"]: row}, names)
+            if kind is not None:
+                counts[kind] += 1
+                self._log(kind, row, tag, previous, old["text"] if kind == "corrected" and old else None)
+        self._apply("legifrance_rejected", staged_r, {c.name for c in self.schema["legifrance_rejected"]})
+        if args.get("p_run_id") is not None and args.get("p_progress") is not None:
+            run = self.tables["collector_runs"].get(args["p_run_id"])
+            if run is not None:
+                run["progress"] = args["p_progress"]
+        return httpx.Response(200, json=counts)

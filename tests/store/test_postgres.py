@@ -26,12 +26,14 @@ from tests.store.helpers import T0, article, rejected
 
 psycopg = pytest.importorskip("psycopg")
 from psycopg import errors, sql  # noqa: E402
+from psycopg.types.json import Jsonb  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 
 ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=5"
-MIGRATION = (REPO / "supabase" / "migrations" / "0001_collector.sql").read_text()
+MIGRATIONS = sorted((REPO / "supabase" / "migrations").glob("*.sql"))
 TABLES = sorted(KEYS)
+JSONB_ARGS = {"p_articles", "p_rejected", "p_progress"}  # the functions' jsonb parameters
 SUPABASE_ROLES_LOCK = 0x636F6C6C  # advisory lock serialising the tests that create roles
 
 
@@ -46,6 +48,12 @@ def server_available() -> bool:
         return True
     except psycopg.OperationalError:
         return False
+
+
+def apply_migrations(conn: psycopg.Connection) -> None:
+    """Every file of supabase/migrations, in name order (as the README tells users to)."""
+    for path in MIGRATIONS:
+        conn.execute(path.read_text())
 
 
 def create_db() -> str:
@@ -67,7 +75,7 @@ def database() -> Iterator[str]:
     name = create_db()
     try:
         with psycopg.connect(conninfo(name), autocommit=True) as conn:
-            conn.execute(MIGRATION)
+            apply_migrations(conn)
         yield name
     finally:
         drop_db(name)
@@ -86,7 +94,7 @@ def db(database: str) -> Iterator[psycopg.Connection]:
 # ---- schema -------------------------------------------------------------------------------------
 
 def test_migration_is_idempotent_and_creates_the_tables(db: psycopg.Connection) -> None:
-    db.execute(MIGRATION)  # a second run changes nothing and does not fail
+    apply_migrations(db)  # a second run changes nothing and does not fail
     tables = db.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1"
     ).fetchall()
@@ -173,7 +181,8 @@ def postgrest_rpc(conn: psycopg.Connection, request: httpx.Request) -> list[tupl
         fn=sql.Identifier("public", name),
         args=sql.SQL(", ").join(sql.SQL("{} := %s").format(sql.Identifier(k)) for k in args),
     )
-    return conn.execute(call, list(args.values())).fetchall()
+    values = [Jsonb(v) if k in JSONB_ARGS and v is not None else v for k, v in args.items()]
+    return conn.execute(call, values).fetchall()
 
 
 def replay(conn: psycopg.Connection, fake: FakePostgrest) -> None:
@@ -360,8 +369,8 @@ def test_with_supabase_roles_anon_is_shut_out_and_service_role_works() -> None:
                     # Supabase grants table privileges to its API roles by default; RLS is the gate.
                     conn.execute("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON TABLES TO anon, authenticated")
                     conn.execute("GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role")
-                    conn.execute(MIGRATION)
-                    conn.execute(MIGRATION)
+                    apply_migrations(conn)
+                    apply_migrations(conn)
                     conn.execute(
                         "INSERT INTO legifrance_articles (id, cid, code_id, etat, text, content_sha256) "
                         "VALUES ('LEGIARTI1', 'LEGIARTI1', 'LEGITEXT1', 'VIGUEUR', 't', 'h')"
@@ -372,12 +381,23 @@ def test_with_supabase_roles_anon_is_shut_out_and_service_role_works() -> None:
                         conn.execute("INSERT INTO collector_state (running, mode) VALUES (true, 'MASSIVE')")
                     with pytest.raises(errors.InsufficientPrivilege):
                         conn.execute("SELECT * FROM collector_acquire_lease('intruder', 60)")
+                    for call in ("SELECT count(*) FROM legifrance_changes", "SELECT * FROM legifrance_change_consumers",
+                                 "SELECT collector_commit_batch('[]'::jsonb)", "SELECT * FROM collector_claim_changes('x', 1)",
+                                 "SELECT * FROM collector_retire_versions('{}', '{}')"):
+                        with pytest.raises(errors.InsufficientPrivilege):
+                            conn.execute(call)
                     conn.execute("RESET ROLE")
                     conn.execute("SET ROLE service_role")
                     assert conn.execute("SELECT count(*) FROM legifrance_articles").fetchone() == (1,)
                     assert acquire(conn, "collector", 60)[2] is True
                     conn.execute("SELECT collector_add_requests(ARRAY['d:1'], 2)")
                     conn.execute("INSERT INTO collector_runs (mode) VALUES ('MASSIVE')")
+                    row = {"id": "LEGIARTI2", "cid": "LEGIARTI2", "code_id": "LEGITEXT1", "etat": "VIGUEUR",
+                           "text": "t", "html": "", "section_path": "", "content_sha256": "h",
+                           "collected_at": "2026-01-01T00:00:00Z"}
+                    assert conn.execute("SELECT collector_commit_batch(%s)", (Jsonb([row]),)).fetchone() == (
+                        {"added": 1, "modified": 0, "repealed": 0, "corrected": 0},)
+                    assert [r[1] for r in conn.execute("SELECT * FROM collector_claim_changes('w', 5)")] == ["added"]
                     conn.execute("RESET ROLE")
             finally:
                 drop_db(name)

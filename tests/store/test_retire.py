@@ -185,21 +185,24 @@ def supabase(fake: FakePostgrest) -> Iterator[SupabaseStore]:
 
 
 def rpc_calls(fake: FakePostgrest) -> list[httpx.Request]:
-    return [r for r in fake.requests if r.url.path == "/rest/v1/rpc/collector_retire_absent"]
+    return [r for r in fake.requests if r.url.path == "/rest/v1/rpc/collector_retire_absent_logged"]
 
 
 def test_supabase_calls_the_function_with_the_ids_and_cids(supabase: SupabaseStore, fake: FakePostgrest) -> None:
     old1, new1, a2 = version(1, 1), version(1, 2), version(2, 1)
-    supabase.commit_batch([old1, new1, a2])
-    assert supabase.retire_absent(CODE, [new1.id, new1.id], [new1.cid]) == (1, 1)  # duplicates sent once
+    supabase.commit_batch([old1, new1, a2])  # new1 retires old1 as it is stored
+    result = supabase.retire_absent(CODE, [new1.id, new1.id], [new1.cid], tag="4")  # duplicates sent once
+    assert result == (0, 1) and result.events == {"added": 0, "modified": 0, "repealed": 1, "corrected": 0}
     (call,) = rpc_calls(fake)
     assert call.method == "POST" and call.headers["authorization"] == f"Bearer {KEY}"
-    assert json.loads(call.content) == {"p_code_id": CODE, "p_ids": [new1.id], "p_cids": [new1.cid]}
+    assert json.loads(call.content) == {"p_code_id": CODE, "p_ids": [new1.id], "p_cids": [new1.cid], "p_tag": "4"}
     assert {r["id"]: r["etat"] for r in fake.rows("legifrance_articles")} == {
         old1.id: "MODIFIE", new1.id: "VIGUEUR", a2.id: "ABROGE",
     }
     supabase.retire_absent(CODE, [])
-    assert json.loads(rpc_calls(fake)[-1].content) == {"p_code_id": CODE, "p_ids": [], "p_cids": []}
+    assert json.loads(rpc_calls(fake)[-1].content) == {"p_code_id": CODE, "p_ids": [], "p_cids": [], "p_tag": None}
+    assert [(c["kind"], c["id"], c["run_id"]) for c in supabase.read_changes()][-2:] == [
+        ("repealed", a2.id, "4"), ("repealed", new1.id, None)]
 
 
 def test_supabase_retries_the_call_and_reports_failures(supabase: SupabaseStore, fake: FakePostgrest) -> None:
@@ -249,7 +252,7 @@ def test_supabase_count_in_force_is_one_head_request_filtered_by_code_and_etat(
         version(9, 1, OTHER),
     ])
     before = len(fake.requests)
-    assert supabase.count_in_force(CODE) == 3
+    assert supabase.count_in_force(CODE) == 2  # version(1, 2) retired version(1, 1) as it was stored
     (call,) = fake.requests[before:]
     assert call.method == "HEAD" and call.headers["prefer"] == "count=exact"  # a count, no rows sent back
     assert dict(call.url.params) == {"select": "id", "code_id": f"eq.{CODE}", "etat": "like.VIGUEUR*"}

@@ -14,9 +14,17 @@ import respx
 
 from collector.store import SqliteStore
 from collector.store.supabase import SupabaseStore
-from tests.conftest import REPO, require
+from tests.conftest import require
 from tests.store.fake_postgrest import FakePostgrest
-from tests.store.test_postgres import conninfo, create_db, drop_db, postgrest_rpc, replay, server_available
+from tests.store.test_postgres import (
+    apply_migrations,
+    conninfo,
+    create_db,
+    drop_db,
+    postgrest_rpc,
+    replay,
+    server_available,
+)
 from tests.store.test_retire import CODE, OTHER, version
 
 psycopg = pytest.importorskip("psycopg")
@@ -24,7 +32,6 @@ from psycopg import errors, sql  # noqa: E402
 
 pytestmark = pytest.mark.postgres
 
-MIGRATION = (REPO / "supabase" / "migrations" / "0001_collector.sql").read_text()
 URL = "https://proj.supabase.co"
 
 
@@ -34,7 +41,7 @@ def database() -> Iterator[str]:
     name = create_db()
     try:
         with psycopg.connect(conninfo(name), autocommit=True) as conn:
-            conn.execute(MIGRATION)
+            apply_migrations(conn)
         yield name
     finally:
         drop_db(name)
@@ -79,15 +86,19 @@ def test_same_results_as_sqlite_through_the_supabase_requests(db: psycopg.Connec
             lite.commit_batch(rows)
             remote.commit_batch(rows)
             replay(db, fake)
-            for code_id, listed, cids in steps:
-                expected = lite.retire_absent(code_id, listed, cids)
-                remote.retire_absent(code_id, listed, cids)
+            for n, (code_id, listed, cids) in enumerate(steps):
+                expected = lite.retire_absent(code_id, listed, cids, tag=str(n))
+                remote.retire_absent(code_id, listed, cids, tag=str(n))
                 (request,) = fake.requests
                 fake.requests.clear()
-                assert postgrest_rpc(db, request) == [expected], (code_id, listed, cids)
+                assert postgrest_rpc(db, request) == [(*expected, expected.events)], (code_id, listed, cids)
                 with sqlite3.connect(lite.path) as conn:
                     assert pg_etats(db) == dict(conn.execute("SELECT id, etat FROM legifrance_articles"))
             remote.close()
+        # the same change log, event for event
+        assert db.execute(
+            "SELECT kind, code_id, cid, id, previous_id, num, etat, content_sha256, run_id FROM legifrance_changes "
+            "ORDER BY seq").fetchall() == [tuple(c[k] for k in list(c)[1:-1]) for c in lite.read_changes(limit=1000)]
     finally:
         lite.close()
     final = db.execute("SELECT code_id, etat FROM legifrance_articles").fetchall()

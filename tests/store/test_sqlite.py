@@ -54,8 +54,8 @@ def rows(db: Path, table: str) -> list[dict]:
 # ---- schema -------------------------------------------------------------------------------------
 
 def migration_columns() -> dict[str, list[str]]:
-    """Column names per table, read from the reference migration."""
-    sql = (REPO / "supabase" / "migrations" / "0001_collector.sql").read_text()
+    """Column names per table, read from the reference migrations."""
+    sql = "\n".join(p.read_text() for p in sorted((REPO / "supabase" / "migrations").glob("*.sql")))
     tables: dict[str, list[str]] = {}
     for name, body in re.findall(r"create table if not exists public\.(\w+) \((.*?)\n\);", sql, re.S):
         tables[name] = [line.split()[0] for line in body.strip().splitlines() if line.strip()]
@@ -66,7 +66,7 @@ def test_creates_parent_directory_and_the_same_columns_as_the_migration(store: S
     assert db.is_file() and isinstance(store, Store)
     assert store.label == f"SQLite ({db})"
     expected = migration_columns()
-    assert len(expected) == 7
+    assert len(expected) == 9
     with sqlite3.connect(db) as conn:
         for table, columns in expected.items():
             assert [r[1] for r in conn.execute(f"PRAGMA table_info({table})")] == columns, table

@@ -60,6 +60,18 @@ def query(request: httpx.Request) -> dict[str, list[str]]:
     return parse_qs(urlsplit(str(request.url)).query)
 
 
+COMMIT = "/rest/v1/rpc/collector_commit_batch"
+
+
+def commits(fake: FakePostgrest, param: str = "p_articles") -> list[httpx.Request]:
+    """The collector_commit_batch calls that carried rows in `param`."""
+    return [r for r in fake.requests if r.url.path == COMMIT and json.loads(r.content)[param]]
+
+
+def sent(fake: FakePostgrest, param: str = "p_articles") -> list[list[dict[str, object]]]:
+    return [json.loads(r.content)[param] for r in commits(fake, param)]
+
+
 # ---- construction -------------------------------------------------------------------------------
 
 def test_open_store_picks_supabase_and_labels_it(router: respx.MockRouter) -> None:
@@ -83,19 +95,18 @@ def test_empty_key_is_a_clear_fatal_error() -> None:
 
 # ---- upserts ------------------------------------------------------------------------------------
 
-def test_upsert_request_is_what_postgrest_expects(store: SupabaseStore, fake: FakePostgrest) -> None:
-    store.commit_batch([article(1), article(2)])
-    (request,) = fake.writes("legifrance_articles")
-    assert request.url.host == "abcdefghijklmnop.supabase.co"
-    q = query(request)
-    assert q["on_conflict"] == ["id"]
-    assert sorted(c.strip('"') for c in q["columns"][0].split(",")) == sorted(ARTICLE_COLUMNS)
-    prefer = {p.strip() for p in request.headers["prefer"].split(",")}
-    assert prefer == {"return=minimal", "resolution=merge-duplicates"}
+def test_commit_is_one_rpc_call_with_the_rows_and_returns_the_events(store: SupabaseStore, fake: FakePostgrest) -> None:
+    assert store.commit_batch([article(1), article(2)], run_id=3) == {
+        "added": 2, "modified": 0, "repealed": 0, "corrected": 0}
+    (request,) = fake.requests
+    assert (request.method, request.url.path, request.url.host) == ("POST", COMMIT, "abcdefghijklmnop.supabase.co")
     assert request.headers["apikey"] == KEY
     body = json.loads(request.content)
-    assert body == [article_row(article(1)), article_row(article(2))]
-    assert all(set(row) == set(ARTICLE_COLUMNS) for row in body)  # homogeneous rows
+    assert body == {"p_articles": [article_row(article(1)), article_row(article(2))], "p_rejected": [],
+                    "p_run_id": 3, "p_progress": None, "p_tag": "3"}
+    assert all(set(row) == set(ARTICLE_COLUMNS) for row in body["p_articles"])  # homogeneous rows
+    assert store.commit_batch([article(1)], tag="LEGI_X") == {"added": 0, "modified": 0, "repealed": 0, "corrected": 0}
+    assert [c["id"] for c in store.read_changes()] == [article(1).id, article(2).id]
 
 
 def test_same_batch_twice_leaves_one_row_each_identical(store: SupabaseStore, fake: FakePostgrest) -> None:
@@ -105,13 +116,12 @@ def test_same_batch_twice_leaves_one_row_each_identical(store: SupabaseStore, fa
     store.commit_batch(batch + batch[:5])  # duplicates inside one batch too
     assert fake.rows("legifrance_articles") == first
     assert len(first) == 30 and first[0] == article_row(batch[0])
-    assert all(len(json.loads(r.content)) == 30 for r in fake.writes("legifrance_articles"))
+    assert [len(rows) for rows in sent(fake)] == [30, 30]
 
 
 def test_batches_are_bounded_by_rows(store: SupabaseStore, fake: FakePostgrest) -> None:
     store.commit_batch([article(n) for n in range(1201)])
-    sizes = [len(json.loads(r.content)) for r in fake.writes("legifrance_articles")]
-    assert sizes == [500, 500, 201]
+    assert [len(rows) for rows in sent(fake)] == [500, 500, 201]
     assert len(fake.rows("legifrance_articles")) == 1201
 
 
@@ -119,16 +129,16 @@ def test_batches_are_bounded_by_bytes(router: respx.MockRouter, fake: FakePostgr
     store = make_store(batch_bytes=20_000)
     big = [article(n, text="é" * 2000) for n in range(40)]  # ~ 6 kB of JSON each (text + html)
     store.commit_batch(big)
-    bodies = [r.content for r in fake.writes("legifrance_articles")]
+    bodies = [r.content for r in commits(fake)]
     assert len(bodies) > 10 and all(len(b) <= 20_000 for b in bodies)
-    assert sum(len(json.loads(b)) for b in bodies) == 40 and len(fake.rows("legifrance_articles")) == 40
+    assert sum(len(rows) for rows in sent(fake)) == 40 and len(fake.rows("legifrance_articles")) == 40
 
 
 def test_413_from_the_proxy_halves_the_batch(router: respx.MockRouter, fake: FakePostgrest) -> None:
     fake.max_body_bytes = 60_000
     store = make_store()
     store.commit_batch([article(n, text="x" * 1000) for n in range(100)])  # ~ 230 kB in one batch
-    statuses = [len(r.content) <= 60_000 for r in fake.writes("legifrance_articles")]
+    statuses = [len(r.content) <= 60_000 for r in commits(fake)]
     assert statuses[0] is False and statuses.count(False) >= 2  # refused, then halved
     assert len(fake.rows("legifrance_articles")) == 100
 
@@ -137,7 +147,7 @@ def test_statement_timeout_halves_the_batch(router: respx.MockRouter, fake: Fake
     fake.statement_max_rows = 120
     store = make_store()
     store.commit_batch([article(n) for n in range(500)])
-    sizes = [len(json.loads(r.content)) for r in fake.writes("legifrance_articles")]
+    sizes = [len(rows) for rows in sent(fake)]
     assert sizes == [500, 250, 125, 62, 63, 125, 62, 63, 250, 125, 62, 63, 125, 62, 63]
     assert len(fake.rows("legifrance_articles")) == 500
 
@@ -155,25 +165,23 @@ def test_commit_order_articles_then_rejected_then_progress(store: SupabaseStore,
     run = store.start_run(Mode.MAINTENANCE, [CODE])
     fake.requests.clear()
     store.commit_batch([article(7), article(8)], [rejected(9, 12), rejected(8, 3)], run_id=run, run_progress={"stored": 2})
-    steps = [(r.method, r.url.path) for r in fake.requests]
-    assert steps == [
-        ("POST", "/rest/v1/legifrance_articles"),
-        ("POST", "/rest/v1/legifrance_rejected"),
-        ("PATCH", "/rest/v1/collector_runs"),
-    ]
-    assert query(fake.requests[2])["id"] == [f"eq.{run}"]
+    calls = [json.loads(r.content) for r in fake.requests]
+    assert [r.url.path for r in fake.requests] == [COMMIT, COMMIT]
+    assert [len(c["p_articles"]) for c in calls] == [2, 0] and [len(c["p_rejected"]) for c in calls] == [0, 1]
+    assert [(c["p_run_id"], c["p_progress"]) for c in calls] == [(None, None), (run, {"stored": 2})]  # with the last
     assert [r["id"] for r in fake.rows("legifrance_rejected")] == [rejected(9, 0).id]  # 7 stored now; 8 stored
     assert fake.rows("collector_runs")[0]["progress"] == {"stored": 2}
 
 
 def test_progress_is_not_written_when_the_data_write_fails(store: SupabaseStore, fake: FakePostgrest) -> None:
     run = store.start_run("MASSIVE", [CODE])
-    fake.fail_next(Fault(status=400, body={"code": "22P02", "message": "invalid input"}, path_contains="rejected"))
+    fake.requests.clear()
+    fake.fail_next(Fault(status=400, body={"code": "22P02", "message": "invalid input"}, path_contains="commit"))
     with pytest.raises(StoreError, match="22P02"):
-        store.commit_batch([article(1)], [rejected(2, 5)], run_id=run, run_progress={"stored": 1})
-    assert len(fake.rows("legifrance_articles")) == 1  # data written so far is kept
+        store.commit_batch([article(1)] * 2 + [article(3)], [rejected(2, 5)], run_id=run, run_progress={"stored": 1})
+    assert len(fake.requests) == 1  # nothing after the failed call
+    assert fake.rows("legifrance_articles") == [] and store.read_changes() == []  # the call is one transaction
     assert fake.rows("collector_runs")[0]["progress"] is None  # progress never ahead of the data
-    assert not [r for r in fake.requests if r.method == "PATCH"]
 
 
 # ---- retries and fatal errors -------------------------------------------------------------------
@@ -185,9 +193,10 @@ def test_retries_5xx_and_timeouts_then_succeeds_without_duplicates(store: Supaba
         Fault(timeout=True, method="POST"),
         Fault(status=504, body="<html>Gateway Timeout</html>", after=True, method="POST"),  # written, answer lost
     )
-    store.commit_batch([article(n) for n in range(10)])
-    assert len(fake.writes("legifrance_articles")) == 5
+    assert store.commit_batch([article(n) for n in range(10)])["added"] == 0  # its answer was lost
+    assert len(commits(fake)) == 5
     assert len(fake.rows("legifrance_articles")) == 10
+    assert len(store.read_changes()) == 10  # the replay wrote no second event
 
 
 def test_reads_are_retried_too(store: SupabaseStore, fake: FakePostgrest) -> None:
@@ -234,7 +243,10 @@ def test_jwt_rejected_by_postgrest_is_fatal(store: SupabaseStore, fake: FakePost
 def test_missing_table_or_function_says_to_run_the_migration(router: respx.MockRouter, fake: FakePostgrest) -> None:
     fake.missing_tables = {"legifrance_articles"}
     store = make_store()
-    with pytest.raises(StoreFatal, match="supabase/migrations/0001_collector.sql"):
+    with pytest.raises(StoreFatal, match="supabase/migrations/0001_collector.sql and 0002_changes.sql"):
+        store.count_articles()
+    fake.fail_next(Fault(status=404, body={"code": "PGRST202", "message": "Could not find the function"}))
+    with pytest.raises(StoreFatal, match="0002_changes.sql"):
         store.commit_batch([article(1)])
     fake.fail_next(Fault(status=404, body={"code": "PGRST202", "message": "Could not find the function"}))
     with pytest.raises(StoreFatal, match="0001_collector.sql"):
