@@ -38,6 +38,7 @@ KEYS = {
     "collector_lease": "id",
     "legifrance_changes": "seq",
     "legifrance_change_consumers": "consumer",
+    "collector_dump_state": "id",
 }
 NO_EVENTS = {"added": 0, "modified": 0, "repealed": 0, "corrected": 0}
 
