@@ -2,25 +2,29 @@
 
 One archive at a time, in plan order (names.plan), each in three steps:
 
-1. verify: the whole archive is read once (gzip CRC and length, tar headers) before anything is
+1. verify: the whole file is decompressed once (zlib: gzip CRC and length) before anything is
    written: a truncated or corrupt archive stops the load with CorruptArchive and applies
    nothing of it (the archives before it stay applied; none after it is tried).
 2. stream: one pass of the reader; in-force article versions of the codes in scope are
-   committed in batches (Store.apply_dump_batch), each batch with the archive's progress
-   (members read, compressed bytes), so the page shows it and a kill loses at most a batch.
-3. final transaction, with the archive's stamp: the versions of the archive no longer in force
-   (MODIFIE, ABROGE...) and the deletion lists retire the stored rows of those ids (after every
-   file of the archive, as legi.py does); a global also reconciles each code it holds in force
-   with the store (rows of the code it does not list in force are retired, as the API path's
-   retire_absent), behind the same guard as harvest's retire.
+   committed in batches (Store.apply_dump_batch), each with the archive's progress (members
+   read, compressed bytes), so the page shows it and a kill loses at most a batch.
+3. final transaction, with the archive's stamp: the stored rows of the archive's versions no
+   longer in force (MODIFIE, ABROGE...) and of the deletion lists are retired (after every file
+   of the archive, as legi.py does; an id the archive also holds in force stays); a global
+   also reconciles each code it holds with the store (rows of the code it does not list in
+   force are retired, as the API path's retire_absent), behind the same guard as harvest's.
 
-Kill at any point, then rerun: the stamp is written only with the final transaction, so the
+Kill at any point, then rerun: the stamp is written only by the final transaction, so the
 archive is replayed from its start. Members up to the progress already committed are read
 again (their ids feed the reconcile and the deletions) but not written again; later batches
 are idempotent upserts that log no event for an unchanged row. The end state and the change
-log equal those of an uninterrupted load. What "nothing of a corrupt archive" means therefore
-rests on step 1: corruption is detected before the first batch. A member that is a bad XML
-file is not corruption: it is counted and named, and the rest of the archive loads.
+log equal those of an uninterrupted load (tests/dumps/test_kill.py). "Nothing of a corrupt
+archive" rests on step 1: a cut or damaged download is found before the first batch. A tar
+broken inside an intact gzip (no download cut produces one) is found by the reader when it
+reaches it: the batches before it are in the store, the stamp is not, and every rerun stops
+at the same place. A bad XML member is not corruption: it is counted and named, and the rest
+of the archive loads. The summary's counts cover what this run wrote: after a resume, the rows
+a killed run committed count in neither.
 """
 
 from __future__ import annotations
