@@ -13,7 +13,9 @@ every 20 ms). Then the in-force code articles each ends with are compared: legi.
 in-force ids our quality filter rejected (legi.py has no such filter).
 
 legi.py needs Debian's libhunspell-dev, then `pip install legi` (not a test dependency, so not
-in requirements-dev.txt); run as `python -m legi.tar2sqlite DB DIR --raw --skip-links`.
+in requirements-dev.txt), best in its own venv so nothing else's installs touch it:
+`python -m venv /tmp/legi-venv && /tmp/legi-venv/bin/pip install legi`, then
+`--legi-python /tmp/legi-venv/bin/python`; it runs `python -m legi.tar2sqlite DB DIR --raw --skip-links`.
 legi.py 0.6 splits liste_suppression_legi_dossier.dat on " D\\n", which the demo's third
 delta does not write: K is 2 by default (the global and two deltas), see docs/PERFORMANCE.md.
 Prints one table and writes bench/out/dumps.json.
@@ -42,6 +44,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from collector.demo.dumps import DemoDumps  # noqa: E402
+
+LEGI_PYTHON = [sys.executable]  # --legi-python
 
 
 def peak_rss_run(args: list[str], env: dict[str, str], timeout: float = 3600) -> dict[str, Any]:
@@ -102,7 +106,7 @@ def ours(db: Path, folder: Path) -> dict[str, Any]:
 
 
 def legi(db: Path, folder: Path) -> dict[str, Any]:
-    args = [sys.executable, "-m", "legi.tar2sqlite", str(db), str(folder), "--raw", "--skip-links"]
+    args = [LEGI_PYTHON[0], "-m", "legi.tar2sqlite", str(db), str(folder), "--raw", "--skip-links"]
     run = peak_rss_run(args, dict(os.environ))
     run.pop("stdout")
     return run
@@ -126,7 +130,9 @@ def main() -> int:
     parser.add_argument("--articles", type=int, default=65_000, help="in-force articles of the demo corpus")
     parser.add_argument("--deltas", type=int, default=2, help="deltas applied after the global")
     parser.add_argument("--work", type=Path, default=Path("/tmp/legifrance-bench-dumps"))
+    parser.add_argument("--legi-python", default=sys.executable, help="the Python that has legi installed")
     args = parser.parse_args()
+    LEGI_PYTHON[0] = args.legi_python
     work = args.work / f"n{args.articles}"
     work.mkdir(parents=True, exist_ok=True)
 

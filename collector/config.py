@@ -38,6 +38,11 @@ def parse_mode(value: object) -> Mode:
     raise InvalidMode(f"invalid mode {shown}: expected one of 'MASSIVE', 'MAINTENANCE'")
 
 
+def is_code_id(value: str) -> bool:
+    """A LEGITEXT id: LEGITEXT + 12 digits."""
+    return value.startswith("LEGITEXT") and len(value) == 20 and value[8:].isdigit()
+
+
 PRODUCTION_OAUTH_URL = "https://oauth.piste.gouv.fr/api/oauth/token"
 PRODUCTION_API_BASE_URL = "https://api.piste.gouv.fr/dila/legifrance/lf-engine-app"
 DEMO_OAUTH_URL = "http://demo.invalid/api/oauth/token"
@@ -201,7 +206,7 @@ class Settings:
             if raw is None:
                 return default
             items = tuple(dict.fromkeys(c.strip() for c in raw.split(",") if c.strip()))
-            bad = [c for c in items if not (c.startswith("LEGITEXT") and len(c) == 20 and c[8:].isdigit())]
+            bad = [c for c in items if not is_code_id(c)]
             if bad or not items:
                 raise ConfigError(
                     f"{name} must be comma-separated LEGITEXT ids (LEGITEXT + 12 digits); bad: {bad[:3]}"

@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from collector.config import is_code_id
 from collector.dumps.fetch import DownloadError, SourceArchive, SourceError, list_local
 from collector.dumps.names import ArchiveName, PlanError, plan
 from collector.dumps.reader import (
@@ -88,7 +89,7 @@ class CodeScope:
         if value == "all":
             return cls(None)
         ids = [c.strip() for c in value.split(",") if c.strip()]
-        bad = [c for c in ids if not (c.startswith("LEGITEXT") and len(c) == 20 and c[8:].isdigit())]
+        bad = [c for c in ids if not is_code_id(c)]
         if bad or not ids:
             raise ValueError(f"--codes must be configured, all or comma-separated LEGITEXT ids; bad: {bad[:3]}")
         return cls(frozenset(ids))
@@ -114,7 +115,7 @@ class ArchiveReport:
     stored: int = 0  # rows that entered force (events added / modified)
     updated: int = 0  # stored rows whose text changed under the same id (corrected)
     unchanged: int = 0  # in-force rows already stored as they are
-    retired: int = 0  # stored rows taken out of force (versions not in force, reconcile)
+    retired: int = 0  # stored rows taken out of force (old versions, deletions, reconcile)
     deleted: int = 0  # ids listed by the deletion lists that were stored in force
     rejected: int = 0  # in-force ids under the quality filter
     bad_files: list[str] = field(default_factory=list)
@@ -236,8 +237,9 @@ class _ArchivePass:
                                 error=item.reason)
                 if len(self.articles) + len(self.rejected) >= self.opt.batch_size:
                     self.flush()
-                    if self.should_stop():
-                        raise DumpInterrupted(f"stopped during {self.archive.name}; the next run resumes it")
+                if self.should_stop():  # what was read is committed first: the rerun skips it
+                    self.flush()
+                    raise DumpInterrupted(f"stopped during {self.archive.name}; the next run resumes it")
         except DumpArchiveError as exc:  # verify_archive passed: the file changed under us
             raise CorruptArchive(str(exc)) from None
         self.members = self.report.members = reader.stats.members
