@@ -12,7 +12,7 @@ names.py (pure)
         max(last_stamp, that global); PlanError when last_stamp is None and there is no global
 
 fetch.py
-    DumpFetcher(cache_dir, *, transport=None, attempts=5, retry_wait=1.0, …)  (context manager)
+    DumpFetcher(cache_dir, *, transport=None, timeout=60.0, attempts=5, retry_wait=1.0)  (context manager)
         .list(source) / .list_all(sources) -> list[SourceArchive(name, location)]
             source: a .tar.gz path, a folder, an HTTP(S) folder index URL or an archive URL
         .fetch(archive, on_bytes=None) -> Path   local file as is; a URL downloaded into
