@@ -269,7 +269,8 @@ class ArchiveReader:
         lists: list[tuple[str, bytes]] = []
         with gzip.GzipFile(fileobj=_Counting(raw, self.stats, self._tick), mode="rb") as unzipped:  # type: ignore[arg-type]
             with tarfile.open(fileobj=unzipped, mode="r|") as tar:
-                for info in tar:
+                while (info := tar.next()) is not None:
+                    tar.members.clear()  # tarfile keeps every TarInfo otherwise: memory would grow
                     if not info.isfile():
                         continue
                     self.stats.members += 1

@@ -73,6 +73,16 @@ def _text(el: etree._Element | None) -> str:
     return "" if el is None else " ".join((el.text or "").split())
 
 
+def _child(el: etree._Element | None, *tags: str) -> etree._Element | None:
+    """The first element down a chain of child tags (lxml's iterchildren runs in C; `find`
+    with a path goes through its Python ElementPath, several times slower)."""
+    for tag in tags:
+        if el is None:
+            return None
+        el = next(el.iterchildren(tag), None)
+    return el
+
+
 def _id_number(value: str) -> int:
     return int(value[8:]) if value[8:].isdigit() else 1 << 62
 
@@ -89,11 +99,12 @@ def _current(elements: Iterable[etree._Element]) -> etree._Element | None:
 
 def inner_html(contenu: etree._Element | None) -> str:
     """The markup inside a CONTENU element, as HTML (lxml's html serialiser)."""
-    if contenu is None:
+    if contenu is None or (not len(contenu) and not contenu.text):
         return ""
-    parts = [escape(contenu.text or "")]
-    parts.extend(etree.tostring(child, method="html", encoding="unicode", with_tail=True) for child in contenu)
-    return "".join(parts)
+    if not len(contenu):
+        return escape(contenu.text or "")
+    whole = etree.tostring(contenu, method="html", encoding="unicode", with_tail=False)
+    return whole[whole.index(">") + 1 : whole.rindex("</")]
 
 
 def api_html(markup: str) -> str:
@@ -108,30 +119,32 @@ def section_path(texte: etree._Element | None) -> str:
     """The CONTEXTE/TEXTE TM chain: at each level the current TITRE_TM, titles whitespace
     collapsed, joined by PATH_SEPARATOR (as the API path joins the TOC's section titles)."""
     titles: list[str] = []
-    level = texte.find("TM") if texte is not None else None
+    level = _child(texte, "TM")
     while level is not None:
-        title = _text(_current(level.iterfind("TITRE_TM")))
+        title = _text(_current(level.iterchildren("TITRE_TM")))
         if title:
             titles.append(title)
-        level = level.find("TM")
+        level = _child(level, "TM")
     return PATH_SEPARATOR.join(titles)
 
 
 def read_article(root: etree._Element, article_id: str | None = None) -> ArticleXml:
     """The fields of a parsed ARTICLE. `article_id` (from the member's path) wins over META/ID."""
-    meta = root.find("META/META_SPEC/META_ARTICLE")
-    own_id = article_id or _text(root.find("META/META_COMMUN/ID"))
+    meta = _child(root, "META", "META_SPEC", "META_ARTICLE")
+    own_id = article_id or _text(_child(root, "META", "META_COMMUN", "ID"))
     if not own_id:
         raise DumpXmlError("ARTICLE without an id")
-    versions = [lien for lien in root.iterfind("VERSIONS/VERSION/LIEN_ART")]
+    listed = _child(root, "VERSIONS")
+    versions = [] if listed is None else [
+        lien for version in listed.iterchildren("VERSION") for lien in version.iterchildren("LIEN_ART")]
     ids = [v.get("id") or "" for v in versions]
     cid = min((i for i in ids + [own_id] if i.startswith("LEGIARTI")), key=_id_number, default=own_id)
-    etat = _text(meta.find("ETAT")) if meta is not None else ""
+    etat = _text(_child(meta, "ETAT"))
     if not etat:
         etat = next((v.get("etat") or "" for v in versions if v.get("id") == own_id), "")
-    texte = root.find("CONTEXTE/TEXTE")
-    title = _text(_current(texte.iterfind("TITRE_TXT"))) if texte is not None else ""
-    num = _text(meta.find("NUM")) if meta is not None else ""
+    texte = _child(root, "CONTEXTE", "TEXTE")
+    title = _text(_current(texte.iterchildren("TITRE_TXT"))) if texte is not None else ""
+    num = _text(_child(meta, "NUM"))
     return ArticleXml(
         id=own_id,
         cid=cid,
@@ -139,11 +152,11 @@ def read_article(root: etree._Element, article_id: str | None = None) -> Article
         code_title=title or None,
         num=num or None,
         etat=etat,
-        date_debut=epoch_ms_to_date(_text(meta.find("DATE_DEBUT"))) if meta is not None else None,
-        date_fin=epoch_ms_to_date(_text(meta.find("DATE_FIN"))) if meta is not None else None,
+        date_debut=epoch_ms_to_date(_text(_child(meta, "DATE_DEBUT"))),
+        date_fin=epoch_ms_to_date(_text(_child(meta, "DATE_FIN"))),
         section_path=section_path(texte),
-        html=api_html(inner_html(root.find("BLOC_TEXTUEL/CONTENU"))),
-        nota_html=api_html(inner_html(root.find("NOTA/CONTENU"))),
+        html=api_html(inner_html(_child(root, "BLOC_TEXTUEL", "CONTENU"))),
+        nota_html=api_html(inner_html(_child(root, "NOTA", "CONTENU"))),
     )
 
 
@@ -207,11 +220,11 @@ class TextXml:
 
 
 def read_text_version(root: etree._Element) -> TextXml:
-    meta = root.find("META/META_SPEC/META_TEXTE_VERSION")
-    nature = _text(root.find("META/META_COMMUN/NATURE"))
+    meta = _child(root, "META", "META_SPEC", "META_TEXTE_VERSION")
+    nature = _text(_child(root, "META", "META_COMMUN", "NATURE"))
 
     def field(tag: str) -> str:
-        return _text(meta.find(tag)) if meta is not None else ""
+        return _text(_child(meta, tag))
 
     return TextXml(
         title=field("TITRE") or field("TITREFULL") or None,
