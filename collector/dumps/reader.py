@@ -19,7 +19,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import BinaryIO, Union
 
-from collector.dumps.xml import DumpXmlError, parse_xml, read_article, read_text_version, article_row
+from collector.dumps.xml import ArticleXml, DumpXmlError, article_row, parse_xml, read_article, read_text_version
 from collector.models import Article, Rejected
 
 PARTITIONS = ("code_en_vigueur", "code_non_vigueur", "TNC_en_vigueur", "TNC_non_vigueur")
@@ -48,8 +48,7 @@ class DumpArchiveError(Exception):
 # ---- items ---------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class ArticleVersion:
-    """An ARTICLE file: one version of one article. `row` is what the API path stores for that
-    version (an Article) or the quality filter's Rejected. `in_force`: a code/TNC partition
+    """An ARTICLE file: one version of one article. `in_force`: a code/TNC partition
     "en_vigueur" and an ETAT starting with VIGUEUR (VIGUEUR, VIGUEUR_DIFF), as the API's TOC."""
 
     id: str
@@ -58,8 +57,16 @@ class ArticleVersion:
     etat: str
     partition: str
     in_force: bool
-    row: Article | Rejected
     member: str  # the path inside the archive, a delta's root stripped
+    fields: ArticleXml
+    min_chars: int
+    now: datetime
+
+    @property
+    def row(self) -> Article | Rejected:
+        """What the API path stores for this version (an Article), or the quality filter's
+        Rejected. Built when read: the many versions a loader only retires cost no cleaning."""
+        return article_row(self.fields, code_id=self.code_id, min_chars=self.min_chars, now=self.now)
 
     @property
     def is_code(self) -> bool:
@@ -324,8 +331,10 @@ class ArchiveReader:
             etat=fields.etat,
             partition=where.partition,
             in_force=in_force,
-            row=article_row(fields, code_id=where.code_id, min_chars=self.min_chars, now=self.now),
             member=name,
+            fields=fields,
+            min_chars=self.min_chars,
+            now=self.now,
         )
 
     def _deletions(self, source: str, data: bytes) -> Iterator[Deletion | BadMember]:
