@@ -536,6 +536,7 @@ class DemoDumps:
                     info.mtime = int(mtime)
                     info.mode = 0o644
                     tar.addfile(info, io.BytesIO(data))
+                    tar.members.clear()  # tarfile keeps every TarInfo it wrote otherwise
 
     def write_all(self, folder: Path, compresslevel: int = 6) -> list[Path]:
         """Every archive into `folder` (each through a .part, renamed when whole)."""

@@ -39,7 +39,8 @@ reader.py
             bad XML, unknown layout, a malformed deletion line ("list:line"): skipped, the
             rest goes on; also in reader.stats.bad.
         .stats: ReadStats(bytes_read, total_bytes, members, kinds, skipped, articles_by_code,
-            touched {text cid: partition, any file kind}, deletions, bad): live while reading;
+            touched {text cid: partition, any file kind}, deletions, bad_count, bad (the
+            first 1000)): live while reading;
             on_progress(stats) about every MiB and at the end.
         codes: text cids to read (None = all); files of other texts are skipped unparsed.
         Raises DumpArchiveError for a truncated/corrupt gzip or tar (even after items were

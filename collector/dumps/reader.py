@@ -38,6 +38,7 @@ _VERSION_ID = re.compile(r"LEGITEXT[0-9]{12}")
 _PARTITION_IN_LINE = re.compile(r"(?:^|/)((?:code|TNC)_(?:en|non)_vigueur)(?![_a-z])")
 _ID_AT_END = re.compile(r"((?:LEGI|JORF)(?:ARTI|SCTA|TEXT)[0-9]{12})(?:\.xml)?$")
 _PROGRESS_STEP = 1 << 20  # bytes of archive between two progress callbacks
+MAX_BAD_NAMED = 1000  # ReadStats.bad keeps this many; bad_count counts them all
 
 
 class DumpArchiveError(Exception):
@@ -132,7 +133,13 @@ class ReadStats:
     articles_by_code: Counter[str] = field(default_factory=Counter)  # article files per text cid
     touched: dict[str, str] = field(default_factory=dict)  # text cid -> partition, any file kind
     deletions: int = 0
-    bad: list[BadMember] = field(default_factory=list)
+    bad_count: int = 0
+    bad: list[BadMember] = field(default_factory=list)  # the first MAX_BAD_NAMED of them
+
+    def add_bad(self, bad: BadMember) -> None:
+        self.bad_count += 1
+        if len(self.bad) < MAX_BAD_NAMED:
+            self.bad.append(bad)
 
 
 # ---- paths ---------------------------------------------------------------------------------------
@@ -290,7 +297,7 @@ class ArchiveReader:
                     item = self._member(name, data)
                     if item is not None:
                         if isinstance(item, BadMember):
-                            self.stats.bad.append(item)
+                            self.stats.add_bad(item)
                         yield item
             while unzipped.read(1 << 16):  # through the gzip trailer: its CRC and length are checked
                 pass
@@ -346,7 +353,7 @@ class ArchiveReader:
                 deletion = parse_deletion(line, source, number)
             except ValueError as exc:
                 bad = BadMember(f"{source}:{number}", f"malformed deletion line ({exc}): {line.strip()[:120]!r}")
-                self.stats.bad.append(bad)
+                self.stats.add_bad(bad)
                 yield bad
                 continue
             if self.codes is not None and deletion.code_id not in self.codes:

@@ -156,6 +156,7 @@ def test_real_files_in_a_delta_and_bad_members_named(legi_xml: Path, tmp_path: P
     assert "root element 'SECTION_TA'" in bad[strip_root(wrong_root)]
     assert bad[strip_root(stray)].startswith("unknown layout")
     assert reader.stats.bad == [b for b in items if isinstance(b, BadMember)]
+    assert reader.stats.bad_count == 3
     (art,) = [i for i in items if isinstance(i, ArticleVersion)]
     assert (art.id, art.code_id, art.partition, art.etat, art.in_force) == (
         "LEGIARTI000006398122", MONNAIES, "code_en_vigueur", "ABROGE", False)
