@@ -486,7 +486,8 @@ class DemoDumps:
                 lines.append(article_path(text_folder("code_en_vigueur", CODES[code].id), current.id)[:-4])
             yield "liste_suppression_legi.dat", ("\n".join(lines) + "\n").encode()
         if k == 3:
-            yield "liste_suppression_legi_dossier.dat", (text_folder("code_en_vigueur", EXTRA_CODE.id) + "\n").encode()
+            # each line of the dossier list ends with " D" (as legi.py 0.6 reads it)
+            yield "liste_suppression_legi_dossier.dat", (text_folder("code_en_vigueur", EXTRA_CODE.id) + " D\n").encode()
         touched: set[int] = set()
         for (code, index), change in sorted(self._changes.items()):
             if not any(a == k for a, *_ in change.events):

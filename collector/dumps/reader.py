@@ -37,6 +37,7 @@ _SECTION_ID = re.compile(r"LEGISCTA[0-9]{12}")
 _VERSION_ID = re.compile(r"LEGITEXT[0-9]{12}")
 _PARTITION_IN_LINE = re.compile(r"(?:^|/)((?:code|TNC)_(?:en|non)_vigueur)(?![_a-z])")
 _ID_AT_END = re.compile(r"((?:LEGI|JORF)(?:ARTI|SCTA|TEXT)[0-9]{12})(?:\.xml)?$")
+_FLAG_AT_END = re.compile(r"\s+[A-Z]$")  # the dossier list ends each line with " D" (legi.py 0.6)
 _PROGRESS_STEP = 1 << 20  # bytes of archive between two progress callbacks
 MAX_BAD_NAMED = 1000  # ReadStats.bad keeps this many; bad_count counts them all
 
@@ -188,8 +189,9 @@ def member_path(name: str) -> MemberPath:
 
 def parse_deletion(line: str, source: str, number: int) -> Deletion:
     """One deletion-list line -> Deletion, read by its tokens rather than by position (real
-    lists had a line with a missing "/"); ValueError when it names no partition, text or id."""
-    path = strip_root(line.strip())
+    lists had a line with a missing "/"); the dossier list's " D" after the path is dropped.
+    ValueError when it names no partition, text or id."""
+    path = strip_root(_FLAG_AT_END.sub("", line.strip()).rstrip("/"))
     partition = _PARTITION_IN_LINE.search(path)
     text = _TEXT_CID.search(path)
     last = _ID_AT_END.search(path)

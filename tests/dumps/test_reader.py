@@ -184,7 +184,8 @@ def test_deletion_lines_malformed_are_reported_and_skipped(tmp_path: Path) -> No
              f"{FOLDER}/texte/struct/{MONNAIES}"]
     path = build(tmp_path / "LEGI_20250714-213000.tar.gz", [
         ("20250714-213000/liste_suppression_legi.dat", "\n".join(lines).encode() + b"\n\xff\n"),
-        ("20250714-213000/liste_suppression_legi_dossier.dat", (missing_slash + "\r\n").encode()),
+        ("20250714-213000/liste_suppression_legi_dossier.dat",
+         f"{missing_slash} D\r\n{text_folder('TNC_en_vigueur', 'JORFTEXT000045592863')}/ D\n".encode()),
     ])
     reader = ArchiveReader(path)
     items = list(reader)
@@ -194,11 +195,12 @@ def test_deletion_lines_malformed_are_reported_and_skipped(tmp_path: Path) -> No
         ("section_ta", "LEGISCTA000006135575", MONNAIES, "code_en_vigueur", 5),
         ("texte", MONNAIES, MONNAIES, "code_en_vigueur", 7),
         ("text", "LEGITEXT000006070667", "LEGITEXT000006070667", "code_non_vigueur", 1),
+        ("text", "JORFTEXT000045592863", "JORFTEXT000045592863", "TNC_en_vigueur", 2),
     ]
     bad = [i.member for i in items if isinstance(i, BadMember)]
     assert bad == ["liste_suppression_legi.dat:3", "liste_suppression_legi.dat:4",
                    "liste_suppression_legi.dat:6", "liste_suppression_legi.dat:8"]
-    assert reader.stats.deletions == 4
+    assert reader.stats.deletions == 5
 
 
 @pytest.mark.parametrize("cut", ["half", "last_bytes", "garbage", "not_gzip", "empty"])
