@@ -65,6 +65,7 @@ _DUMP_ID_BASE = 99_990_000
 _EXTRA_SECTION = "LEGISCTA000099996000"
 _NAMED_ENTITY = re.compile(r"&(#?[0-9A-Za-z]+);")
 _XML_ENTITIES = frozenset({"lt", "gt", "amp"})
+_CODE_INDEX = {spec.id: i for i, spec in enumerate(CODES)}
 _GROUP = {"code_en_vigueur": "code_et_TNC_en_vigueur", "TNC_en_vigueur": "code_et_TNC_en_vigueur",
           "code_non_vigueur": "code_et_TNC_non_vigueur", "TNC_non_vigueur": "code_et_TNC_non_vigueur"}
 
@@ -270,7 +271,7 @@ class DemoDumps:
         return f"LEGIARTI{number:012d}"
 
     def _live_slot(self, rng: random.Random, taken: set[tuple[int, int]]) -> tuple[int, int]:
-        codes = [self.corpus._index[c] for c in DEMO_MASSIVE_CODES]
+        codes = [_CODE_INDEX[c] for c in DEMO_MASSIVE_CODES]
         while True:
             code = rng.choice(codes)
             index = rng.randrange(self.corpus.slot_count(CODES[code].id))
@@ -294,7 +295,7 @@ class DemoDumps:
             key = self._live_slot(rng, changed)
             change(key).events.append((1, "correct", "", 0))
         for j in range(n):
-            code = self.corpus._index[DEMO_MASSIVE_CODES[j % len(DEMO_MASSIVE_CODES)]]
+            code = _CODE_INDEX[DEMO_MASSIVE_CODES[j % len(DEMO_MASSIVE_CODES)]]
             index = rng.randrange(self.corpus.slot_count(CODES[code].id))
             num = f"{self.corpus.place(self.corpus.slot(code, index)).num}-{j + 1}"
             self._added.append(_Added(1, self._new_id(), code, (code, index), num))
@@ -334,7 +335,7 @@ class DemoDumps:
         """In-force code articles after archive k (0 = the global): {article id: code id}."""
         out: dict[str, str] = {}
         deleted = self._deleted_upto(k)
-        for code in (self.corpus._index[c] for c in DEMO_MASSIVE_CODES):
+        for code in (_CODE_INDEX[c] for c in DEMO_MASSIVE_CODES):
             code_id = CODES[code].id
             for index in range(self.corpus.slot_count(code_id)):
                 slot = self.corpus.slot(code, index)

@@ -202,7 +202,7 @@ def parse_deletion(line: str, source: str, number: int) -> Deletion:
         kind = "article"
     elif item_id.startswith(("LEGISCTA", "JORFSCTA")):
         kind = "section_ta"
-    elif "/texte/" in path or path.endswith(("/struct", "/version")) or last.start() > text.end():
+    elif last.start() > text.end():  # a TEXT id below the text's folder: texte/struct|version
         kind = "texte"
     else:
         kind = "text"  # the text's own folder
