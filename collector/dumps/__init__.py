@@ -23,9 +23,10 @@ fetch.py
 reader.py
     ArchiveReader(path, *, min_chars=100, now=None, codes=None, on_progress=None)
         iterate it once: items in archive order, then the deletions of both lists:
-        ArticleVersion(id, cid, code_id, etat, partition, in_force, member, fields, …)
+        ArticleVersion(id, cid, code_id, etat, partition, in_force, member, root, …)
             .row: the Article the API path stores for that version, or the quality filter's
-            Rejected (same rule), built when read (versions only retired cost no cleaning).
+            Rejected (same rule); .fields: all the file says. Both read from the parsed file
+            it holds when asked (versions only retired cost no cleaning): drop items once used.
             in_force: an `*_en_vigueur` partition and ETAT VIGUEUR*.
             Several versions of one cid can be in force (VIGUEUR + VIGUEUR_DIFF): the API path
             keeps the highest id per cid. is_code: partition code_* (TNC texts are never codes).

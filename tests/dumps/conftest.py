@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from collector.demo.dumps import DemoDumps
+from collector.dumps.reader import TAR_BACKENDS
 from tests.conftest import SHARED, require
 
 LEGI_XML = SHARED / "fixtures" / "legi-xml"
@@ -28,3 +29,10 @@ def demo_dumps() -> DemoDumps:
 def demo_archives(demo_dumps: DemoDumps, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """The global and the three deltas, written once for the session."""
     return demo_dumps.write_all(tmp_path_factory.mktemp("demo-dumps"))
+
+
+@pytest.fixture(params=["libarchive", "tarfile"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each tar walk of the reader (libarchive is legi.py's and the default when it loads)."""
+    require(request.param in TAR_BACKENDS, "libarchive (libarchive-c + libarchive.so.13) is not available")
+    return str(request.param)

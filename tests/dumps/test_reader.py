@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import tarfile
 from collections import Counter
@@ -11,6 +12,7 @@ import pytest
 
 from collector.demo.dumps import CORRECTION_MARK, EXTRA_CODE, TNC_CID, DemoDumps, article_path, text_folder
 from collector.dumps.reader import (
+    TAR_BACKENDS,
     ArchiveReader,
     ArticleVersion,
     BadMember,
@@ -22,6 +24,7 @@ from collector.dumps.reader import (
     strip_root,
 )
 from collector.models import Article
+from tests.conftest import require
 
 MONNAIES = "LEGITEXT000006070666"
 FOLDER = text_folder("code_en_vigueur", MONNAIES)
@@ -32,11 +35,12 @@ class Applier:
     the generator's truth: the last copy of an id wins; a deletion removes the copy of ITS
     partition and text only."""
 
-    def __init__(self) -> None:
+    def __init__(self, backend: str) -> None:
+        self.backend = backend
         self.rows: dict[str, tuple[str, str, bool, Article | None]] = {}  # id -> code, partition, in force, row
 
     def apply(self, path: Path) -> list[ArticleVersion | TextVersion | Deletion | BadMember]:
-        items = list(ArchiveReader(path, min_chars=0))
+        items = list(ArchiveReader(path, min_chars=0, backend=self.backend))
         deletions_started = False
         for item in items:
             if isinstance(item, ArticleVersion):
@@ -56,8 +60,9 @@ class Applier:
                 if force and partition == "code_en_vigueur"}
 
 
-def test_global_then_deltas_give_the_generators_truth(demo_dumps: DemoDumps, demo_archives: list[Path]) -> None:
-    applier = Applier()
+def test_global_then_deltas_give_the_generators_truth(demo_dumps: DemoDumps, demo_archives: list[Path],
+                                                      backend: str) -> None:
+    applier = Applier(backend)
     seen: list[Counter[str]] = []
     for k, path in enumerate(demo_archives):
         items = applier.apply(path)
@@ -94,9 +99,10 @@ def test_global_then_deltas_give_the_generators_truth(demo_dumps: DemoDumps, dem
         assert row is not None and row.text.endswith(CORRECTION_MARK)
 
 
-def test_reader_counts_and_progress(demo_archives: list[Path]) -> None:
+def test_reader_counts_and_progress(demo_archives: list[Path], backend: str) -> None:
     calls: list[int] = []
-    reader = ArchiveReader(demo_archives[0], min_chars=100, on_progress=lambda s: calls.append(s.bytes_read))
+    reader = ArchiveReader(demo_archives[0], min_chars=100, on_progress=lambda s: calls.append(s.bytes_read),
+                           backend=backend)
     items = list(reader)
     stats = reader.stats
     assert stats.bytes_read == stats.total_bytes == demo_archives[0].stat().st_size
@@ -137,7 +143,7 @@ def real_members(legi_xml: Path, root: str = "20250714-213000/") -> list[tuple[s
     ]
 
 
-def test_real_files_in_a_delta_and_bad_members_named(legi_xml: Path, tmp_path: Path) -> None:
+def test_real_files_in_a_delta_and_bad_members_named(legi_xml: Path, tmp_path: Path, backend: str) -> None:
     root = "20250714-213000/"
     bad_xml = root + article_path(FOLDER, "LEGIARTI000006398123")
     wrong_root = root + article_path(FOLDER, "LEGIARTI000006398124")
@@ -148,7 +154,7 @@ def test_real_files_in_a_delta_and_bad_members_named(legi_xml: Path, tmp_path: P
         (wrong_root, b"<SECTION_TA/>"),
         (stray, b"hello"),
     ])
-    reader = ArchiveReader(path, min_chars=0)
+    reader = ArchiveReader(path, min_chars=0, backend=backend)
     items = list(reader)
     bad = {b.member: b.reason for b in items if isinstance(b, BadMember)}
     assert set(bad) == {strip_root(bad_xml), strip_root(wrong_root), strip_root(stray)}
@@ -176,7 +182,7 @@ def test_the_path_wins_over_a_missing_cid_attribute(legi_xml: Path, tmp_path: Pa
     assert isinstance(item.row, Article) and item.row.code_id == "LEGITEXT000006070667"
 
 
-def test_deletion_lines_malformed_are_reported_and_skipped(tmp_path: Path) -> None:
+def test_deletion_lines_malformed_are_reported_and_skipped(tmp_path: Path, backend: str) -> None:
     good = article_path(FOLDER, "LEGIARTI000045597403")[:-4]
     missing_slash = text_folder("code_non_vigueur", "LEGITEXT000006070667").replace("code_non_vigueur/LEGI", "code_non_vigueurLEGI")
     lines = [good, "", "garbage without ids", "legi/global/code_et_TNC_en_vigueur/code_en_vigueur/LEGI/TEXT/00/00",
@@ -187,7 +193,7 @@ def test_deletion_lines_malformed_are_reported_and_skipped(tmp_path: Path) -> No
         ("20250714-213000/liste_suppression_legi_dossier.dat",
          f"{missing_slash} D\r\n{text_folder('TNC_en_vigueur', 'JORFTEXT000045592863')}/ D\n".encode()),
     ])
-    reader = ArchiveReader(path)
+    reader = ArchiveReader(path, backend=backend)
     items = list(reader)
     deletions = [i for i in items if isinstance(i, Deletion)]
     assert [(d.kind, d.id, d.code_id, d.partition, d.line) for d in deletions] == [
@@ -203,8 +209,8 @@ def test_deletion_lines_malformed_are_reported_and_skipped(tmp_path: Path) -> No
     assert reader.stats.deletions == 5
 
 
-@pytest.mark.parametrize("cut", ["half", "last_bytes", "garbage", "not_gzip", "empty"])
-def test_truncated_or_corrupt_archive_raises(demo_archives: list[Path], tmp_path: Path, cut: str) -> None:
+@pytest.mark.parametrize("cut", ["half", "last_bytes", "garbage", "not_gzip", "empty", "empty_tar", "gzip_of_text"])
+def test_truncated_or_corrupt_archive_raises(demo_archives: list[Path], tmp_path: Path, cut: str, backend: str) -> None:
     data = demo_archives[1].read_bytes()
     broken = {
         "half": data[: len(data) // 2],
@@ -212,11 +218,13 @@ def test_truncated_or_corrupt_archive_raises(demo_archives: list[Path], tmp_path
         "garbage": data[:200] + bytes(b ^ 0x5A for b in data[200:400]) + data[400:],
         "not_gzip": b"PK\x03\x04 a zip file",
         "empty": b"",
+        "empty_tar": gzip.compress(b"\0" * 10240),  # a tar with no file at all
+        "gzip_of_text": gzip.compress(b"not a tar archive\n" * 100),
     }[cut]
     path = tmp_path / demo_archives[1].name
     path.write_bytes(broken)
     with pytest.raises(DumpArchiveError, match="nothing of it may be applied"):
-        list(ArchiveReader(path))
+        list(ArchiveReader(path, backend=backend))
 
 
 def test_missing_archive_raises(tmp_path: Path) -> None:
@@ -224,13 +232,13 @@ def test_missing_archive_raises(tmp_path: Path) -> None:
         list(ArchiveReader(tmp_path / "LEGI_20250714-213000.tar.gz"))
 
 
-def test_a_tar_not_gzipped_is_refused(tmp_path: Path) -> None:
+def test_a_tar_not_gzipped_is_refused(tmp_path: Path, backend: str) -> None:
     path = tmp_path / "LEGI_20250714-213000.tar.gz"
     with tarfile.open(path, "w") as tar:
         info = tarfile.TarInfo("x")
         tar.addfile(info, io.BytesIO(b""))
     with pytest.raises(DumpArchiveError):
-        list(ArchiveReader(path))
+        list(ArchiveReader(path, backend=backend))
 
 
 def test_member_paths() -> None:
@@ -249,3 +257,13 @@ def test_member_paths() -> None:
             member_path(bad)
     with pytest.raises(ValueError):
         parse_deletion("legi/global/LEGIARTI000006398122", "liste_suppression_legi.dat", 1)
+
+
+def test_both_tar_walks_give_the_same_items(demo_archives: list[Path]) -> None:
+    require(len(TAR_BACKENDS) == 2, "libarchive (libarchive-c + libarchive.so.13) is not available")
+    for path in demo_archives:
+        walks = [[(type(i).__name__, getattr(i, "member", None) or getattr(i, "path", None)) for i in
+                  ArchiveReader(path, min_chars=0, backend=b)] for b in TAR_BACKENDS]
+        assert walks[0] == walks[1] and walks[0]
+    with pytest.raises(ValueError, match="not available"):
+        ArchiveReader(demo_archives[0], backend="7z")
