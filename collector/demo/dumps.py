@@ -50,6 +50,7 @@ from collector.demo.corpus import (
     day_of,
 )
 from collector.dumps.names import ArchiveName, parse_archive_name
+from collector.dumps.reader import PARTITION_FOLDERS
 
 GLOBAL_STAMP = "20250713-140000"
 DELTA_STAMPS = ("20250715-213000", "20250716-213000", "20250717-213000")
@@ -66,8 +67,7 @@ _EXTRA_SECTION = "LEGISCTA000099996000"
 _NAMED_ENTITY = re.compile(r"&(#?[0-9A-Za-z]+);")
 _XML_ENTITIES = frozenset({"lt", "gt", "amp"})
 _CODE_INDEX = {spec.id: i for i, spec in enumerate(CODES)}
-_GROUP = {"code_en_vigueur": "code_et_TNC_en_vigueur", "TNC_en_vigueur": "code_et_TNC_en_vigueur",
-          "code_non_vigueur": "code_et_TNC_non_vigueur", "TNC_non_vigueur": "code_et_TNC_non_vigueur"}
+
 
 
 # ---- paths ---------------------------------------------------------------------------------------
@@ -78,7 +78,7 @@ def _pairs(ident: str) -> str:
 
 def text_folder(partition: str, cid: str) -> str:
     """legi/global/<group>/<partition>/<LEGI|JORF>/TEXT/xx/xx/xx/xx/xx/<cid>."""
-    return f"legi/global/{_GROUP[partition]}/{partition}/{cid[:4]}/TEXT/{_pairs(cid)}/{cid}"
+    return f"legi/global/{PARTITION_FOLDERS[partition]}/{partition}/{cid[:4]}/TEXT/{_pairs(cid)}/{cid}"
 
 
 def article_path(folder: str, article_id: str) -> str:

@@ -47,7 +47,7 @@ except (ImportError, OSError):  # the package, or the system library it loads, i
 TAR_BACKENDS = ("libarchive", "tarfile") if libarchive is not None else ("tarfile",)
 
 PARTITIONS = ("code_en_vigueur", "code_non_vigueur", "TNC_en_vigueur", "TNC_non_vigueur")
-_GROUP = {  # partition -> its parent folder
+PARTITION_FOLDERS = {  # partition -> its parent folder
     "code_en_vigueur": "code_et_TNC_en_vigueur",
     "TNC_en_vigueur": "code_et_TNC_en_vigueur",
     "code_non_vigueur": "code_et_TNC_non_vigueur",
@@ -200,7 +200,7 @@ def member_path(name: str) -> MemberPath:
     if len(parts) < 15 or parts[0] != "legi" or parts[1] != "global" or not parts[-1].endswith(".xml"):
         raise ValueError("unknown layout")
     partition = parts[3]
-    if _GROUP.get(partition) != parts[2]:
+    if PARTITION_FOLDERS.get(partition) != parts[2]:
         raise ValueError(f"unknown layout: partition {parts[2][:40]}/{partition[:40]}")
     code_id = parts[11]
     if not _TEXT_CID.fullmatch(code_id):
