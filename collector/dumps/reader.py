@@ -89,17 +89,21 @@ class ArticleVersion:
     root: etree._Element
     min_chars: int
     now: datetime
+    _row: Article | Rejected | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def fields(self) -> ArticleXml:
         """Everything the file says (xml.read_article)."""
-        return read_article(self.root, self.id)
+        return read_article(self.root, self.id, head=(self.id, self.cid, self.etat))
 
     @property
     def row(self) -> Article | Rejected:
         """What the API path stores for this version (an Article), or the quality filter's
-        Rejected (xml.article_row)."""
-        return article_row(self.fields, code_id=self.code_id, min_chars=self.min_chars, now=self.now)
+        Rejected (xml.article_row). Built on first use, then kept."""
+        if self._row is None:
+            row = article_row(self.fields, code_id=self.code_id, min_chars=self.min_chars, now=self.now)
+            object.__setattr__(self, "_row", row)  # a cache: the item stays immutable to its users
+        return self._row  # type: ignore[return-value]
 
     @property
     def is_code(self) -> bool:

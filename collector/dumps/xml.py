@@ -168,9 +168,11 @@ def article_head(root: etree._Element, article_id: str | None = None) -> tuple[s
     return own_id, cid, etat
 
 
-def read_article(root: etree._Element, article_id: str | None = None) -> ArticleXml:
-    """The fields of a parsed ARTICLE (see article_head for id, cid and etat)."""
-    own_id, cid, etat = article_head(root, article_id)
+def read_article(root: etree._Element, article_id: str | None = None,
+                 head: tuple[str, str, str] | None = None) -> ArticleXml:
+    """The fields of a parsed ARTICLE (see article_head for id, cid and etat; `head` is its
+    result when the caller has it already)."""
+    own_id, cid, etat = head or article_head(root, article_id)
     top = _children(root)
     meta = _children(_children(_children(top.get("META")).get("META_SPEC")).get("META_ARTICLE"))
     texte = _children(top.get("CONTEXTE")).get("TEXTE")

@@ -110,6 +110,8 @@ def test_reader_counts_and_progress(demo_archives: list[Path], backend: str) -> 
     assert stats.kinds["article"] == sum(isinstance(i, ArticleVersion) for i in items)
     assert stats.kinds["section_ta"] > 50 and stats.kinds["texte/struct"] == stats.kinds["texte/version"] == 7
     assert set(stats.touched.values()) == {"code_en_vigueur", "code_non_vigueur"}
+    first = next(i for i in items if isinstance(i, ArticleVersion))
+    assert first.row is first.row  # built once, then kept
     rejected = [i for i in items if isinstance(i, ArticleVersion) and not isinstance(i.row, Article)]
     assert rejected and all(i.row.reason in ("too_short", "empty") for i in rejected)  # type: ignore[union-attr]
 
