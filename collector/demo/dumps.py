@@ -50,6 +50,7 @@ from collector.demo.corpus import (
     day_of,
 )
 from collector.dumps.names import ArchiveName, parse_archive_name
+from collector.dumps.reader import PARTITION_FOLDERS
 
 GLOBAL_STAMP = "20250713-140000"
 DELTA_STAMPS = ("20250715-213000", "20250716-213000", "20250717-213000")
@@ -65,8 +66,8 @@ _DUMP_ID_BASE = 99_990_000
 _EXTRA_SECTION = "LEGISCTA000099996000"
 _NAMED_ENTITY = re.compile(r"&(#?[0-9A-Za-z]+);")
 _XML_ENTITIES = frozenset({"lt", "gt", "amp"})
-_GROUP = {"code_en_vigueur": "code_et_TNC_en_vigueur", "TNC_en_vigueur": "code_et_TNC_en_vigueur",
-          "code_non_vigueur": "code_et_TNC_non_vigueur", "TNC_non_vigueur": "code_et_TNC_non_vigueur"}
+_CODE_INDEX = {spec.id: i for i, spec in enumerate(CODES)}
+
 
 
 # ---- paths ---------------------------------------------------------------------------------------
@@ -77,7 +78,7 @@ def _pairs(ident: str) -> str:
 
 def text_folder(partition: str, cid: str) -> str:
     """legi/global/<group>/<partition>/<LEGI|JORF>/TEXT/xx/xx/xx/xx/xx/<cid>."""
-    return f"legi/global/{_GROUP[partition]}/{partition}/{cid[:4]}/TEXT/{_pairs(cid)}/{cid}"
+    return f"legi/global/{PARTITION_FOLDERS[partition]}/{partition}/{cid[:4]}/TEXT/{_pairs(cid)}/{cid}"
 
 
 def article_path(folder: str, article_id: str) -> str:
@@ -270,7 +271,7 @@ class DemoDumps:
         return f"LEGIARTI{number:012d}"
 
     def _live_slot(self, rng: random.Random, taken: set[tuple[int, int]]) -> tuple[int, int]:
-        codes = [self.corpus._index[c] for c in DEMO_MASSIVE_CODES]
+        codes = [_CODE_INDEX[c] for c in DEMO_MASSIVE_CODES]
         while True:
             code = rng.choice(codes)
             index = rng.randrange(self.corpus.slot_count(CODES[code].id))
@@ -294,7 +295,7 @@ class DemoDumps:
             key = self._live_slot(rng, changed)
             change(key).events.append((1, "correct", "", 0))
         for j in range(n):
-            code = self.corpus._index[DEMO_MASSIVE_CODES[j % len(DEMO_MASSIVE_CODES)]]
+            code = _CODE_INDEX[DEMO_MASSIVE_CODES[j % len(DEMO_MASSIVE_CODES)]]
             index = rng.randrange(self.corpus.slot_count(CODES[code].id))
             num = f"{self.corpus.place(self.corpus.slot(code, index)).num}-{j + 1}"
             self._added.append(_Added(1, self._new_id(), code, (code, index), num))
@@ -334,7 +335,7 @@ class DemoDumps:
         """In-force code articles after archive k (0 = the global): {article id: code id}."""
         out: dict[str, str] = {}
         deleted = self._deleted_upto(k)
-        for code in (self.corpus._index[c] for c in DEMO_MASSIVE_CODES):
+        for code in (_CODE_INDEX[c] for c in DEMO_MASSIVE_CODES):
             code_id = CODES[code].id
             for index in range(self.corpus.slot_count(code_id)):
                 slot = self.corpus.slot(code, index)
@@ -486,7 +487,8 @@ class DemoDumps:
                 lines.append(article_path(text_folder("code_en_vigueur", CODES[code].id), current.id)[:-4])
             yield "liste_suppression_legi.dat", ("\n".join(lines) + "\n").encode()
         if k == 3:
-            yield "liste_suppression_legi_dossier.dat", (text_folder("code_en_vigueur", EXTRA_CODE.id) + "\n").encode()
+            # each line of the dossier list ends with " D" (as legi.py 0.6 reads it)
+            yield "liste_suppression_legi_dossier.dat", (text_folder("code_en_vigueur", EXTRA_CODE.id) + " D\n").encode()
         touched: set[int] = set()
         for (code, index), change in sorted(self._changes.items()):
             if not any(a == k for a, *_ in change.events):
@@ -536,6 +538,7 @@ class DemoDumps:
                     info.mtime = int(mtime)
                     info.mode = 0o644
                     tar.addfile(info, io.BytesIO(data))
+                    tar.members.clear()  # tarfile keeps every TarInfo it wrote otherwise
 
     def write_all(self, folder: Path, compresslevel: int = 6) -> list[Path]:
         """Every archive into `folder` (each through a .part, renamed when whole)."""

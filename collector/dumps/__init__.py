@@ -12,7 +12,7 @@ names.py (pure)
         max(last_stamp, that global); PlanError when last_stamp is None and there is no global
 
 fetch.py
-    DumpFetcher(cache_dir, *, transport=None, attempts=5, retry_wait=1.0, …)  (context manager)
+    DumpFetcher(cache_dir, *, transport=None, timeout=60.0, attempts=5, retry_wait=1.0)  (context manager)
         .list(source) / .list_all(sources) -> list[SourceArchive(name, location)]
             source: a .tar.gz path, a folder, an HTTP(S) folder index URL or an archive URL
         .fetch(archive, on_bytes=None) -> Path   local file as is; a URL downloaded into
@@ -23,9 +23,11 @@ fetch.py
 reader.py
     ArchiveReader(path, *, min_chars=100, now=None, codes=None, on_progress=None)
         iterate it once: items in archive order, then the deletions of both lists:
-        ArticleVersion(id, cid, code_id, etat, partition, in_force, row, member)
-            row: the Article the API path stores for that version, or the quality filter's
-            Rejected (same rule). in_force: an `*_en_vigueur` partition and ETAT VIGUEUR*.
+        ArticleVersion(id, cid, code_id, etat, partition, in_force, member, root, …)
+            .row: the Article the API path stores for that version, or the quality filter's
+            Rejected (same rule); .fields: all the file says. Both read from the parsed file
+            it holds when asked (versions only retired cost no cleaning): drop items once used.
+            in_force: an `*_en_vigueur` partition and ETAT VIGUEUR*.
             Several versions of one cid can be in force (VIGUEUR + VIGUEUR_DIFF): the API path
             keeps the highest id per cid. is_code: partition code_* (TNC texts are never codes).
         TextVersion(code_id, id, title, etat, date_debut, date_fin, partition, member)
@@ -38,7 +40,8 @@ reader.py
             bad XML, unknown layout, a malformed deletion line ("list:line"): skipped, the
             rest goes on; also in reader.stats.bad.
         .stats: ReadStats(bytes_read, total_bytes, members, kinds, skipped, articles_by_code,
-            touched {text cid: partition, any file kind}, deletions, bad): live while reading;
+            touched {text cid: partition, any file kind}, deletions, bad_count, bad (the
+            first 1000)): live while reading;
             on_progress(stats) about every MiB and at the end.
         codes: text cids to read (None = all); files of other texts are skipped unparsed.
         Raises DumpArchiveError for a truncated/corrupt gzip or tar (even after items were

@@ -108,13 +108,11 @@ class DumpFetcher:
         timeout: float = 60.0,
         attempts: int = 5,
         retry_wait: float = 1.0,
-        chunk_size: int = 1 << 16,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.cache_dir = Path(cache_dir)
         self.attempts = max(1, attempts)
         self.retry_wait = retry_wait
-        self.chunk_size = chunk_size
         self._sleep = sleep
         self._client = httpx.Client(transport=transport, timeout=timeout, follow_redirects=True,
                                     headers={"User-Agent": "legifrance-collector (DILA LEGI dumps)"})
@@ -214,7 +212,7 @@ class DumpFetcher:
             else:
                 raise DownloadError(f"{url}: HTTP {status}")
             with part.open(mode) as out:
-                for chunk in response.iter_bytes(self.chunk_size):
+                for chunk in response.iter_bytes():  # as received: a cut loses no buffered bytes
                     out.write(chunk)
                     have += len(chunk)
                     if on_bytes is not None:

@@ -1,9 +1,12 @@
 """One streaming pass over a DILA LEGI archive -> typed items (see the package docstring).
 
-The archive is read once, front to back (gzip -> tarfile "r|"), each member parsed whole with
-lxml and dropped: memory does not grow with the archive. gzip.GzipFile under tarfile's stream
-mode (rather than "r|gz") because it checks the CRC and length of the gzip trailer, which the
-tar end marker can precede: a damaged end is an error too, not a silent success.
+The archive is read once, front to back, each member parsed whole with lxml and dropped:
+memory does not grow with the archive. gzip.GzipFile decompresses (rather than a "r|gz" mode)
+because it checks the CRC and length of the gzip trailer, which the tar end marker precedes: a
+damaged end is an error too, not a silent success. The tar walk over it is libarchive's (through
+libarchive-c, as legi.py reads these archives: headers parsed in C, ~20 us per member where
+stdlib tarfile's "r|" stream mode takes ~70-90), or tarfile's when libarchive cannot be loaded
+(the package or the system's libarchive.so.13 missing); both give the same items.
 """
 
 from __future__ import annotations
@@ -19,11 +22,32 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import BinaryIO, Union
 
-from collector.dumps.xml import DumpXmlError, parse_xml, read_article, read_text_version, article_row
+from lxml import etree
+
+from collector.dumps.xml import (
+    ArticleXml,
+    DumpXmlError,
+    article_head,
+    article_row,
+    parse_xml,
+    read_article,
+    read_text_version,
+)
 from collector.models import Article, Rejected
 
+try:
+    import libarchive
+    from libarchive.exception import ArchiveError
+except (ImportError, OSError):  # the package, or the system library it loads, is missing
+    libarchive = None
+
+    class ArchiveError(Exception):  # type: ignore[no-redef]  # never raised without libarchive
+        pass
+
+TAR_BACKENDS = ("libarchive", "tarfile") if libarchive is not None else ("tarfile",)
+
 PARTITIONS = ("code_en_vigueur", "code_non_vigueur", "TNC_en_vigueur", "TNC_non_vigueur")
-_GROUP = {  # partition -> its parent folder
+PARTITION_FOLDERS = {  # partition -> its parent folder
     "code_en_vigueur": "code_et_TNC_en_vigueur",
     "TNC_en_vigueur": "code_et_TNC_en_vigueur",
     "code_non_vigueur": "code_et_TNC_non_vigueur",
@@ -37,7 +61,9 @@ _SECTION_ID = re.compile(r"LEGISCTA[0-9]{12}")
 _VERSION_ID = re.compile(r"LEGITEXT[0-9]{12}")
 _PARTITION_IN_LINE = re.compile(r"(?:^|/)((?:code|TNC)_(?:en|non)_vigueur)(?![_a-z])")
 _ID_AT_END = re.compile(r"((?:LEGI|JORF)(?:ARTI|SCTA|TEXT)[0-9]{12})(?:\.xml)?$")
+_FLAG_AT_END = re.compile(r"\s+[A-Z]$")  # the dossier list ends each line with " D" (legi.py 0.6)
 _PROGRESS_STEP = 1 << 20  # bytes of archive between two progress callbacks
+MAX_BAD_NAMED = 1000  # ReadStats.bad keeps this many; bad_count counts them all
 
 
 class DumpArchiveError(Exception):
@@ -48,9 +74,10 @@ class DumpArchiveError(Exception):
 # ---- items ---------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class ArticleVersion:
-    """An ARTICLE file: one version of one article. `row` is what the API path stores for that
-    version (an Article) or the quality filter's Rejected. `in_force`: a code/TNC partition
-    "en_vigueur" and an ETAT starting with VIGUEUR (VIGUEUR, VIGUEUR_DIFF), as the API's TOC."""
+    """An ARTICLE file: one version of one article. `in_force`: a code/TNC partition
+    "en_vigueur" and an ETAT starting with VIGUEUR (VIGUEUR, VIGUEUR_DIFF), as the API's TOC.
+    It holds its parsed file (`root`) until dropped: `fields` and `row` are read from it when
+    asked, so the many versions a loader only retires cost no HTML serialising or cleaning."""
 
     id: str
     cid: str
@@ -58,8 +85,25 @@ class ArticleVersion:
     etat: str
     partition: str
     in_force: bool
-    row: Article | Rejected
     member: str  # the path inside the archive, a delta's root stripped
+    root: etree._Element
+    min_chars: int
+    now: datetime
+    _row: Article | Rejected | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def fields(self) -> ArticleXml:
+        """Everything the file says (xml.read_article)."""
+        return read_article(self.root, self.id, head=(self.id, self.cid, self.etat))
+
+    @property
+    def row(self) -> Article | Rejected:
+        """What the API path stores for this version (an Article), or the quality filter's
+        Rejected (xml.article_row). Built on first use, then kept."""
+        if self._row is None:
+            row = article_row(self.fields, code_id=self.code_id, min_chars=self.min_chars, now=self.now)
+            object.__setattr__(self, "_row", row)  # a cache: the item stays immutable to its users
+        return self._row  # type: ignore[return-value]
 
     @property
     def is_code(self) -> bool:
@@ -125,7 +169,13 @@ class ReadStats:
     articles_by_code: Counter[str] = field(default_factory=Counter)  # article files per text cid
     touched: dict[str, str] = field(default_factory=dict)  # text cid -> partition, any file kind
     deletions: int = 0
-    bad: list[BadMember] = field(default_factory=list)
+    bad_count: int = 0
+    bad: list[BadMember] = field(default_factory=list)  # the first MAX_BAD_NAMED of them
+
+    def add_bad(self, bad: BadMember) -> None:
+        self.bad_count += 1
+        if len(self.bad) < MAX_BAD_NAMED:
+            self.bad.append(bad)
 
 
 # ---- paths ---------------------------------------------------------------------------------------
@@ -154,7 +204,7 @@ def member_path(name: str) -> MemberPath:
     if len(parts) < 15 or parts[0] != "legi" or parts[1] != "global" or not parts[-1].endswith(".xml"):
         raise ValueError("unknown layout")
     partition = parts[3]
-    if _GROUP.get(partition) != parts[2]:
+    if PARTITION_FOLDERS.get(partition) != parts[2]:
         raise ValueError(f"unknown layout: partition {parts[2][:40]}/{partition[:40]}")
     code_id = parts[11]
     if not _TEXT_CID.fullmatch(code_id):
@@ -174,8 +224,9 @@ def member_path(name: str) -> MemberPath:
 
 def parse_deletion(line: str, source: str, number: int) -> Deletion:
     """One deletion-list line -> Deletion, read by its tokens rather than by position (real
-    lists had a line with a missing "/"); ValueError when it names no partition, text or id."""
-    path = strip_root(line.strip())
+    lists had a line with a missing "/"); the dossier list's " D" after the path is dropped.
+    ValueError when it names no partition, text or id."""
+    path = strip_root(_FLAG_AT_END.sub("", line.strip()).rstrip("/"))
     partition = _PARTITION_IN_LINE.search(path)
     text = _TEXT_CID.search(path)
     last = _ID_AT_END.search(path)
@@ -186,7 +237,7 @@ def parse_deletion(line: str, source: str, number: int) -> Deletion:
         kind = "article"
     elif item_id.startswith(("LEGISCTA", "JORFSCTA")):
         kind = "section_ta"
-    elif "/texte/" in path or path.endswith(("/struct", "/version")) or last.start() > text.end():
+    elif last.start() > text.end():  # a TEXT id below the text's folder: texte/struct|version
         kind = "texte"
     else:
         kind = "text"  # the text's own folder
@@ -213,6 +264,50 @@ class _Counting:
         return True
 
 
+def _tarfile_files(stream: BinaryIO) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of each regular file of a tar stream, in order (stdlib tarfile "r|")."""
+    with tarfile.open(fileobj=stream, mode="r|") as tar:
+        while (info := tar.next()) is not None:
+            tar.members.clear()  # tarfile keeps every TarInfo otherwise: memory would grow
+            if info.isfile():
+                handle = tar.extractfile(info)
+                yield info.name, handle.read() if handle is not None else b""
+
+
+class _Feed:
+    """A stream as libarchive reads it: never seekable (it reads on, as in "r|"), and an error
+    of the stream (a cut or corrupt gzip) kept to be raised: libarchive-c's ctypes callback
+    would print it and lose it. -1 tells libarchive the read failed."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self.error: Exception | None = None
+
+    def seekable(self) -> bool:
+        return False
+
+    def readinto(self, buffer: bytearray) -> int:
+        try:
+            return self.stream.readinto(buffer)  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - re-raised by _libarchive_files
+            self.error = exc
+            return -1
+
+
+def _libarchive_files(stream: BinaryIO) -> Iterator[tuple[str, bytes]]:
+    """The same through libarchive (format tar only: the gzip layer is GzipFile's)."""
+    feed = _Feed(stream)
+    try:
+        with libarchive.stream_reader(feed, "tar", "none", block_size=1 << 16) as archive:
+            for entry in archive:
+                if entry.isfile:
+                    yield entry.pathname, b"".join(entry.get_blocks())
+    except ArchiveError:
+        if feed.error is not None:
+            raise feed.error from None
+        raise
+
+
 class ArchiveReader:
     """Reads one archive in one pass: `for item in reader:`.
 
@@ -234,7 +329,11 @@ class ArchiveReader:
         now: datetime | None = None,
         codes: Collection[str] | None = None,
         on_progress: Callable[[ReadStats], None] | None = None,
+        backend: str | None = None,
     ) -> None:
+        if backend is not None and backend not in TAR_BACKENDS:
+            raise ValueError(f"tar backend {backend!r} not available here (have: {', '.join(TAR_BACKENDS)})")
+        self.backend = backend or TAR_BACKENDS[0]
         self.path = Path(source)
         self.min_chars = min_chars
         self.now = now or datetime.now(timezone.utc)
@@ -252,7 +351,7 @@ class ArchiveReader:
             self.stats.total_bytes = self.path.stat().st_size
             try:
                 yield from self._read(raw)
-            except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
+            except (tarfile.TarError, ArchiveError, EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
                 raise DumpArchiveError(
                     f"{self.path.name}: corrupt or truncated archive after {self.stats.bytes_read} bytes "
                     f"({type(exc).__name__}: {str(exc)[:160]}); nothing of it may be applied"
@@ -267,25 +366,23 @@ class ArchiveReader:
 
     def _read(self, raw: BinaryIO) -> Iterator[DumpItem]:
         lists: list[tuple[str, bytes]] = []
+        walk = _libarchive_files if self.backend == "libarchive" else _tarfile_files
         with gzip.GzipFile(fileobj=_Counting(raw, self.stats, self._tick), mode="rb") as unzipped:  # type: ignore[arg-type]
-            with tarfile.open(fileobj=unzipped, mode="r|") as tar:
-                for info in tar:
-                    if not info.isfile():
-                        continue
-                    self.stats.members += 1
-                    name = strip_root(info.name)
-                    handle = tar.extractfile(info)
-                    data = handle.read() if handle is not None else b""
-                    if name in DELETION_LISTS:
-                        lists.append((name, data))
-                        continue
-                    item = self._member(name, data)
-                    if item is not None:
-                        if isinstance(item, BadMember):
-                            self.stats.bad.append(item)
-                        yield item
+            for member, data in walk(unzipped):
+                self.stats.members += 1
+                name = strip_root(member)
+                if name in DELETION_LISTS:
+                    lists.append((name, data))
+                    continue
+                item = self._member(name, data)
+                if item is not None:
+                    if isinstance(item, BadMember):
+                        self.stats.add_bad(item)
+                    yield item
             while unzipped.read(1 << 16):  # through the gzip trailer: its CRC and length are checked
                 pass
+        if not self.stats.members:
+            raise tarfile.ReadError("no file in the archive")
         for source, data in lists:
             yield from self._deletions(source, data)
 
@@ -313,18 +410,20 @@ class ArchiveReader:
             return BadMember(name, str(exc))
 
     def _article(self, where: MemberPath, name: str, data: bytes) -> ArticleVersion:
-        fields = read_article(parse_xml(data, "ARTICLE"), where.id)
+        root = parse_xml(data, "ARTICLE")
+        article_id, cid, etat = article_head(root, where.id)
         self.stats.articles_by_code[where.code_id] += 1
-        in_force = where.partition.endswith("_en_vigueur") and fields.etat.startswith("VIGUEUR")
         return ArticleVersion(
-            id=where.id,
-            cid=fields.cid,
+            id=article_id,
+            cid=cid,
             code_id=where.code_id,
-            etat=fields.etat,
+            etat=etat,
             partition=where.partition,
-            in_force=in_force,
-            row=article_row(fields, code_id=where.code_id, min_chars=self.min_chars, now=self.now),
+            in_force=where.partition.endswith("_en_vigueur") and etat.startswith("VIGUEUR"),
             member=name,
+            root=root,
+            min_chars=self.min_chars,
+            now=self.now,
         )
 
     def _deletions(self, source: str, data: bytes) -> Iterator[Deletion | BadMember]:
@@ -336,7 +435,7 @@ class ArchiveReader:
                 deletion = parse_deletion(line, source, number)
             except ValueError as exc:
                 bad = BadMember(f"{source}:{number}", f"malformed deletion line ({exc}): {line.strip()[:120]!r}")
-                self.stats.bad.append(bad)
+                self.stats.add_bad(bad)
                 yield bad
                 continue
             if self.codes is not None and deletion.code_id not in self.codes:

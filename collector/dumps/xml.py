@@ -19,7 +19,6 @@ raw in them, lxml writes `href="…&amp;…"`; only `html` differs then, never t
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from xml.sax.saxutils import escape
@@ -33,7 +32,6 @@ from collector.text import clean_text, passes_quality, rejection_reason
 PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True)
 _NO_END = "2999-01-01"
 _NEWLINE_BETWEEN_TAGS = re.compile(r">[ \t\r]*\n\s*<")
-_NEWLINE_EDGES = re.compile(r"^[ \t\r]*\n\s*|\s*\n[ \t\r]*$")
 _BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
 
 
@@ -73,65 +71,113 @@ def _text(el: etree._Element | None) -> str:
     return "" if el is None else " ".join((el.text or "").split())
 
 
+def _children(el: etree._Element | None) -> dict[str, etree._Element]:
+    """An element's children by tag (the last of a tag wins: DILA repeats none of those read
+    this way). One pass in C; lxml's `find` goes through its Python ElementPath each call."""
+    return {} if el is None else {child.tag: child for child in el}
+
+
+def _child(el: etree._Element | None, *tags: str) -> etree._Element | None:
+    """The element down a chain of child tags (None when one is missing)."""
+    for tag in tags:
+        el = _children(el).get(tag)
+    return el
+
+
 def _id_number(value: str) -> int:
     return int(value[8:]) if value[8:].isdigit() else 1 << 62
 
 
-def _current(elements: Iterable[etree._Element]) -> etree._Element | None:
-    """The title in force last: the latest `fin`, then the latest `debut`, then the last one."""
-    best, best_key = None, ("", "")
-    for el in elements:
-        key = (el.get("fin") or _NO_END, el.get("debut") or "")
-        if best is None or key >= best_key:
-            best, best_key = el, key
-    return best
+def _later(el: etree._Element, best: etree._Element | None) -> bool:
+    """True when title `el` is in force after `best`: latest `fin`, then `debut`, then the last."""
+    if best is None:
+        return True
+    return (el.get("fin") or _NO_END, el.get("debut") or "") >= (best.get("fin") or _NO_END, best.get("debut") or "")
+
+
+def _title_and_next(level: etree._Element, title_tag: str) -> tuple[str, etree._Element | None]:
+    """The current `title_tag` child's text and the nested TM of a CONTEXTE/TEXTE or TM level."""
+    best = nested = None
+    for child in level:
+        tag = child.tag
+        if tag == title_tag:
+            if _later(child, best):
+                best = child
+        elif tag == "TM":
+            nested = child
+    return _text(best), nested
 
 
 def inner_html(contenu: etree._Element | None) -> str:
     """The markup inside a CONTENU element, as HTML (lxml's html serialiser)."""
-    if contenu is None:
+    if contenu is None or (not len(contenu) and not contenu.text):
         return ""
-    parts = [escape(contenu.text or "")]
-    parts.extend(etree.tostring(child, method="html", encoding="unicode", with_tail=True) for child in contenu)
-    return "".join(parts)
+    if not len(contenu):
+        return escape(contenu.text or "")
+    whole = etree.tostring(contenu, method="html", encoding="unicode", with_tail=False)
+    return whole[whole.index(">") + 1 : whole.rindex("</")]
 
 
 def api_html(markup: str) -> str:
-    """A CONTENU's HTML written the way the API serves it: line breaks between tags dropped,
-    `<br/>` as `<p></p>` (see the module docstring)."""
-    markup = _NEWLINE_EDGES.sub("", markup)
-    markup = _NEWLINE_BETWEEN_TAGS.sub("><", markup)
-    return _BR.sub("<p></p>", markup)
+    """A CONTENU's HTML written the way the API serves it: the file's line breaks at its edges
+    and between tags dropped, `<br/>` as `<p></p>` (see the module docstring)."""
+    if "\n" in markup:
+        head = markup.lstrip(" \t\r")
+        if head.startswith("\n"):
+            markup = head.lstrip()
+        tail = markup.rstrip(" \t\r")
+        if tail.endswith("\n"):
+            markup = tail.rstrip()
+        if "\n" in markup:
+            markup = _NEWLINE_BETWEEN_TAGS.sub("><", markup)
+    if "<br" in markup or "<BR" in markup:
+        markup = _BR.sub("<p></p>", markup)
+    return markup
 
 
 def section_path(texte: etree._Element | None) -> str:
     """The CONTEXTE/TEXTE TM chain: at each level the current TITRE_TM, titles whitespace
     collapsed, joined by PATH_SEPARATOR (as the API path joins the TOC's section titles)."""
     titles: list[str] = []
-    level = texte.find("TM") if texte is not None else None
+    level = _children(texte).get("TM")
     while level is not None:
-        title = _text(_current(level.iterfind("TITRE_TM")))
+        title, level = _title_and_next(level, "TITRE_TM")
         if title:
             titles.append(title)
-        level = level.find("TM")
     return PATH_SEPARATOR.join(titles)
 
 
-def read_article(root: etree._Element, article_id: str | None = None) -> ArticleXml:
-    """The fields of a parsed ARTICLE. `article_id` (from the member's path) wins over META/ID."""
-    meta = root.find("META/META_SPEC/META_ARTICLE")
-    own_id = article_id or _text(root.find("META/META_COMMUN/ID"))
+def article_head(root: etree._Element, article_id: str | None = None) -> tuple[str, str, str]:
+    """(id, cid, etat) of a parsed ARTICLE: what a loader needs of a version it only retires.
+    `article_id` (from the member's path) wins over META/ID; cid = the smallest LEGIARTI id of
+    VERSIONS (the first version's); etat from META_ARTICLE, else its own VERSIONS entry."""
+    top = _children(root)
+    head = _children(top.get("META"))
+    own_id = article_id or _text(_children(head.get("META_COMMUN")).get("ID"))
     if not own_id:
         raise DumpXmlError("ARTICLE without an id")
-    versions = [lien for lien in root.iterfind("VERSIONS/VERSION/LIEN_ART")]
+    listed = top.get("VERSIONS")
+    versions = [] if listed is None else [
+        lien for version in listed.iterchildren("VERSION") for lien in version.iterchildren("LIEN_ART")]
     ids = [v.get("id") or "" for v in versions]
     cid = min((i for i in ids + [own_id] if i.startswith("LEGIARTI")), key=_id_number, default=own_id)
-    etat = _text(meta.find("ETAT")) if meta is not None else ""
+    meta = _children(_children(head.get("META_SPEC")).get("META_ARTICLE"))
+    etat = _text(meta.get("ETAT"))
     if not etat:
         etat = next((v.get("etat") or "" for v in versions if v.get("id") == own_id), "")
-    texte = root.find("CONTEXTE/TEXTE")
-    title = _text(_current(texte.iterfind("TITRE_TXT"))) if texte is not None else ""
-    num = _text(meta.find("NUM")) if meta is not None else ""
+    return own_id, cid, etat
+
+
+def read_article(root: etree._Element, article_id: str | None = None,
+                 head: tuple[str, str, str] | None = None) -> ArticleXml:
+    """The fields of a parsed ARTICLE (see article_head for id, cid and etat; `head` is its
+    result when the caller has it already)."""
+    own_id, cid, etat = head or article_head(root, article_id)
+    top = _children(root)
+    meta = _children(_children(_children(top.get("META")).get("META_SPEC")).get("META_ARTICLE"))
+    texte = _children(top.get("CONTEXTE")).get("TEXTE")
+    title, _ = _title_and_next(texte, "TITRE_TXT") if texte is not None else ("", None)
+    num = _text(meta.get("NUM"))
     return ArticleXml(
         id=own_id,
         cid=cid,
@@ -139,11 +185,11 @@ def read_article(root: etree._Element, article_id: str | None = None) -> Article
         code_title=title or None,
         num=num or None,
         etat=etat,
-        date_debut=epoch_ms_to_date(_text(meta.find("DATE_DEBUT"))) if meta is not None else None,
-        date_fin=epoch_ms_to_date(_text(meta.find("DATE_FIN"))) if meta is not None else None,
+        date_debut=epoch_ms_to_date(_text(meta.get("DATE_DEBUT"))),
+        date_fin=epoch_ms_to_date(_text(meta.get("DATE_FIN"))),
         section_path=section_path(texte),
-        html=api_html(inner_html(root.find("BLOC_TEXTUEL/CONTENU"))),
-        nota_html=api_html(inner_html(root.find("NOTA/CONTENU"))),
+        html=api_html(inner_html(_children(top.get("BLOC_TEXTUEL")).get("CONTENU"))),
+        nota_html=api_html(inner_html(_children(top.get("NOTA")).get("CONTENU"))),
     )
 
 
@@ -207,11 +253,11 @@ class TextXml:
 
 
 def read_text_version(root: etree._Element) -> TextXml:
-    meta = root.find("META/META_SPEC/META_TEXTE_VERSION")
-    nature = _text(root.find("META/META_COMMUN/NATURE"))
+    meta = _child(root, "META", "META_SPEC", "META_TEXTE_VERSION")
+    nature = _text(_child(root, "META", "META_COMMUN", "NATURE"))
 
     def field(tag: str) -> str:
-        return _text(meta.find(tag)) if meta is not None else ""
+        return _text(_child(meta, tag))
 
     return TextXml(
         title=field("TITRE") or field("TITREFULL") or None,
