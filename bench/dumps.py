@@ -16,8 +16,6 @@ legi.py needs Debian's libhunspell-dev, then `pip install legi` (not a test depe
 in requirements-dev.txt), best in its own venv so nothing else's installs touch it:
 `python -m venv /tmp/legi-venv && /tmp/legi-venv/bin/pip install legi`, then
 `--legi-python /tmp/legi-venv/bin/python`; it runs `python -m legi.tar2sqlite DB DIR --raw --skip-links`.
-legi.py 0.6 splits liste_suppression_legi_dossier.dat on " D\\n", which the demo's third
-delta does not write: K is 2 by default (the global and two deltas), see docs/PERFORMANCE.md.
 Prints one table and writes bench/out/dumps.json.
 """
 
@@ -128,7 +126,7 @@ def in_force_legi(db: Path) -> set[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--articles", type=int, default=65_000, help="in-force articles of the demo corpus")
-    parser.add_argument("--deltas", type=int, default=2, help="deltas applied after the global")
+    parser.add_argument("--deltas", type=int, default=3, help="deltas applied after the global")
     parser.add_argument("--work", type=Path, default=Path("/tmp/legifrance-bench-dumps"))
     parser.add_argument("--legi-python", default=sys.executable, help="the Python that has legi installed")
     args = parser.parse_args()

@@ -1,6 +1,6 @@
 """kill -9 during `load-dump` (a real subprocess, killed at random points several times), then a
 rerun: the store ends identical to an uninterrupted load, no change-log event twice, the stamp
-right. The demo global of 5,000 articles takes a few seconds to load, so kills land mid-archive."""
+right. The demo global of 8,000 articles takes seconds to load, so kills land mid-archive."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ EVENT_COLUMNS = "kind, code_id, cid, id, previous_id, num, etat, content_sha256,
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("archives")
-    DemoDumps(5000, seed=7).write_all(path, compresslevel=1)
+    DemoDumps(8000, seed=7).write_all(path, compresslevel=1)
     return path
 
 
@@ -65,7 +65,7 @@ def test_kill_9_mid_load_then_rerun_equals_an_uninterrupted_load(folder: Path, t
         deadline = time.monotonic() + 60
         while proc.poll() is None and time.monotonic() < deadline and not in_progress(victim_db):
             time.sleep(0.05)
-        delay = rng.uniform(0.0, 1.5)  # somewhere in the archive, past its first batch
+        delay = rng.uniform(0.0, 0.6)  # somewhere in the archive, past its first batch
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
