@@ -187,10 +187,11 @@ class _ArchivePass:
         self.committed = state.members if state.archive == archive.name else 0
         self.report = ArchiveReport(archive=archive.name, stamp=archive.stamp, kind=archive.kind)
         self.total_bytes = path.stat().st_size
-        self.articles: list[Article] = []
-        self.rejected: list[Rejected] = []
+        self.pending: dict[str, Article | Rejected] = {}  # cid -> row of the next batch
         self.retire: dict[str, str] = {}  # id -> new etat, versions of the archive not in force
-        self.in_force: dict[str, dict[str, str]] = {}  # code -> {id: cid} in force in the archive
+        # code -> {cid: id}: the version of each cid the archive holds in force; of several
+        # (VIGUEUR and VIGUEUR_DIFF), the highest id, as the API path keeps.
+        self.in_force: dict[str, dict[str, str]] = {}
         self.codes_with_articles: set[str] = set()
         self.deleted_ids: set[str] = set()
         self.deleted_codes: set[str] = set()
@@ -213,10 +214,11 @@ class _ArchivePass:
         self.report.unchanged += len(batch.articles) - written
 
     def flush(self) -> None:
-        if self.articles or self.rejected:
-            self.commit(self.batch(articles=tuple(self.articles), rejected=tuple(self.rejected)))
-            self.articles.clear()
-            self.rejected.clear()
+        if self.pending:
+            rows = self.pending.values()
+            self.commit(self.batch(articles=tuple(r for r in rows if isinstance(r, Article)),
+                                   rejected=tuple(r for r in rows if isinstance(r, Rejected))))
+            self.pending.clear()
 
     # ---- the streaming pass ------------------------------------------------------------------
     def run(self) -> ArchiveReport:
@@ -235,7 +237,7 @@ class _ArchivePass:
                     self.report.bad_files.append(f"{item.member}: {item.reason}"[:300])
                     log.warning("bad file in archive", archive=self.archive.name, member=item.member,
                                 error=item.reason)
-                if len(self.articles) + len(self.rejected) >= self.opt.batch_size:
+                if len(self.pending) >= self.opt.batch_size:
                     self.flush()
                 if self.should_stop():  # what was read is committed first: the rerun skips it
                     self.flush()
@@ -253,18 +255,21 @@ class _ArchivePass:
         if self.progress is not None:
             r = self.report
             self.progress(self.archive.name, self.stats.bytes_read, self.total_bytes,
-                          r.stored + r.updated + r.unchanged + r.rejected + len(self.articles) + len(self.rejected))
+                          r.stored + r.updated + r.unchanged + r.rejected + len(self.pending))
 
     def version(self, item: ArticleVersion) -> None:
         if not self.scope.covers(item.partition, item.code_id):
             return
         self.codes_with_articles.add(item.code_id)
         if item.in_force and item.partition == IN_FORCE_PARTITION:
-            self.in_force.setdefault(item.code_id, {})[item.id] = item.cid
+            kept = self.in_force.setdefault(item.code_id, {})
+            if kept.get(item.cid, "") >= item.id:
+                return  # a lower version of a cid whose higher one is in force too
+            kept[item.cid] = item.id
             self.retire.pop(item.id, None)
             if self.members > self.committed:  # else a killed run of this archive committed it
-                (self.articles if isinstance(item.row, Article) else self.rejected).append(item.row)
-        elif not self.archive.is_global and item.id not in self.in_force.get(item.code_id, ()):
+                self.pending[item.cid] = item.row  # replaces a lower version not written yet
+        elif not self.archive.is_global and self.in_force.get(item.code_id, {}).get(item.cid) != item.id:
             # A global's old versions are many; its reconcile retires what they would.
             self.retire[item.id] = item.etat
 
@@ -292,7 +297,7 @@ class _ArchivePass:
             absent = sorted(self.scope.ids - set(self.stats.touched))
             if absent:
                 self.warnings.append(f"{self.archive.name} holds no file of {', '.join(absent[:10])}")
-        in_force_ids = {i for ids in self.in_force.values() for i in ids}
+        in_force_ids = {i for kept in self.in_force.values() for i in kept.values()}
         retire = dict(self.retire)
         # Deletions come after every file of the archive; an id the archive also holds in force
         # (moved to another text or partition) stays.
@@ -302,12 +307,12 @@ class _ArchivePass:
         reconcile: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         if self.archive.is_global:
             for code_id, partition in touched.items():
-                ids = self.in_force.get(code_id, {})
-                if partition == IN_FORCE_PARTITION or not ids:
-                    reconcile[code_id] = (tuple(ids), tuple(set(ids.values())))
+                kept = self.in_force.get(code_id, {})
+                if partition == IN_FORCE_PARTITION or not kept:
+                    reconcile[code_id] = (tuple(kept.values()), tuple(kept))
         for code_id in sorted(self.deleted_codes):
-            ids = self.in_force.get(code_id, {})
-            reconcile.setdefault(code_id, (tuple(ids), tuple(set(ids.values()))))
+            kept = self.in_force.get(code_id, {})
+            reconcile.setdefault(code_id, (tuple(kept.values()), tuple(kept)))
         for code_id, (ids, _) in sorted(reconcile.items()):
             self.guard(code_id, len(ids), repealed=touched.get(code_id) == "code_non_vigueur")
         before_deleted = self.count_stored_in_force(deleted)

@@ -5,15 +5,17 @@ applies nothing; `--codes` scopes; a replay is idempotent; a stop resumes."""
 from __future__ import annotations
 
 import gzip
+import io
 import shutil
 import sqlite3
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from collector.demo.corpus import DEMO_MASSIVE_CODES
-from collector.demo.dumps import EXTRA_CODE, TNC_CID, DemoDumps
+from collector.demo.dumps import EXTRA_CODE, TNC_CID, DemoDumps, article_path
 from collector.dumps.apply import CodeScope, DumpOptions, load_dumps
 from collector.dumps.fetch import DumpFetcher
 from collector.dumps.reader import ArchiveReader, Deletion
@@ -206,3 +208,36 @@ def test_global_that_would_empty_a_code_is_refused(store: SqliteStore, archives:
     assert not summary["ok"] and "out of force" in summary["errors"][0]
     assert set(before) <= set(in_force(store))  # its rows may be in; nothing was retired
     assert store.get_dump_state().last_stamp == archives[0].name.split("_")[-1][:15]
+
+
+def test_two_versions_of_a_cid_in_force_keep_the_highest_id(store: SqliteStore, tmp_path: Path) -> None:
+    """VIGUEUR and VIGUEUR_DIFF versions of one article in one archive, the higher id FIRST in
+    tar order: the higher id is the one in force (as the API path keeps), once."""
+    source = tmp_path / "src.tar.gz"
+    with source.open("wb") as out:
+        DemoDumps(60, seed=2).write(0, out, compresslevel=1)
+    with tarfile.open(source, "r:gz") as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers() if m.isfile()]  # type: ignore[union-attr]
+    name, data = next((m.name, d) for m, d in members if "/code_en_vigueur/" in m.name and "/article/" in m.name
+                      and b"<ETAT>VIGUEUR</ETAT>" in d)
+    old_id = name.rsplit("/", 1)[1][:-4]
+    new_id = "LEGIARTI000099999999"
+    assert new_id > old_id
+    newer = (data.replace(f"<ID>{old_id}</ID>".encode(), f"<ID>{new_id}</ID>".encode())  # same cid (VERSIONS)
+             .replace(b"<ETAT>VIGUEUR</ETAT>", b"<ETAT>VIGUEUR_DIFF</ETAT>"))
+    folder = tmp_path / "two"
+    folder.mkdir()
+    with tarfile.open(folder / "Freemium_legi_global_20250713-140000.tar.gz", "w:gz") as tar:
+        extra = tarfile.TarInfo(article_path(name.split("/article/")[0], new_id))
+        extra.size = len(newer)
+        tar.addfile(extra, io.BytesIO(newer))
+        for info, body in members:
+            tar.addfile(info, io.BytesIO(body))
+    summary = load(store, [folder], tmp_path)
+    assert summary["ok"], summary
+    rows = store.get_articles([old_id, new_id])
+    assert new_id in in_force(store) and old_id not in rows  # the lower version was never written
+    cid = rows[new_id]["cid"]
+    with sqlite3.connect(store.path) as conn:
+        assert conn.execute("SELECT count(*) FROM legifrance_articles WHERE cid = ? AND etat LIKE 'VIGUEUR%'",
+                            (cid,)).fetchone()[0] == 1
