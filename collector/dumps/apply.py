@@ -205,7 +205,10 @@ class _ArchivePass:
                          final=final, **parts)
 
     def commit(self, batch: DumpBatch) -> None:
-        counts = self.store.apply_dump_batch(batch)
+        try:
+            counts = self.store.apply_dump_batch(batch)
+        except ValueError as exc:  # its stamp was applied meanwhile (another loader)
+            raise DumpLoadError(str(exc)) from None
         self.report.stored += counts.get("added", 0) + counts.get("modified", 0)
         self.report.updated += counts.get("corrected", 0)
         self.report.retired += counts.get("superseded", 0) + counts.get("retired", 0)
@@ -399,7 +402,8 @@ def load_dumps(
 ) -> LoadSummary:
     """Apply, in plan order, the archives of `sources` the store has not applied yet (only
     those are downloaded). An error ends the load (in `summary.errors`; the archives applied
-    before it stay applied); `should_stop` is polled between batches."""
+    before it stay applied); `should_stop` is polled between members (what was read is
+    committed, then DumpInterrupted)."""
     started = time.monotonic()
     summary = LoadSummary(codes=scope.label)
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -33,14 +34,15 @@ log = structlog.get_logger(__name__)
 DumpPass = Callable[..., Any]
 
 
-def summary_of(load: LoadSummary, mode: Mode, codes: int, options: HarvestOptions) -> PassSummary:
-    """A dump load as the PassSummary the scheduler, the runs table and the page know."""
+def summary_of(load: LoadSummary, mode: Mode, codes: int, started: datetime, finished: datetime) -> PassSummary:
+    """A dump load as the PassSummary the scheduler and the page know: stored = rows that
+    entered force or changed, skipped = rejected by the quality filter, repealed = rows taken
+    out of force (deletions included), failed = bad files."""
     data = load.as_dict()
     return PassSummary(
         mode=str(mode), codes=codes, stored=data["stored"] + data["updated"], skipped=data["rejected"],
-        repealed=data["retired"] + data["deleted"], failed=data["bad_files"],
-        codes_failed=0 if load.ok else 1, started_at=None, errors=load.errors + load.warnings,
-        finished_at=options.clock(),
+        repealed=data["retired"], failed=data["bad_files"], started_at=started, finished_at=finished,
+        errors=load.errors + load.warnings,
     )
 
 
@@ -71,9 +73,12 @@ def dump_pass_for(settings: Settings, *, transport: httpx.BaseTransport | None =
                 return load_dumps([source], scope, store, fetcher, options=run,
                                   progress=to_status(status), should_stop=interrupt.is_set)
 
-        result = await asyncio.to_thread(load)
-        summary = summary_of(result, mode, len(scope.ids or ()), options)
-        summary.started_at = started
+        try:
+            result = await asyncio.to_thread(load)
+        except Exception as exc:  # a store failure: the run is recorded, the scheduler reports it
+            await asyncio.to_thread(store.finish_run, run_id, {"mode": str(mode), "errors": [f"{type(exc).__name__}: {exc}"]})
+            raise
+        summary = summary_of(result, mode, len(scope.ids or ()), started, options.clock())
         summary.interrupted = interrupt.is_set()
         with status.update() as s:
             s.dump = {}
