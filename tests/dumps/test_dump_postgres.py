@@ -17,9 +17,9 @@ import respx
 from collector.models import DumpBatch
 from collector.store import SqliteStore
 from collector.store.supabase import SupabaseStore
-from tests.conftest import require
 from tests.store.helpers import article, rejected
-from tests.store.test_postgres import apply_migrations, conninfo, create_db, drop_db, server_available
+from tests.store.test_changes_postgres import database  # noqa: F401 - the module's PostgreSQL database
+from tests.store.test_postgres import apply_migrations, conninfo
 
 psycopg = pytest.importorskip("psycopg")
 from psycopg import sql  # noqa: E402
@@ -33,22 +33,10 @@ EVENT = "kind, code_id, cid, id, previous_id, num, etat, content_sha256, run_id"
 GLOBAL = "Freemium_legi_global_20260101-120000.tar.gz"
 
 
-@pytest.fixture(scope="module")
-def database() -> Iterator[str]:
-    require(server_available(), "no PostgreSQL server on 127.0.0.1:5432 (user postgres)")
-    name = create_db()
-    try:
-        with psycopg.connect(conninfo(name), autocommit=True) as conn:
-            apply_migrations(conn)
-            apply_migrations(conn)  # idempotent
-        yield name
-    finally:
-        drop_db(name)
-
-
 @pytest.fixture
-def remote(database: str) -> Iterator[tuple[SupabaseStore, psycopg.Connection]]:
+def remote(database: str) -> Iterator[tuple[SupabaseStore, psycopg.Connection]]:  # noqa: F811
     with psycopg.connect(conninfo(database), autocommit=True) as conn:
+        apply_migrations(conn)  # every migration again, 0004 included: idempotent
         conn.execute("TRUNCATE legifrance_articles, legifrance_rejected, legifrance_changes, collector_dump_state "
                      "RESTART IDENTITY")
 
