@@ -9,7 +9,7 @@ import io
 import shutil
 import sqlite3
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -241,3 +241,57 @@ def test_two_versions_of_a_cid_in_force_keep_the_highest_id(store: SqliteStore, 
     with sqlite3.connect(store.path) as conn:
         assert conn.execute("SELECT count(*) FROM legifrance_articles WHERE cid = ? AND etat LIKE 'VIGUEUR%'",
                             (cid,)).fetchone()[0] == 1
+
+
+def rewrite(source: Path, target: Path, change: Callable[[str, bytes], tuple[str, bytes] | None]) -> None:
+    """A copy of the archive `source` with each member passed through `change` (None drops it)."""
+    with tarfile.open(source, "r:gz") as tar, tarfile.open(target, "w:gz") as out:
+        for info in tar.getmembers():
+            if not info.isfile():
+                continue
+            changed = change(info.name, tar.extractfile(info).read())  # type: ignore[union-attr]
+            if changed is not None:
+                new = tarfile.TarInfo(changed[0])
+                new.size = len(changed[1])
+                out.addfile(new, io.BytesIO(changed[1]))
+
+
+def test_bad_files_are_named_and_the_rest_loads(store: SqliteStore, archives: list[Path], dumps: DemoDumps,
+                                                tmp_path: Path) -> None:
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    broken: list[str] = []
+
+    def spoil(name: str, data: bytes) -> tuple[str, bytes]:
+        if "/article/" in name and len(broken) < 3:
+            broken.append(name)
+            return name, data[: len(data) // 2]  # cut XML
+        return name, data
+
+    rewrite(archives[0], folder / archives[0].name, spoil)
+    summary = load(store, [folder], tmp_path)
+    assert summary["ok"] and summary["bad_files"] == 3, summary
+    assert all(any(b in line for line in summary["bad_file_names"]) for b in broken)
+    assert len(in_force(store)) >= len(dumps.truth(0)) - 3
+
+
+def test_a_code_whose_articles_cannot_be_read_stops_the_load(store: SqliteStore, archives: list[Path],
+                                                             tmp_path: Path) -> None:
+    folder = tmp_path / "unreadable"
+    folder.mkdir()
+    code = DEMO_MASSIVE_CODES[0]
+    rewrite(archives[0], folder / archives[0].name,
+            lambda name, data: (name, b"<ARTICLE>" if code in name and "/article/" in name else data))
+    summary = load(store, [folder], tmp_path)
+    assert not summary["ok"] and code in summary["errors"][0] and "no article could be read" in summary["errors"][0]
+    assert store.get_dump_state().last_stamp is None
+
+
+def test_an_unknown_layout_stops_the_load(store: SqliteStore, archives: list[Path], tmp_path: Path) -> None:
+    folder = tmp_path / "layout"
+    folder.mkdir()
+    rewrite(archives[0], folder / archives[0].name,
+            lambda name, data: (name.replace("legi/global/", "legi/v2/"), data))
+    summary = load(store, [folder], tmp_path)
+    assert not summary["ok"] and "unknown layout" in summary["errors"][0], summary
+    assert store.get_dump_state().last_stamp is None and store.count_articles() == 0
