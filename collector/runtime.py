@@ -235,13 +235,18 @@ def _counters(settings: Settings, store: Store, snapshot: StatusSnapshot | None)
             out["articles_stored"], out["articles_rejected"] = store.count_articles(), store.count_rejected()
         runs = store.last_runs(1)
         out["last_run"] = _jsonable(runs[0]) if runs else None
+    except Exception as exc:  # noqa: BLE001 - the status must answer even when the store does not
+        out["store_error"] = f"{type(exc).__name__}: {exc}"[:300]
+        log.warning("status counters unavailable", error=out["store_error"])
+    try:
         dump = _jsonable(dataclasses.asdict(store.get_dump_state()))
         if snapshot is not None and snapshot.dump:
             dump["live"] = dict(snapshot.dump)  # the archive being applied by this process
         out["dump"] = dump
-    except Exception as exc:  # noqa: BLE001 - the status must answer even when the store does not
-        out["store_error"] = f"{type(exc).__name__}: {exc}"[:300]
-        log.warning("status counters unavailable", error=out["store_error"])
+    except Exception as exc:  # noqa: BLE001 - e.g. a Supabase project without 0004_dumps.sql
+        if settings.source == "dumps":
+            out["dump_error"] = f"{type(exc).__name__}: {exc}"[:300]
+        log.debug("dump state unavailable", error=str(exc))
     return out
 
 
