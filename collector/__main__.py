@@ -238,7 +238,7 @@ def cmd_load_dump(args: argparse.Namespace) -> int:
         remote = any(is_url(source) for source in args.sources)
         with DumpFetcher(settings.dump_cache_dir) if remote else contextlib.nullcontext(LocalArchives()) as fetcher:
             summary = load_dumps(args.sources, scope, store, fetcher,
-                                 options=DumpOptions(min_chars=settings.min_article_chars),
+                                 options=DumpOptions.for_settings(settings),
                                  progress=bar, should_stop=stop.is_set)
     finally:
         if bar is not None:

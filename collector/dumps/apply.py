@@ -40,7 +40,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from collector.config import is_code_id
+from collector.config import Settings, is_code_id
 from collector.dumps.fetch import DownloadError, SourceArchive, SourceError, list_local
 from collector.dumps.names import ArchiveName, PlanError, plan
 from collector.dumps.reader import (
@@ -173,6 +173,13 @@ class DumpOptions:
     min_chars: int = 100
     batch_size: int = 500  # in-force rows per transaction (bounded memory, bounded replay)
     clock: Callable[[], datetime] = _utcnow
+
+    @classmethod
+    def for_settings(cls, settings: Settings, clock: Callable[[], datetime] = _utcnow) -> DumpOptions:
+        """MIN_ARTICLE_CHARS; on Supabase 100 rows per batch: one batch is one RPC call (one
+        transaction), which must stay well inside the request size and statement time limits."""
+        return cls(min_chars=settings.min_article_chars, batch_size=100 if settings.uses_supabase else 500,
+                   clock=clock)
 
 
 class _ArchivePass:

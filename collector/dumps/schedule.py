@@ -64,7 +64,7 @@ def dump_pass_for(settings: Settings, *, transport: httpx.BaseTransport | None =
             s.detail = f"{mode}: applying DILA archives from {source}"
 
         def load() -> LoadSummary:
-            run = DumpOptions(min_chars=options.min_chars, clock=options.clock)
+            run = DumpOptions.for_settings(settings, clock=options.clock)
             if demo_folder is not None:
                 demo_folder.paths()  # written on first use
                 return load_dumps([str(demo_folder.folder)], scope, store, LocalArchives(), options=run,
