@@ -30,11 +30,8 @@ a killed run committed count in neither.
 from __future__ import annotations
 
 import gzip
-import os
-import re
 import time
 import zlib
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -46,7 +43,6 @@ import structlog
 from collector.config import Settings, is_code_id
 from collector.dumps.fetch import DownloadError, SourceArchive, SourceError, list_local
 from collector.dumps.names import ArchiveName, PlanError, plan
-from collector.dumps.parallel import ParallelRead, Version, shares
 from collector.dumps.reader import (
     ArchiveReader,
     ArticleVersion,
@@ -75,10 +71,6 @@ class CorruptArchive(DumpLoadError):
 
 class DumpInterrupted(DumpLoadError):
     """Stopped on request between two batches (the rerun resumes)."""
-
-
-class ScanMissed(Exception):
-    """The workers were given codes from a scan of the archive's paths that missed one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,8 +173,6 @@ class DumpOptions:
     min_chars: int = 100
     batch_size: int = 500  # in-force rows per transaction (bounded memory, bounded replay)
     clock: Callable[[], datetime] = _utcnow
-    workers: int = min(2, os.cpu_count() or 1)  # reader processes for a large archive (parallel.py)
-    parallel_min_bytes: int = 4 << 20  # smaller archives (deltas) are read in this process
 
     @classmethod
     def for_settings(cls, settings: Settings, clock: Callable[[], datetime] = _utcnow) -> DumpOptions:
@@ -241,34 +231,15 @@ class _ArchivePass:
             self.pending.clear()
 
     # ---- the streaming pass ------------------------------------------------------------------
-    def code_shares(self, code_counts: dict[str, int] | None) -> list[list[str]]:
-        """The workers' shares of the codes (none: read in this process)."""
-        if code_counts is None or self.opt.workers < 2 or self.total_bytes < self.opt.parallel_min_bytes:
-            return []
-        counts = {c: n for c, n in code_counts.items() if self.scope.ids is None or c in self.scope.ids}
-        counts.update({c: 0 for c in self.scope.ids or () if c not in counts})  # the reader finds them, if any
-        parts = shares(counts, self.opt.workers)
-        return parts if len(parts) > 1 else []
-
-    def run(self, code_counts: dict[str, int] | None = None) -> ArchiveReport:
-        """`code_counts`: files per code found by verify_archive; given, a large archive is read
-        by worker processes, one share of the codes each."""
+    def run(self) -> ArchiveReport:
         started = time.monotonic()
-        parts = self.code_shares(code_counts)
-        source: ArchiveReader | ParallelRead
-        if parts:
-            source = ParallelRead(self.path, parts, min_chars=self.opt.min_chars, now=self.opt.clock())
-            self.committed = 0  # records arrive in no fixed order: a resume rewrites, idempotently
-        else:
-            source = ArchiveReader(self.path, min_chars=self.opt.min_chars, now=self.opt.clock(),
-                                   codes=self.scope.ids, on_progress=lambda _stats: self.tick())
-        self.stats = source.stats
+        reader = ArchiveReader(self.path, min_chars=self.opt.min_chars, now=self.opt.clock(),
+                               codes=self.scope.ids, on_progress=lambda _stats: self.tick())
+        self.stats = reader.stats
         try:
-            for n, item in enumerate(source):
-                self.members, self.bytes_read = source.stats.members, source.stats.bytes_read
-                if parts and n % 2000 == 0:
-                    self.tick()
-                if isinstance(item, ArticleVersion | Version):
+            for item in reader:
+                self.members, self.bytes_read = reader.stats.members, reader.stats.bytes_read
+                if isinstance(item, ArticleVersion):
                     self.version(item)
                 elif isinstance(item, Deletion):
                     self.deletion(item)
@@ -283,12 +254,7 @@ class _ArchivePass:
                     raise DumpInterrupted(f"stopped during {self.archive.name}; the next run resumes it")
         except DumpArchiveError as exc:  # verify_archive passed: the file changed under us
             raise CorruptArchive(str(exc)) from None
-        self.members = self.report.members = source.stats.members
-        if parts:
-            read = {c for share in parts for c in share}
-            missed = sorted(c for c, p in self.stats.touched.items() if self.scope.covers(p, c) and c not in read)
-            if missed:  # verify's scan of the paths missed a code: read the archive again, whole
-                raise ScanMissed(f"{self.archive.name}: codes {missed[:5]} not found by the path scan")
+        self.members = self.report.members = reader.stats.members
         self.flush()
         self.finish()
         self.tick()
@@ -301,7 +267,7 @@ class _ArchivePass:
             self.progress(self.archive.name, self.stats.bytes_read, self.total_bytes,
                           r.stored + r.updated + r.unchanged + r.rejected + len(self.pending))
 
-    def version(self, item: ArticleVersion | Version) -> None:
+    def version(self, item: ArticleVersion) -> None:
         if not self.scope.covers(item.partition, item.code_id):
             return
         self.codes_with_articles.add(item.code_id)
@@ -416,29 +382,19 @@ class LocalArchives:
         return Path(archive.location)
 
 
-_CODE_FOLDER = re.compile(rb"/(?:code_en_vigueur|code_non_vigueur)/LEGI/TEXT/(?:[0-9]{2}/){5}(LEGITEXT[0-9]{12})/")
-
-
-def verify_archive(path: Path) -> dict[str, int]:
+def verify_archive(path: Path) -> None:
     """Decompress the whole archive once (zlib, in C: a few percent of a load): CorruptArchive
     when it is truncated or its gzip CRC or length is wrong, before anything of it is written.
     A broken tar inside an intact gzip (which no download cut produces) is found by the reader
-    instead, when it reaches it: batches before it are then in, the stamp is not.
-    Returns the code folders its member paths name, with about how many files each (to share
-    the codes among reader processes; a code the scan misses is caught after the pass)."""
-    counts: Counter[str] = Counter()
-    tail = b""
+    instead, when it reaches it: batches before it are then in, the stamp is not."""
     try:
         with gzip.open(path, "rb") as gz:
-            while chunk := gz.read(1 << 22):
-                data = tail + chunk
-                counts.update(m.decode() for m in _CODE_FOLDER.findall(data))
-                tail = data[-256:]
+            while gz.read(1 << 22):
+                pass
     except (OSError, EOFError, zlib.error) as exc:
         raise CorruptArchive(
             f"{path.name} is truncated or corrupt ({type(exc).__name__}: {exc}); nothing of it was "
             "applied (delete it from the cache folder to download it again)") from None
-    return dict(counts)
 
 
 def load_dumps(
@@ -473,15 +429,9 @@ def load_dumps(
             path = fetcher.fetch(available[archive.name],
                                  on_bytes=_download_progress(archive.name, progress))
             log.info("archive start", archive=archive.name, bytes=path.stat().st_size)
-            code_counts = verify_archive(path)
+            verify_archive(path)
             one = _ArchivePass(archive, path, store, scope, options, state, progress, should_stop)
-            try:
-                report = one.run(code_counts)
-            except ScanMissed as exc:
-                log.warning("reading the archive again in one process", reason=str(exc))
-                one = _ArchivePass(archive, path, store, scope, options, state, progress, should_stop)
-                report = one.run()
-            summary.archives.append(report)
+            summary.archives.append(one.run())
             summary.warnings.extend(one.warnings)
             state = store.get_dump_state()
     except (DumpLoadError, PlanError, SourceError, DownloadError) as exc:

@@ -42,13 +42,11 @@ def store(tmp_path: Path) -> Iterator[SqliteStore]:
 
 
 def load(store: SqliteStore, sources: list[Path], tmp_path: Path, codes: str = "all", min_chars: int = 0,
-         parallel: bool = False, **kwargs: object) -> dict:
-    """load_dumps; `parallel`: every archive read by two worker processes (parallel.py), else
-    each in this process (the small test archives are below the size that turns workers on)."""
+         **kwargs: object) -> dict:
     scope = CodeScope.parse(codes, DEMO_MASSIVE_CODES)
-    options = DumpOptions(min_chars=min_chars, batch_size=50, workers=2, parallel_min_bytes=0 if parallel else 1 << 40)
     with DumpFetcher(tmp_path / "cache") as fetcher:
-        summary = load_dumps([str(p) for p in sources], scope, store, fetcher, options=options, **kwargs)  # type: ignore[arg-type]
+        summary = load_dumps([str(p) for p in sources], scope, store, fetcher,
+                             options=DumpOptions(min_chars=min_chars, batch_size=50), **kwargs)  # type: ignore[arg-type]
     return summary.as_dict()
 
 
@@ -57,11 +55,10 @@ def in_force(store: SqliteStore) -> dict[str, str]:
         return dict(conn.execute("SELECT id, code_id FROM legifrance_articles WHERE etat LIKE 'VIGUEUR%'"))
 
 
-@pytest.mark.parametrize("parallel", [False, True], ids=["one process", "two reader processes"])
 def test_global_then_each_delta_equals_the_truth(store: SqliteStore, dumps: DemoDumps, archives: list[Path],
-                                                 tmp_path: Path, parallel: bool) -> None:
+                                                 tmp_path: Path) -> None:
     for k in range(len(archives)):
-        summary = load(store, archives[: k + 1], tmp_path, parallel=parallel)
+        summary = load(store, archives[: k + 1], tmp_path)
         assert summary["ok"], summary
         assert [a["archive"] for a in summary["archives"]] == [archives[k].name]
         assert in_force(store) == dumps.truth(k), f"after {archives[k].name}"
@@ -117,7 +114,7 @@ def test_quality_filter_rejects_are_remembered(store: SqliteStore, dumps: DemoDu
 
 @pytest.mark.parametrize("codes", ["configured", DEMO_MASSIVE_CODES[0], f"{DEMO_MASSIVE_CODES[1]},{EXTRA_CODE.id}"])
 def test_codes_scope(store: SqliteStore, dumps: DemoDumps, archives: list[Path], tmp_path: Path, codes: str) -> None:
-    summary = load(store, archives, tmp_path, codes=codes, parallel=True)
+    summary = load(store, archives, tmp_path, codes=codes)
     assert summary["ok"], summary
     wanted = set(DEMO_MASSIVE_CODES) if codes == "configured" else set(codes.split(","))
     truth = {i: c for i, c in dumps.truth(3).items() if c in wanted}
@@ -148,21 +145,20 @@ def test_corrupt_archive_applies_nothing(store: SqliteStore, dumps: DemoDumps, a
     assert store.read_changes(limit=100_000) == before[1]
 
 
-@pytest.mark.parametrize("parallel", [False, True], ids=["one process", "two reader processes"])
 def test_stop_between_batches_then_resume(store: SqliteStore, dumps: DemoDumps, archives: list[Path],
-                                          tmp_path: Path, parallel: bool) -> None:
+                                          tmp_path: Path) -> None:
     calls = {"n": 0}
 
     def stop_soon() -> bool:
         calls["n"] += 1
         return calls["n"] == 3
 
-    summary = load(store, archives[:1], tmp_path, should_stop=stop_soon, parallel=parallel)
+    summary = load(store, archives[:1], tmp_path, should_stop=stop_soon)
     assert not summary["ok"] and "resumes" in summary["errors"][0]
     state = store.get_dump_state()
     assert state.last_stamp is None and state.archive == archives[0].name and state.members > 0
     partial = store.read_changes(limit=100_000)
-    summary = load(store, archives, tmp_path, parallel=parallel)
+    summary = load(store, archives, tmp_path)
     assert summary["ok"], summary
     assert in_force(store) == dumps.truth(3)
     events = store.read_changes(limit=100_000)
@@ -187,14 +183,13 @@ def newer_global(source: Path, folder: Path, stamp: str = "20250801-000000") -> 
     return path
 
 
-@pytest.mark.parametrize("parallel", [False, True], ids=["one process", "two reader processes"])
 def test_newer_global_reconciles_the_store(store: SqliteStore, dumps: DemoDumps, archives: list[Path],
-                                           tmp_path: Path, parallel: bool) -> None:
+                                           tmp_path: Path) -> None:
     load(store, archives, tmp_path)
     assert in_force(store) != dumps.truth(0)
     # The first global's content under a later stamp: what the deltas added leaves force again
     # (reconcile), what they retired comes back (same rows, re-entering).
-    summary = load(store, [newer_global(archives[0], tmp_path / "g")], tmp_path, parallel=parallel)
+    summary = load(store, [newer_global(archives[0], tmp_path / "g")], tmp_path)
     assert summary["ok"], summary
     assert summary["retired"] > 0
     assert in_force(store) == dumps.truth(0)
