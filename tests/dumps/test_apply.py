@@ -295,3 +295,19 @@ def test_an_unknown_layout_stops_the_load(store: SqliteStore, archives: list[Pat
     summary = load(store, [folder], tmp_path)
     assert not summary["ok"] and "unknown layout" in summary["errors"][0], summary
     assert store.get_dump_state().last_stamp is None and store.count_articles() == 0
+
+
+def test_a_global_cut_late_writes_nothing(store: SqliteStore, tmp_path: Path) -> None:
+    """Cut at 90%: the reader yields thousands of rows before it meets the damage, and none of
+    them may reach the store (every write waits for the whole-file check)."""
+    folder = tmp_path / "cut"
+    folder.mkdir()
+    path = folder / "Freemium_legi_global_20250713-140000.tar.gz"
+    with path.open("wb") as out:
+        DemoDumps(3000, seed=4).write(0, out, compresslevel=1)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 9 // 10])
+    summary = load(store, [folder], tmp_path)
+    assert not summary["ok"] and "truncated or corrupt" in summary["errors"][0]
+    assert store.count_articles() == 0 and store.read_changes() == []
+    assert store.get_dump_state().archive is None
