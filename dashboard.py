@@ -420,6 +420,59 @@ def _logs_panel() -> None:
     st.dataframe(rows, hide_index=True, width="stretch", height=320)
 
 
+CHANGES_SHOWN = 200  # newest change-log events on the page
+CHANGES_REFRESH_SECONDS = 10
+
+
+@st.fragment(run_every=CHANGES_REFRESH_SECONDS)
+def _changes_panel() -> None:
+    """'What changed': the newest events by pass, counts by kind, and a word diff of the text
+    a modified / corrected event replaced. Texts from the API only go through plain-text
+    elements (st.text, st.code, st.dataframe)."""
+    from collector.feed.diff import article_url, group_by_run, recent_changes, texts_of, word_diff
+
+    st.subheader("What changed")
+    store = get_runtime().store
+    try:
+        changes = recent_changes(store, CHANGES_SHOWN)
+    except Exception as exc:  # the store may be down: the rest of the page still works
+        st.warning(f"The change log cannot be read now: {safe_error(exc)}")
+        return
+    if not changes:
+        st.caption("No change recorded yet: the change log fills as passes store new or changed articles.")
+        return
+    for group in group_by_run(changes):
+        st.text(f"Pass {group.run_id or '?'}: {group.summary()}")
+        st.dataframe(
+            [{"seq": c["seq"], "kind": c["kind"], "num": c["num"] or "", "id": c["id"],
+              "previous_id": c["previous_id"] or "", "etat": c["etat"], "code_id": c["code_id"],
+              "at": c["at"], "legifrance": article_url(c["id"])} for c in reversed(group.changes)],
+            hide_index=True,
+            width="stretch",
+            column_config={"legifrance": st.column_config.LinkColumn("legifrance", display_text="open")},
+        )
+    diffable = {c["seq"]: c for c in reversed(changes) if c["kind"] in ("modified", "corrected")}
+    if not diffable:
+        return
+    seq = st.selectbox(
+        "Word diff of a modified or corrected article",
+        list(diffable),
+        format_func=lambda s: f"#{s} {diffable[s]['kind']} {diffable[s]['id']}",
+        key="change_diff",
+    )
+    change = diffable[seq]
+    texts = texts_of(store, change, changes)
+    if texts is None:
+        st.caption("The previous text is not stored.")
+        return
+    st.text(f"[-removed-] {{+added+}}  ({change['previous_id'] or change['id']} -> {change['id']})")
+    st.code(word_diff(*texts), language=None, wrap_lines=True)
+    for label, article_id in (("Previous version", change["previous_id"]), ("This version", change["id"])):
+        url = article_url(article_id or "")
+        if url is not None:
+            st.link_button(f"{label} on legifrance.gouv.fr", url)
+
+
 def main() -> None:
     """Draw the page."""
     st.set_page_config(page_title="Légifrance Collector", page_icon="⚖️", layout="wide")
@@ -443,6 +496,7 @@ def main() -> None:
     _open_dialog(settings, locked)
     _live_panel(locked)
     _logs_panel()
+    _changes_panel()
 
 
 if __name__ == "__main__":

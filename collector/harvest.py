@@ -21,9 +21,10 @@ with interrupted=True. A cancelled pass also commits what it fetched before re-r
 MAINTENANCE pays only for what changed: one /list/code call, then a code whose `lastUpdate`
 has not moved since its last complete walk (less than `mark_max_age` ago) is skipped without
 any request. Any other code has its TOC fetched and diffed against the store (no getArticle
-for known ids). After a complete, failure-free walk the code's stored rows that left today's
-TOC are retired (MODIFIE / ABROGE, never deleted: one VIGUEUR row per cid), then its mark
-is saved; a failed or interrupted walk retires nothing. A TOC that would retire most of the
+for known ids). A new version retires the one in force as it is stored (the store's commit,
+with its `modified` event). After a complete, failure-free walk the code's stored rows that
+left today's TOC are retired (MODIFIE / ABROGE, never deleted: one VIGUEUR row per cid), then
+its mark is saved; a failed or interrupted walk retires nothing. A TOC that would retire most of the
 code (none in force while rows are, or over RETIRE_GUARD_FRACTION of them and more than
 RETIRE_GUARD_MIN_ROWS) is taken for an API glitch: nothing is retired, the code is reported
 and its mark is not saved, so the next pass walks it again.

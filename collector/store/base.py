@@ -77,7 +77,10 @@ class Store(Protocol):
         event (id = A.id, previous_id = it; further in-force rows of the cid are retired
         without an event); not in force before and no row of its cid in force -> `added`;
         A in force before with another content_sha256 -> `corrected` (the old text is kept as
-        the event's previous_text); otherwise nothing. Events' run_id = tag or str(run_id)."""
+        the event's previous_text); A not in force (a dump's MODIFIE / ABROGE row) while its
+        stored row was, and no other row of its cid in force -> `repealed`; otherwise nothing.
+        Rows are taken in order, each seeing the effects of the previous ones.
+        Events' run_id = tag or str(run_id)."""
         ...
 
     def retire_absent(

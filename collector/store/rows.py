@@ -187,6 +187,11 @@ def no_change_counts() -> dict[str, int]:
     return dict.fromkeys(CHANGE_KINDS, 0)
 
 
+def event_tag(tag: str | None, run_id: int | None) -> str | None:
+    """The run_id written on commit_batch's events: the tag, else the run id as text."""
+    return tag if tag is not None else (str(run_id) if run_id is not None else None)
+
+
 def change_from_row(row: Mapping[str, Any], *, previous_text: bool = False) -> dict[str, Any]:
     """A legifrance_changes row as read_changes returns it (same text from both backends)."""
     change = {key: row.get(key) for key in CHANGE_KEYS}

@@ -34,18 +34,19 @@ from collector.store.rows import (
     DUMP_STATE_COLUMNS,
     MARK_COLUMNS,
     REJECTED_COLUMNS,
+    change_args,
+    change_from_row,
+    cursor_args,
     dump_counts,
     dump_state_from_row,
     dump_state_row,
+    event_tag,
     iso_ts,
     mark_from_row,
     mark_row,
     next_dump_state,
-    parse_ts,
-    change_args,
-    change_from_row,
-    cursor_args,
     no_change_counts,
+    parse_ts,
     retire_args,
     run_from_row,
     split_articles_rejected,
@@ -59,6 +60,7 @@ from collector.store.sqlite_changes import (
     CHANGES_SCHEMA,
     retire_absent_logged,
     retire_versions_logged,
+    select_in,
     upsert_articles_logged,
 )
 
@@ -403,10 +405,9 @@ class SqliteStore:
         """See Store.commit_batch: rows, progress and events in one IMMEDIATE transaction."""
         article_rows, rejected_rows = split_articles_rejected(articles, rejected)
         events = no_change_counts()
-        run_tag = tag if tag is not None else (str(run_id) if run_id is not None else None)
         with self._connection(write=True, commit=True) as conn:
             if article_rows:
-                events = upsert_articles_logged(conn, article_rows, run_tag, at=iso_ts(self._clock()))
+                events = upsert_articles_logged(conn, article_rows, event_tag(tag, run_id), at=iso_ts(self._clock()))
             if rejected_rows:
                 conn.executemany(_UPSERT_REJECTED, [tuple(r[c] for c in REJECTED_COLUMNS) for r in rejected_rows])
             if run_id is not None and run_progress is not None:
@@ -449,17 +450,9 @@ class SqliteStore:
             return int(conn.execute("SELECT coalesce(max(seq), 0) FROM legifrance_changes").fetchone()[0])
 
     def get_articles(self, ids: Collection[str]) -> dict[str, dict[str, Any]]:
-        keys = list(dict.fromkeys(ids))
-        found: dict[str, dict[str, Any]] = {}
+        sql = f"SELECT {', '.join(ARTICLE_COLUMNS)} FROM legifrance_articles WHERE id IN ({{marks}})"
         with self._read() as conn:
-            for start in range(0, len(keys), 500):
-                chunk = keys[start : start + 500]
-                marks = ", ".join("?" for _ in chunk)
-                for row in conn.execute(
-                    f"SELECT {', '.join(ARTICLE_COLUMNS)} FROM legifrance_articles WHERE id IN ({marks})", chunk
-                ):
-                    found[row["id"]] = dict(row)
-        return found
+            return {row["id"]: dict(row) for row in select_in(conn, sql, list(dict.fromkeys(ids)))}
 
     def get_cursor(self, consumer: str) -> int:
         with self._read() as conn:

@@ -61,10 +61,20 @@ def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
         yield items[start : start + _CHUNK]
 
 
-def _select_in(conn: sqlite3.Connection, sql: str, column: str, keys: Sequence[str]) -> Iterator[sqlite3.Row]:
-    """Run `sql` (with `{marks}` after `column IN`) over `keys` in chunks."""
+def select_in(conn: sqlite3.Connection, sql: str, keys: Sequence[str]) -> Iterator[sqlite3.Row]:
+    """Run `sql`, whose `IN ({marks})` takes the keys, over `keys` in chunks."""
     for chunk in _chunks(keys):
         yield from conn.execute(sql.format(marks=", ".join("?" for _ in chunk)), tuple(chunk))
+
+
+def _stamp(at: str | None) -> str:
+    return at or iso_ts(utcnow()) or ""
+
+
+def _cids_in_force(conn: sqlite3.Connection, cids: Sequence[str]) -> set[str]:
+    """Those of `cids` with a stored row in force."""
+    sql = "SELECT DISTINCT cid FROM legifrance_articles WHERE cid IN ({marks}) AND etat LIKE 'VIGUEUR%'"
+    return {row[0] for row in select_in(conn, sql, list(dict.fromkeys(cids)))}
 
 
 def _event(kind: str, row: Mapping[str, Any], run_id: str | None, at: str, *,
@@ -90,26 +100,24 @@ def upsert_articles_logged(
     events written, by kind."""
     if not rows:
         return no_change_counts()
-    stamp = at or iso_ts(utcnow())
-    assert stamp is not None
+    stamp = _stamp(at)
     ids = [r["id"] for r in rows]
     # id -> (etat, content_sha256) of the stored rows of this batch
     stored = {
         row[0]: (row[1], row[2])
-        for row in _select_in(
-            conn, "SELECT id, etat, content_sha256 FROM legifrance_articles WHERE id IN ({marks})", "id", ids
+        for row in select_in(
+            conn, "SELECT id, etat, content_sha256 FROM legifrance_articles WHERE id IN ({marks})", ids
         )
     }
-    entering = list(dict.fromkeys(
-        r["cid"] for r in rows if in_force(r["etat"]) and not in_force(stored.get(r["id"], (None,))[0])
+    moving = list(dict.fromkeys(  # cids of rows entering or leaving the in-force set
+        r["cid"] for r in rows if in_force(r["etat"]) != in_force(stored.get(r["id"], (None,))[0])
     ))
-    # cid -> {id: date_debut} of its rows in force, for the cids of rows entering force
+    # cid -> {id: date_debut} of its rows in force, for those cids
     live: dict[str, dict[str, str]] = {}
-    for row in _select_in(
+    for row in select_in(
         conn,
         "SELECT id, cid, date_debut FROM legifrance_articles WHERE cid IN ({marks}) AND etat LIKE 'VIGUEUR%'",
-        "cid",
-        entering,
+        moving,
     ):
         live.setdefault(row[1], {})[row[0]] = row[2] or ""
     events: list[tuple[Any, ...]] = []
@@ -119,7 +127,10 @@ def upsert_articles_logged(
         before = stored.get(rid)
         stored[rid] = (r["etat"], r["content_sha256"])
         if not in_force(r["etat"]):
-            live.get(cid, {}).pop(rid, None)
+            still = live.get(cid, {})
+            still.pop(rid, None)
+            if before is not None and in_force(before[0]) and not still:  # leaves with no successor
+                events.append(_event("repealed", r, tag, stamp))
             continue
         retired.pop(rid, None)
         if before is not None and in_force(before[0]):
@@ -132,6 +143,9 @@ def upsert_articles_logged(
             newest = max(others, key=lambda i: (others[i], i))
             events.append(_event("modified", r, tag, stamp, previous_id=newest))
             retired.update(dict.fromkeys(others))
+            for other in others:  # a later row of this batch with that id is no longer in force
+                if other in stored:
+                    stored[other] = ("MODIFIE", stored[other][1])
         else:
             events.append(_event("added", r, tag, stamp))
         live[cid] = {rid: r["date_debut"] or ""}
@@ -164,16 +178,7 @@ def _retire_events(
             events.append(_event("modified", successor, tag, stamp, previous_id=row["id"]))
         elif successor is None:
             unpaired.append(row)
-    superseded_cids = list({r["cid"] for r in unpaired if r["etat"] == "MODIFIE"})
-    still_live = {
-        row[0]
-        for row in _select_in(
-            conn,
-            "SELECT DISTINCT cid FROM legifrance_articles WHERE cid IN ({marks}) AND etat LIKE 'VIGUEUR%'",
-            "cid",
-            superseded_cids,
-        )
-    }
+    still_live = _cids_in_force(conn, [r["cid"] for r in unpaired if r["etat"] == "MODIFIE"])
     events += [_event("repealed", r, tag, stamp) for r in unpaired
                if not (r["etat"] == "MODIFIE" and r["cid"] in still_live)]
     events += [_event("added", r, tag, stamp) for r in restored_by_cid.values() if r["id"] not in paired]
@@ -223,7 +228,7 @@ def retire_absent_logged(
     retired = [dict(row) for row in conn.execute(_RETIRE, {"code": code_id})]
     conn.execute("DELETE FROM temp.retire_ids")
     conn.execute("DELETE FROM temp.retire_cids")
-    events = _retire_events(conn, retired, restored, tag, at or iso_ts(utcnow()) or "")
+    events = _retire_events(conn, retired, restored, tag, _stamp(at))
     etats = [row["etat"] for row in retired]
     return Retired(etats.count("MODIFIE"), etats.count("ABROGE"), events)
 
@@ -241,18 +246,9 @@ def retire_versions_logged(
         ).fetchone()
         if row is not None:
             retired.append(dict(row))
-    still_live = {
-        row[0]
-        for row in _select_in(
-            conn,
-            "SELECT DISTINCT cid FROM legifrance_articles WHERE cid IN ({marks}) AND etat LIKE 'VIGUEUR%'",
-            "cid",
-            list({r["cid"] for r in retired}),
-        )
-    }
-    stamp = at or iso_ts(utcnow()) or ""
+    still_live = _cids_in_force(conn, [r["cid"] for r in retired])
     events = _write_events(
-        conn, [_event("repealed", r, tag, stamp) for r in retired if r["cid"] not in still_live]
+        conn, [_event("repealed", r, tag, _stamp(at)) for r in retired if r["cid"] not in still_live]
     )
     etats = [r["etat"] for r in retired]
     return Retired(etats.count("MODIFIE"), len(etats) - etats.count("MODIFIE"), events)

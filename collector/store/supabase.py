@@ -41,6 +41,7 @@ from collector.store.rows import (
     change_from_row,
     cursor_args,
     dump_state_from_row,
+    event_tag,
     iso_ts,
     json_safe,
     mark_from_row,
@@ -310,7 +311,7 @@ class SupabaseStore:
         writes its rows with their events; articles first, then rejected ids, the progress
         with the last call (a crash between two calls leaves progress behind the data)."""
         article_rows, rejected_rows = split_articles_rejected(articles, rejected)
-        run_tag = tag if tag is not None else (str(run_id) if run_id is not None else None)
+        run_tag = event_tag(tag, run_id)
         progress = json_safe(run_progress) if run_id is not None and run_progress is not None else None
         envelope = _COMMIT_ENVELOPE + len(to_json(progress)) + len(run_tag or "")
         chunks = [("p_articles", b) for b in self._batches(article_rows, envelope)]

@@ -102,6 +102,10 @@ begin
                     v_kind := 'added';
                 end if;
             end if;
+        elsif v_etat like 'VIGUEUR%' and not exists (  -- leaves the in-force set, no successor
+            select 1 from public.legifrance_articles a
+            where a.cid = r.cid and a.id <> r.id and a.etat like 'VIGUEUR%') then
+            v_kind := 'repealed';
         end if;
         insert into public.legifrance_articles as a
         select r.*

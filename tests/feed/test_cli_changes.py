@@ -63,3 +63,11 @@ def test_bad_arguments_exit_2_with_a_clear_line(env: dict[str, str], args: list[
     result = changes(env, *args)
     assert result.returncode == 2 and result.stdout == ""
     assert "expected an integer" in result.stderr
+
+
+def test_the_command_does_not_import_streamlit(env: dict[str, str]) -> None:
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "collector", "changes"], env=env, cwd=REPO,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "collector.feed.reader" in imported and "streamlit" not in imported

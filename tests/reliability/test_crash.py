@@ -1,5 +1,7 @@
 """Scenario 1: SIGKILL a MASSIVE collector at random moments, restart it from the saved state
-each time, let it finish; the store then holds exactly the expected articles, once, complete.
+each time, let it finish; the store then holds exactly the expected articles, once, complete,
+and the change log is exactly the one an uninterrupted pass writes (one `added` per stored
+article with its values, nothing twice, nothing else).
 
 The kill moments come from random.Random(seed) (RELIABILITY_SEED replays a run). The collector's
 lease TTL is 2 s (COLLECTOR_LEASE_TTL_SECONDS) so a restart waits at most that long for the dead
@@ -11,6 +13,7 @@ from __future__ import annotations
 import collections
 import random
 import signal
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -74,6 +77,17 @@ def _rework(emu: Emulator) -> dict[str, Any]:
     }
 
 
+def _check_change_log(db: Path) -> int:
+    """The events equal those of an uninterrupted first pass over a corpus that does not change:
+    one `added` per stored row, with that row's values. Returns how many."""
+    columns = "code_id, cid, id, num, etat, content_sha256"
+    with sqlite3.connect(db) as conn:
+        events = conn.execute(f"SELECT kind, previous_id, {columns} FROM legifrance_changes ORDER BY seq").fetchall()
+        rows = conn.execute(f"SELECT {columns} FROM legifrance_articles").fetchall()
+    assert sorted(events) == sorted(("added", None, *row) for row in rows)
+    return len(events)
+
+
 def _check_outcome(env: dict[str, str], emu: Emulator) -> dict[str, Any]:
     db = Path(env["COLLECTOR_DB"])
     figures = check_store(db, emu.expected(DEMO_MASSIVE_CODES))
@@ -82,6 +96,7 @@ def _check_outcome(env: dict[str, str], emu: Emulator) -> dict[str, Any]:
     figures.update(rejected=rejected, rejected_expected=len(too_short))
     assert_exact_store(figures)
     assert rejected == len(too_short)  # the short ones are remembered as rejected, not stored
+    figures["change_log_events"] = _check_change_log(db)
     state = saved_state(env)
     assert state is not None and state["running"] is True and state["mode"] == "MASSIVE"
     return figures

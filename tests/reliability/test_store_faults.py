@@ -208,17 +208,18 @@ def _supabase_env(tmp_path: Path, emu: Emulator) -> dict[str, str]:
 
 
 def _article_writes(fake: FakePostgrest) -> int:
-    return len(fake.writes("legifrance_articles"))
+    """Commit calls (collector_commit_batch: articles and their events in one transaction)."""
+    return len([r for r in fake.requests if r.url.path == "/rest/v1/rpc/collector_commit_batch"])
 
 
 def test_supabase_transient_faults_are_retried_without_loss(
     tmp_path: Path, emu: Emulator, postgrest: FakePostgrest, report: Report
 ) -> None:
     faults = [
-        Fault(status=500, body={"code": "XX000", "message": "internal error"}, method="POST", path_contains="articles"),
-        Fault(status=503, body="<html><body>Service Unavailable</body></html>", method="POST", path_contains="articles"),
-        Fault(timeout=True, method="POST", path_contains="articles"),
-        Fault(status=504, body="<html>Gateway Timeout</html>", after=True, method="POST", path_contains="articles"),
+        Fault(status=500, body={"code": "XX000", "message": "internal error"}, method="POST", path_contains="commit_batch"),
+        Fault(status=503, body="<html><body>Service Unavailable</body></html>", method="POST", path_contains="commit_batch"),
+        Fault(timeout=True, method="POST", path_contains="commit_batch"),
+        Fault(status=504, body="<html>Gateway Timeout</html>", after=True, method="POST", path_contains="commit_batch"),
         Fault(status=503, body={"code": "PGRST003", "message": "Timed out acquiring connection"}, method="GET"),
         Fault(timeout=True, method="GET"),
         Fault(status=500, body="<html>oops</html>", path_contains="rpc"),
@@ -237,6 +238,8 @@ def test_supabase_transient_faults_are_retried_without_loss(
         runtime.close(10)
     stored = [r["id"] for r in ids]
     assert sorted(stored) == sorted(emu.expected())
+    events = sorted(r["id"] for r in postgrest.rows("legifrance_changes"))
+    assert events == sorted(emu.expected())  # one added event each: the replayed calls wrote none twice
     assert postgrest.faults == []  # every fault was served
     assert status.pass_failed == 0
     report.record("store_supabase_transient", {

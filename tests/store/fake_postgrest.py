@@ -450,6 +450,11 @@ class FakePostgrest:
                         r["etat"] = "MODIFIE"
                     previous = max(live, key=lambda r: (r["date_debut"] or "", r["id"]))["id"] if live else None
                     kind = "modified" if live else "added"
+            elif old is not None and str(old["etat"]).startswith("VIGUEUR") and not any(
+                r["cid"] == row["cid"] and r["id"] != row["id"] and str(r["etat"]).startswith("VIGUEUR")
+                for r in stored.values()
+            ):
+                kind = "repealed"
             self._apply("legifrance_articles", {row["id"]: row}, names)
             if kind is not None:
                 counts[kind] += 1

@@ -92,6 +92,15 @@ def test_two_versions_of_one_cid_in_one_batch(store: SqliteStore) -> None:
     assert etats(store) == {v1.id: "MODIFIE", v2.id: "VIGUEUR"}
 
 
+def test_one_batch_retiring_then_storing_again_the_version_in_force(store: SqliteStore) -> None:
+    v1, v4 = version(1, 1), version(1, 4)
+    store.commit_batch([v1])
+    edited = replace(v1, text=v1.text + " Modifié.", content_sha256="d" * 64)
+    store.commit_batch([v4, edited])  # v4 retires v1, then v1 comes back in force: it retires v4
+    assert log(store)[1:] == [("modified", v4.id, v1.id, "VIGUEUR"), ("modified", v1.id, v4.id, "VIGUEUR")]
+    assert etats(store) == {v1.id: "VIGUEUR", v4.id: "MODIFIE"}
+
+
 def test_a_text_edited_in_place_is_corrected_with_its_previous_text(store: SqliteStore) -> None:
     before = version(1, 1, text="Ancien texte de l'article, assez long pour être gardé.")
     after = replace(before, text="Nouveau texte de l'article, assez long pour être gardé.", content_sha256="f" * 64)
@@ -119,6 +128,15 @@ def test_a_retired_row_stored_again_in_force_is_added(store: SqliteStore) -> Non
 def test_rows_not_in_force_make_no_event(store: SqliteStore) -> None:
     assert sum(store.commit_batch([version(1, 1, etat="ABROGE"), version(2, 1, etat="MODIFIE")]).values()) == 0
     assert log(store) == []
+
+
+def test_a_row_in_force_stored_again_out_of_force_is_repealed_unless_succeeded(store: SqliteStore) -> None:
+    v1, v2, lone = version(1, 1), version(1, 2), version(2, 1)
+    store.commit_batch([v1, lone])
+    # a dump's order: the successor first, then the old version as MODIFIE (covered by modified)
+    store.commit_batch([v2, replace(v1, etat="MODIFIE"), replace(lone, etat="ABROGE")])
+    assert log(store)[2:] == [("modified", v2.id, v1.id, "VIGUEUR"), ("repealed", lone.id, None, "ABROGE")]
+    assert etats(store) == {v1.id: "MODIFIE", v2.id: "VIGUEUR", lone.id: "ABROGE"}
 
 
 def test_a_failed_commit_leaves_neither_rows_nor_events(store: SqliteStore) -> None:

@@ -17,19 +17,10 @@ from collector.models import Rejected
 from collector.store import SqliteStore
 from collector.store.rows import article_row, rejected_row
 from collector.store.supabase import SupabaseStore
-from tests.conftest import require
 from tests.store.fake_postgrest import FakePostgrest
 from tests.store.helpers import T0
 from tests.store.test_changes import CODE, OTHER, version
-from tests.store.test_postgres import (
-    apply_migrations,
-    conninfo,
-    create_db,
-    drop_db,
-    postgrest_rpc,
-    replay,
-    server_available,
-)
+from tests.store.test_postgres import conninfo, database, db, postgrest_rpc, replay  # noqa: F401 - fixtures
 
 psycopg = pytest.importorskip("psycopg")
 from psycopg import errors  # noqa: E402
@@ -38,26 +29,6 @@ pytestmark = pytest.mark.postgres
 
 URL = "https://proj.supabase.co"
 EVENT = "kind, code_id, cid, id, previous_id, num, etat, content_sha256, run_id"
-
-
-@pytest.fixture(scope="module")
-def database() -> Iterator[str]:
-    require(server_available(), "no PostgreSQL server on 127.0.0.1:5432 (user postgres)")
-    name = create_db()
-    try:
-        with psycopg.connect(conninfo(name), autocommit=True) as conn:
-            apply_migrations(conn)
-        yield name
-    finally:
-        drop_db(name)
-
-
-@pytest.fixture
-def db(database: str) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(conninfo(database), autocommit=True) as conn:
-        conn.execute("TRUNCATE legifrance_articles, legifrance_rejected, collector_runs, legifrance_changes, "
-                     "legifrance_change_consumers RESTART IDENTITY")
-        yield conn
 
 
 @pytest.fixture
@@ -95,16 +66,18 @@ def test_the_same_steps_write_the_same_log_as_sqlite(
         lambda s: s.retire_absent(CODE, [v13.id, edited.id, v31.id, v41.id], tag="6"),  # C3, C4 back
         lambda s: s.retire_versions([(v31.id, "ABROGE"), (v13.id, "MODIFIE"), ("LEGIARTI404", "ABROGE")], tag="LEGI_7"),
         lambda s: s.commit_batch([v31], tag="8"),  # re-enters
+        lambda s: s.commit_batch([version(1, 4), v13], tag="9"),  # 1.4 retires 1.3, which then retires 1.4
+        lambda s: s.commit_batch([replace(v31, etat="ABROGE"), replace(v13, etat="MODIFIE")], tag="10"),  # leave
     ]
     for n, step in enumerate(steps):
         expected = step(lite)
         assert step(remote) == expected, n
         replay(db, fake)
         assert pg_log(db) == lite_log(lite), n
-    assert len(pg_log(db)) == 15
+    assert len(pg_log(db)) == 19
     assert db.execute("SELECT previous_text FROM legifrance_changes WHERE kind = 'corrected'").fetchall() == [(v21.text,)]
     assert dict(db.execute("SELECT id, etat FROM legifrance_articles").fetchall()) == dict(
-        (a["id"], a["etat"]) for a in lite.get_articles([r.id for r in (v11, v12, v13, v21, v31, v41)]).values()
+        (a["id"], a["etat"]) for a in lite.get_articles([r.id for r in (v11, v12, v13, version(1, 4), v21, v31, v41)]).values()
     ) | {version(9, 1, OTHER).id: "VIGUEUR"}
 
 
