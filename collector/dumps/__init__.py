@@ -12,7 +12,8 @@ names.py (pure)
         max(last_stamp, that global); PlanError when last_stamp is None and there is no global
 
 fetch.py
-    DumpFetcher(cache_dir, *, transport=None, timeout=60.0, attempts=5, retry_wait=1.0)  (context manager)
+    DumpFetcher(cache_dir, *, transport=None, timeout=60.0, attempts=5, retry_wait=1.0)
+        a context manager (it owns an httpx.Client)
         .list(source) / .list_all(sources) -> list[SourceArchive(name, location)]
             source: a .tar.gz path, a folder, an HTTP(S) folder index URL or an archive URL
         .fetch(archive, on_bytes=None) -> Path   local file as is; a URL downloaded into
@@ -21,12 +22,14 @@ fetch.py
     SourceError (bad SOURCE), DownloadError (incomplete; the .part stays for the next try)
 
 reader.py
-    ArchiveReader(path, *, min_chars=100, now=None, codes=None, on_progress=None)
+    ArchiveReader(path, *, min_chars=100, now=None, codes=None, on_progress=None, backend=None)
+        backend: "libarchive" (default when libarchive.so.13 loads) or "tarfile"; TAR_BACKENDS
         iterate it once: items in archive order, then the deletions of both lists:
         ArticleVersion(id, cid, code_id, etat, partition, in_force, member, root, …)
             .row: the Article the API path stores for that version, or the quality filter's
-            Rejected (same rule); .fields: all the file says. Both read from the parsed file
-            it holds when asked (versions only retired cost no cleaning): drop items once used.
+            Rejected (same rule), built on first use and kept; .fields: all the file says.
+            Both come from the parsed file the item holds (versions only retired cost no
+            cleaning): drop items once used.
             in_force: an `*_en_vigueur` partition and ETAT VIGUEUR*.
             Several versions of one cid can be in force (VIGUEUR + VIGUEUR_DIFF): the API path
             keeps the highest id per cid. is_code: partition code_* (TNC texts are never codes).
@@ -44,8 +47,8 @@ reader.py
             first 1000)): live while reading;
             on_progress(stats) about every MiB and at the end.
         codes: text cids to read (None = all); files of other texts are skipped unparsed.
-        Raises DumpArchiveError for a truncated/corrupt gzip or tar (even after items were
-        yielded: apply nothing of that archive).
+        Raises DumpArchiveError for a truncated/corrupt gzip or tar, or an archive with no
+        file (even after items were yielded: apply nothing of that archive).
     member_path(name) -> MemberPath(partition, code_id, kind, id), strip_root(name),
     parse_deletion(line, source, number) -> Deletion
 
@@ -61,6 +64,7 @@ from collector.dumps.fetch import DownloadError, DumpFetcher, SourceArchive, Sou
 from collector.dumps.names import ArchiveName, PlanError, parse_archive_name, plan
 from collector.dumps.reader import (
     PARTITIONS,
+    TAR_BACKENDS,
     ArchiveReader,
     ArticleVersion,
     BadMember,
@@ -79,6 +83,7 @@ from collector.dumps.xml import DumpXmlError, article_from_xml
 
 __all__ = [
     "PARTITIONS",
+    "TAR_BACKENDS",
     "ArchiveName",
     "ArchiveReader",
     "ArticleVersion",
