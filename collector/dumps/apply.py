@@ -61,6 +61,7 @@ log = structlog.get_logger(__name__)
 
 CODE_PARTITIONS = ("code_en_vigueur", "code_non_vigueur")
 IN_FORCE_PARTITION = "code_en_vigueur"
+BAD_NAMES = 1000  # bad files named per archive (all are counted)
 
 
 class DumpLoadError(RuntimeError):
@@ -120,7 +121,8 @@ class ArchiveReport:
     retired: int = 0  # stored rows taken out of force (old versions, deletions, reconcile)
     deleted: int = 0  # ids listed by the deletion lists that were stored in force
     rejected: int = 0  # in-force ids under the quality filter
-    bad_files: list[str] = field(default_factory=list)
+    bad_files: list[str] = field(default_factory=list)  # the first BAD_NAMES, "member: reason"
+    bad_count: int = 0
     seconds: float = 0.0
 
 
@@ -141,12 +143,13 @@ class LoadSummary:
     def as_dict(self) -> dict[str, Any]:
         total = lambda name: sum(getattr(a, name) for a in self.archives)  # noqa: E731
         bad = [f for a in self.archives for f in a.bad_files]
+        bad_count = sum(a.bad_count for a in self.archives)
         return {
             "ok": self.ok,
             "codes": self.codes,
             "archives": [{"archive": a.archive, "stamp": a.stamp, "kind": a.kind, "members": a.members,
                           "stored": a.stored, "updated": a.updated, "retired": a.retired,
-                          "deleted": a.deleted, "rejected": a.rejected, "bad_files": len(a.bad_files),
+                          "deleted": a.deleted, "rejected": a.rejected, "bad_files": a.bad_count,
                           "seconds": round(a.seconds, 3)} for a in self.archives],
             "stamp": self.archives[-1].stamp if self.archives else None,
             "stored": total("stored"),
@@ -155,7 +158,7 @@ class LoadSummary:
             "retired": total("retired"),
             "rejected": total("rejected"),
             "deleted": total("deleted"),
-            "bad_files": len(bad),
+            "bad_files": bad_count,
             "bad_file_names": bad[:50],
             "errors": self.errors,
             "warnings": self.warnings,
@@ -248,7 +251,9 @@ class _ArchivePass:
                 elif isinstance(item, Deletion):
                     self.deletion(item)
                 elif isinstance(item, BadMember):
-                    self.report.bad_files.append(f"{item.member}: {item.reason}"[:300])
+                    self.report.bad_count += 1
+                    if len(self.report.bad_files) < BAD_NAMES:
+                        self.report.bad_files.append(f"{item.member}: {item.reason}"[:300])
                     log.warning("bad file in archive", archive=self.archive.name, member=item.member,
                                 error=item.reason)
                 if len(self.pending) >= self.opt.batch_size:
@@ -302,10 +307,10 @@ class _ArchivePass:
         bad_codes = {_code_of(line) for line in self.report.bad_files}
         empty = sorted(c for c in touched if c not in self.codes_with_articles
                        and (self.archive.is_global or c in bad_codes))
-        if empty or (self.members and len(self.report.bad_files) >= self.members):
+        if empty or (self.members and self.report.bad_count >= self.members):
             raise DumpLoadError(
                 f"{self.archive.name}: no article could be read for {', '.join(empty[:5]) or 'any text'} "
-                f"although the archive holds its files ({len(self.report.bad_files)} bad files, first: "
+                f"although the archive holds its files ({self.report.bad_count} bad files, first: "
                 f"{self.report.bad_files[:1]}): unknown layout or unreadable files; nothing of the "
                 "archive was stamped")
         if self.archive.is_global and self.scope.ids is not None:
