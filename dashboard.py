@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from collector.config import Settings
     from collector.scheduler import CollectorScheduler
     from collector.status import StatusSnapshot
+    from collector.store.base import Store
 
 REFRESH_SECONDS = 2
 LOG_REFRESH_SECONDS = 5  # the log table is the heaviest element to redraw
@@ -238,7 +239,8 @@ def _password_gate(password: str | None) -> bool:
 def _header(settings: Settings) -> None:
     st.title("Légifrance Collector")
     source, store = st.columns(2)
-    source.markdown(f"**Source:** {md_text(settings.source_label)}")
+    label = f"DILA LEGI dumps ({settings.dump_folder})" if settings.source == "dumps" else settings.source_label
+    source.markdown(f"**Source:** {md_text(label)}")
     store.markdown(f"**Store:** {md_text(settings.store_label)}")
     if settings.is_demo:
         st.info(
@@ -332,6 +334,23 @@ def _export(status: dict[str, Any] | None) -> None:
         st.text(status["last_error"])
 
 
+def _dumps(store: Store, snap: StatusSnapshot) -> None:
+    """COLLECTOR_SOURCE=dumps: the last stamp applied, the archive being applied, the next check."""
+    try:
+        state = store.get_dump_state()
+    except Exception as exc:  # noqa: BLE001 - the page must render without the store
+        st.caption(f"Dump state unavailable: {safe_error(exc)}")
+        return
+    applied = f"{state.last_archive} (stamp {state.last_stamp})" if state.last_stamp else "none yet"
+    st.text(f"Last dump applied: {applied}; global: {state.global_stamp or '-'}; "
+            f"next check: {_when(snap.next_run_at)}")
+    live = snap.dump
+    if live and live.get("bytes_total"):
+        share = min(1.0, live["bytes_read"] / live["bytes_total"])
+        st.progress(share, text=f"{live['archive']}: {live['bytes_read'] / 1e6:.1f} / "
+                                f"{live['bytes_total'] / 1e6:.1f} MB, {live['articles']:,} articles")
+
+
 def _budget(budget: dict[str, Any]) -> None:
     st.subheader("Request budget")
     if not budget:
@@ -385,6 +404,8 @@ def _live_panel(locked: bool) -> None:
     snap = runtime.scheduler.status()
     _controls(snap, locked)
     _overview(snap)
+    if runtime.settings.source == "dumps":
+        _dumps(runtime.store, snap)
     _budget(snap.budget)
     _codes(snap)
     _throughput(snap.throughput)

@@ -1,4 +1,4 @@
-"""CLI: `python -m collector {status,run,changes,search,reset,demo-server}` (README.md, "Command line").
+"""CLI: `python -m collector {status,run,changes,search,reset,load-dump,demo-server}` (README.md, "Command line").
 
 Exit codes (README.md, "Exit codes"):
   0  ok (`run --once`: the pass ended with no failed code and no failed article; a pass
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -86,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--code", metavar="ID", help="only this code (LEGITEXT id)")
     search.add_argument("--state", metavar="ETAT", help="VIGUEUR (in force), MODIFIE or ABROGE")
     search.add_argument("--limit", type=int, default=20, metavar="N", help="at most N matches, best first (1-200; default 20)")
+    load = commands.add_parser("load-dump", help="apply DILA LEGI archives (files, folders or a folder URL)")
+    load.add_argument("sources", nargs="+", metavar="SOURCE",
+                      help="a .tar.gz, a folder holding archives, or an http(s) URL of a folder index")
+    load.add_argument("--codes", default="configured",
+                      help="configured (MASSIVE_CODES, default), all (every code in force), or ID,ID,...")
     # Its options are parsed by demo_server_parser() so other commands never import the emulator.
     demo = commands.add_parser("demo-server", add_help=False,
                                help="serve the offline Légifrance emulator on 127.0.0.1 (--help for options)")
@@ -253,6 +259,42 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not hits:
         print("no match", file=sys.stderr, flush=True)
     return EXIT_OK
+def cmd_load_dump(args: argparse.Namespace) -> int:
+    """Apply the archives; last line of stdout: the JSON summary; exit 1 when it has errors."""
+    from collector.dumps.apply import CodeScope, DumpOptions, LocalArchives, load_dumps
+    from collector.dumps.fetch import DumpFetcher, is_url
+    from collector.dumps.progress import TtyBar
+    from collector.logs import configure_logging
+    from collector.store import open_store
+
+    settings = _settings()
+    if args.codes == "configured":
+        from collector.runtime import with_demo_codes
+
+        settings = with_demo_codes(settings)
+    configure_logging(settings)
+    try:
+        scope = CodeScope.parse(args.codes, settings.massive_codes)
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_CONFIG) from None
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    bar = TtyBar() if sys.stderr.isatty() else None
+    store = open_store(settings)
+    try:
+        remote = any(is_url(source) for source in args.sources)
+        with DumpFetcher(settings.dump_cache_dir) if remote else contextlib.nullcontext(LocalArchives()) as fetcher:
+            summary = load_dumps(args.sources, scope, store, fetcher,
+                                 options=DumpOptions.for_settings(settings),
+                                 progress=bar, should_stop=stop.is_set)
+    finally:
+        if bar is not None:
+            bar.close()
+        store.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    _print_json(summary.as_dict())
+    return EXIT_OK if summary.ok else EXIT_ERROR
 
 
 def cmd_demo_server(args: argparse.Namespace) -> int:
@@ -268,6 +310,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "changes": cmd_changes,
     "reset": cmd_reset,
     "search": cmd_search,
+    "load-dump": cmd_load_dump,
     "demo-server": cmd_demo_server,
 }
 

@@ -52,6 +52,8 @@ PRODUCTION_OAUTH_URL = "https://oauth.piste.gouv.fr/api/oauth/token"
 PRODUCTION_API_BASE_URL = "https://api.piste.gouv.fr/dila/legifrance/lf-engine-app"
 DEMO_OAUTH_URL = "http://demo.invalid/api/oauth/token"
 DEMO_API_BASE_URL = "http://demo.invalid/dila/legifrance/lf-engine-app"
+DILA_DUMP_URL = "https://echanges.dila.gouv.fr/OPENDATA/LEGI/"
+DEMO_DUMP_URL = "http://demo.invalid/OPENDATA/LEGI/"  # the in-process emulator's dump folder
 
 # The original service's five priority codes, by intent (titles always come from the API).
 MAINTENANCE_CODES: tuple[str, ...] = (
@@ -185,6 +187,9 @@ class Settings:
     supabase_url: str | None = None
     supabase_key: str | None = _secret()
     db_path: Path = Path("data/collector.sqlite3")
+    dump_cache_dir: Path = Path("data/dumps")  # downloaded DILA LEGI archives
+    source: str = "api"  # COLLECTOR_SOURCE: "api" (PISTE / the demo API) or "dumps" (DILA archives)
+    dump_url: str | None = None  # DUMP_URL: the dump folder; None = DILA's (the emulator's in demo)
     maintenance_codes: tuple[str, ...] = MAINTENANCE_CODES
     massive_codes: tuple[str, ...] = MASSIVE_CODES
     maintenance_interval_minutes: float = 120.0
@@ -220,6 +225,13 @@ class Settings:
         if host == "api.piste.gouv.fr":
             return "PISTE production"
         return f"custom API ({host})"
+
+    @property
+    def dump_folder(self) -> str:
+        """Where MAINTENANCE / MASSIVE look for archives when COLLECTOR_SOURCE=dumps."""
+        if self.dump_url:
+            return self.dump_url
+        return DEMO_DUMP_URL if self.is_demo else DILA_DUMP_URL
 
     @property
     def uses_supabase(self) -> bool:
@@ -327,6 +339,10 @@ class Settings:
         except InvalidMode as exc:
             raise ConfigError(f"SIPHONNAGE_MODE: {exc}") from None
 
+        source = (get("COLLECTOR_SOURCE") or "api").lower()
+        if source not in {"api", "dumps"}:
+            raise ConfigError(f"COLLECTOR_SOURCE must be api or dumps, got {source[:20]!r}")
+
         log_format = get("LOG_FORMAT")
         if log_format is not None and log_format.lower() not in {"json", "console"}:
             raise ConfigError(f"LOG_FORMAT must be json or console, got {log_format[:20]!r}")
@@ -400,6 +416,9 @@ class Settings:
             supabase_url=supabase_url,
             supabase_key=supabase_key,
             db_path=Path(get("COLLECTOR_DB") or "data/collector.sqlite3"),
+            dump_cache_dir=Path(get("DUMP_CACHE_DIR") or "data/dumps"),
+            source=source,
+            dump_url=get("DUMP_URL"),
             maintenance_codes=codes("MAINTENANCE_CODES", MAINTENANCE_CODES),
             massive_codes=codes("MASSIVE_CODES", MASSIVE_CODES),
             maintenance_interval_minutes=float(number("MAINTENANCE_INTERVAL_MINUTES", 120.0, float, 0)),

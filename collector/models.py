@@ -112,3 +112,47 @@ class PassSummary:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class DumpState:
+    """What the store remembers of the DILA archives applied (one row; see store.base)."""
+
+    last_stamp: str | None = None  # "YYYYMMDD-HHMMSS" of the last archive applied completely
+    last_archive: str | None = None  # its file name
+    global_stamp: str | None = None  # the global the store was built on
+    codes: str | None = None  # the code scope of the loads ("all" or comma-separated ids)
+    archive: str | None = None  # archive being applied (None when none is half-applied)
+    members: int = 0  # members of it whose rows are committed
+    bytes_read: int = 0  # compressed bytes read at that point
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DumpBatch:
+    """One transaction of a dump load: rows, retirements and the progress that goes with them.
+
+    `retire` are (id, new etat) pairs of versions no longer in force (Store.retire_versions);
+    `reconcile` maps a code to the (ids, cids) in force in a global (Store.retire_absent);
+    `final` marks the archive's last batch: its stamp becomes the last one applied."""
+
+    archive: str
+    stamp: str
+    is_global: bool
+    codes: str
+    members: int
+    bytes_read: int
+    articles: tuple[Article, ...] = ()
+    rejected: tuple[Rejected, ...] = ()
+    retire: tuple[tuple[str, str], ...] = ()
+    reconcile: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = ()
+    final: bool = False
+
+    @property
+    def archive_tag(self) -> str:
+        """The change log's run_id for this archive's events: its file name without `.tar.gz`."""
+        name = self.archive
+        for suffix in (".tar.gz", ".tgz"):
+            if name.lower().endswith(suffix):
+                return name[: -len(suffix)]
+        return name

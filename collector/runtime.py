@@ -24,7 +24,8 @@ from collector.jsonable import jsonable
 from collector.legifrance import LegifranceClient
 from collector.logs import LogBuffer, configure_logging
 from collector.ratelimit import RequestBudget, window_keys
-from collector.scheduler import CollectorScheduler, SchedulerOptions
+from collector import harvest
+from collector.scheduler import CollectorScheduler, RunPass, SchedulerOptions
 from collector.state import DesiredState, LoadResult, StateFile, defaults_from_settings
 from collector.status import StatusBoard, StatusSnapshot
 from collector.store import open_store
@@ -114,6 +115,12 @@ def build_runtime(
         )
         status = StatusBoard()
         desired = DesiredState(StateFile(settings.state_file, defaults_from_settings(settings)), store)
+        run_pass: RunPass = harvest.run_pass
+        if settings.source == "dumps":  # the one seam: the pass the scheduler runs
+            from collector.dumps.schedule import dump_pass_for
+
+            local = demo.dump_folder() if demo is not None and not settings.dump_url else None
+            run_pass = dump_pass_for(settings, demo_folder=local)
         scheduler = CollectorScheduler(
             settings,
             state=desired,
@@ -122,6 +129,7 @@ def build_runtime(
             client_factory=client_factory,
             budget=budget,
             options=scheduler_options or SchedulerOptions.from_settings(settings),
+            run_pass=run_pass,
         )
         log.info(
             "runtime ready",
@@ -201,8 +209,11 @@ def status_payload(
         "timestamp": utcnow().isoformat(),
         "source": settings.source_label,
         "store": store.label,
+        "collector_source": settings.source,
         **payload,
     }
+    if settings.source == "dumps":
+        payload["dump_folder"] = settings.dump_folder
     payload.update(_counters(settings, store, snapshot))
     if snapshot is not None:
         payload.update(
@@ -282,6 +293,15 @@ def _counters(settings: Settings, store: Store, snapshot: StatusSnapshot | None)
     except Exception as exc:  # noqa: BLE001 - the status must answer even when the store does not
         out["store_error"] = f"{type(exc).__name__}: {exc}"[:300]
         log.warning("status counters unavailable", error=out["store_error"])
+    try:
+        dump = jsonable(dataclasses.asdict(store.get_dump_state()))
+        if snapshot is not None and snapshot.dump:
+            dump["live"] = dict(snapshot.dump)  # the archive being applied by this process
+        out["dump"] = dump
+    except Exception as exc:  # noqa: BLE001 - e.g. a Supabase project without 0006_dumps.sql
+        if settings.source == "dumps":
+            out["dump_error"] = f"{type(exc).__name__}: {exc}"[:300]
+        log.debug("dump state unavailable", error=str(exc))
     return out
 
 

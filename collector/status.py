@@ -46,6 +46,7 @@ class StatusSnapshot:
     state_error: str | None = None
     throughput: list[tuple[float, int]] = field(default_factory=list)  # (epoch s, stored so far)
     queued_codes: list[str] = field(default_factory=list)  # extra passes waiting (collect_code)
+    dump: dict[str, Any] = field(default_factory=dict)  # archive being applied: bytes, articles
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (datetimes as ISO strings)."""

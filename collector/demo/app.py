@@ -18,6 +18,10 @@ Admin routes (no auth, never counted in stats; each is also a DemoServer method)
   GET /_demo/stats[?per_id=1] (DELETE resets)    POST /_demo/expire-tokens
   GET /_demo/expected?codes=A,B&min_chars=100 -> the ids a correct collector stores
   GET /_demo/health
+
+DILA's open-data folder (no auth, never counted, not faulted), generated on first request:
+  GET /OPENDATA/LEGI/          an Apache-style index linking the synthetic archives
+  GET /OPENDATA/LEGI/{name}    an archive (Range requests answered 206, as DILA's server)
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from urllib.parse import parse_qs
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import FileResponse, HTMLResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -446,6 +450,30 @@ async def _not_found(request: Request, exc: Exception) -> Response:
     return _error(status, "Not Found" if status == 404 else "Error", f"no route {request.method} {request.url.path}")
 
 
+DUMPS_PATH = "/OPENDATA/LEGI/"
+
+
+def _dump_routes(server: DemoServer) -> list[Route]:
+    """The synthetic DILA folder (collector.demo.dumps), written off the event loop once."""
+
+    async def index(request: Request) -> Response:
+        folder = server.dump_folder()
+        await asyncio.to_thread(folder.paths)
+        return HTMLResponse(folder.index_html(DUMPS_PATH))
+
+    async def archive(request: Request) -> Response:
+        folder = server.dump_folder()
+        paths = await asyncio.to_thread(folder.paths)
+        name = request.path_params["name"]
+        for path in paths:
+            if path.name == name:
+                return FileResponse(path, media_type="application/gzip")
+        return _error(404, "Not Found", f"no archive {name[:80]!r}")
+
+    return [Route(DUMPS_PATH, index, methods=["GET"]),
+            Route(DUMPS_PATH + "{name}", archive, methods=["GET"])]
+
+
 def create_app(config: DemoConfig | DemoServer | None = None) -> Starlette:
     """The emulator as a Starlette app; `app.state.demo` is its DemoServer."""
     server = config if isinstance(config, DemoServer) else DemoServer(config)
@@ -456,6 +484,7 @@ def create_app(config: DemoConfig | DemoServer | None = None) -> Starlette:
         _api_route(server, "/consult/getArticle", "get_article", _get_article),
         _api_route(server, "/consult/getArticleByCid", "get_article_by_cid", _get_article_by_cid),
         *_admin_routes(server),
+        *_dump_routes(server),
     ]
     app = _DemoStarlette(routes=routes, exception_handlers={404: _not_found, 405: _not_found})
     app.state.demo = server

@@ -6,16 +6,21 @@ a test thread may call them at once)."""
 
 from __future__ import annotations
 
+import atexit
 import secrets
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from collector.demo.config import DemoConfig
 from collector.demo.corpus import Corpus, PublishedVersion, RepealedArticle
+from collector.demo.dumps import DemoDumpFolder
 from collector.demo.faults import FaultInjector, FaultKind, FaultRule, as_rule
 from collector.demo.traffic import SlidingWindow, Traffic
 
@@ -45,6 +50,17 @@ class DemoServer:
             seed=self.config.seed, rate=self.config.fault_rate, kinds=self.config.fault_kinds,
             plan=self.config.faults,
         )
+        self._dumps: DemoDumpFolder | None = None
+
+    def dump_folder(self) -> DemoDumpFolder:
+        """The synthetic DILA archives of this corpus (collector.demo.dumps), in a temporary
+        folder created on first use and removed at exit; written on the first `paths()`."""
+        with self._lock:
+            if self._dumps is None:
+                folder = Path(tempfile.mkdtemp(prefix="demo-dumps-"))
+                atexit.register(shutil.rmtree, folder, True)
+                self._dumps = DemoDumpFolder(folder, self.config.articles, self.config.seed)
+            return self._dumps
 
     # ---- live knobs ------------------------------------------------------------------------
     def update(self, **knobs: Any) -> DemoConfig:

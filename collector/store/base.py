@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from collector.models import Article, CodeMark, Rejected
+from collector.models import Article, CodeMark, DumpBatch, DumpState, Rejected
 
 
 class StoreError(RuntimeError):
@@ -203,6 +203,22 @@ class Store(Protocol):
     def article_versions(self, cid: str) -> list[dict[str, Any]]:
         """The versions of one article we hold (id, cid, num, etat, date_debut, date_fin,
         collected_at), newest first."""
+        ...
+
+    # ---- DILA dumps (collector/dumps) -------------------------------------------------------
+    def get_dump_state(self) -> DumpState:
+        """The last archive applied completely, the global it built on, the code scope, and the
+        archive half-applied (with how far its committed batches went), if any."""
+        ...
+
+    def apply_dump_batch(self, batch: DumpBatch) -> dict[str, int]:
+        """In ONE transaction: upsert `articles` with their change-log events (tag =
+        batch.archive_tag), upsert `rejected`, retire `retire` versions (as retire_versions),
+        reconcile each `reconcile` code with a global's in-force set (as retire_absent), and
+        write the dump state: progress (archive, members, bytes_read), or for a `final` batch
+        the archive's stamp as the last applied (a stamp not after the last applied raises
+        ValueError and writes nothing). Replaying a batch writes no event twice. Returns the
+        event counts by kind plus `superseded` and `retired` (rows taken out of force)."""
         ...
 
     def close(self) -> None: ...

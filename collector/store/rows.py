@@ -10,7 +10,7 @@ from typing import Any
 
 from collector.clock import utcnow  # noqa: F401 - the backends import it from here
 from collector.config import parse_mode
-from collector.models import CHANGE_KINDS, Article, CodeMark, Rejected
+from collector.models import CHANGE_KINDS, Article, CodeMark, DumpBatch, DumpState, Rejected
 
 ARTICLE_COLUMNS: tuple[str, ...] = (
     "id",
@@ -279,3 +279,80 @@ def run_from_row(row: Mapping[str, Any]) -> dict[str, Any]:
         "summary": load(row.get("summary")),
         "progress": load(row.get("progress")),
     }
+
+
+DUMP_STATE_COLUMNS: tuple[str, ...] = (
+    "last_stamp", "last_archive", "global_stamp", "codes", "archive", "members", "bytes_read", "updated_at",
+)
+
+
+def dump_state_from_row(row: Mapping[str, Any] | None) -> DumpState:
+    """The stored dump state (an empty DumpState when nothing was ever applied)."""
+    if row is None:
+        return DumpState()
+    return DumpState(
+        last_stamp=row.get("last_stamp"),
+        last_archive=row.get("last_archive"),
+        global_stamp=row.get("global_stamp"),
+        codes=row.get("codes"),
+        archive=row.get("archive"),
+        members=int(row.get("members") or 0),
+        bytes_read=int(row.get("bytes_read") or 0),
+        updated_at=parse_ts(row.get("updated_at")),
+    )
+
+
+def next_dump_state(state: DumpState, batch: DumpBatch, now: datetime) -> DumpState:
+    """The dump state once `batch` is committed. A final batch stamps its archive as applied
+    and refuses (ValueError) a stamp not after the last one: an archive is applied once, even
+    by two loaders racing on one store (the loser's transaction rolls back)."""
+    if batch.final:
+        if state.last_stamp is not None and batch.stamp <= state.last_stamp:
+            raise ValueError(
+                f"dump {batch.archive} (stamp {batch.stamp}) is not after the last one applied "
+                f"({state.last_archive}, {state.last_stamp}): already applied, or applied out of order"
+            )
+        return DumpState(
+            last_stamp=batch.stamp,
+            last_archive=batch.archive,
+            global_stamp=batch.stamp if batch.is_global else state.global_stamp,
+            codes=batch.codes,
+            archive=None,
+            updated_at=now,
+        )
+    return DumpState(
+        last_stamp=state.last_stamp,
+        last_archive=state.last_archive,
+        global_stamp=state.global_stamp,
+        codes=state.codes,
+        archive=batch.archive,
+        members=batch.members,
+        bytes_read=batch.bytes_read,
+        updated_at=now,
+    )
+
+
+def dump_state_row(state: DumpState) -> dict[str, Any]:
+    return {
+        "last_stamp": state.last_stamp,
+        "last_archive": state.last_archive,
+        "global_stamp": state.global_stamp,
+        "codes": state.codes,
+        "archive": state.archive,
+        "members": int(state.members),
+        "bytes_read": int(state.bytes_read),
+        "updated_at": iso_ts(state.updated_at),
+    }
+
+
+def dump_counts(events: Mapping[str, int], retired: Iterable[tuple[int, int]]) -> dict[str, int]:
+    """Store.apply_dump_batch's result: the events by kind (of the upsert and the retirements)
+    plus `superseded` and `retired` (rows taken out of force)."""
+    counts = dict(events)
+    superseded = repealed = 0
+    for one in retired:
+        superseded, repealed = superseded + one[0], repealed + one[1]
+        for kind, n in getattr(one, "events", {}).items():
+            counts[kind] = counts.get(kind, 0) + n
+    counts["superseded"], counts["retired"] = superseded, repealed
+    return counts

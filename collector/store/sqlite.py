@@ -28,21 +28,26 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from collector.models import Article, CodeMark, Rejected
+from collector.models import Article, CodeMark, DumpBatch, DumpState, Rejected
 from collector.search import parse_query
 from collector.store import sqlite_search
 from collector.store.base import Lease, Retired, StoreError, StoreFatal
 from collector.store.rows import (
     ARTICLE_COLUMNS,
+    DUMP_STATE_COLUMNS,
     MARK_COLUMNS,
     REJECTED_COLUMNS,
     change_args,
     change_from_row,
     cursor_args,
+    dump_counts,
+    dump_state_from_row,
+    dump_state_row,
     event_tag,
     iso_ts,
     mark_from_row,
     mark_row,
+    next_dump_state,
     no_change_counts,
     parse_ts,
     retire_args,
@@ -140,6 +145,18 @@ CREATE TABLE IF NOT EXISTS collector_lease (
     expires_at  TEXT NOT NULL,
     acquired_at TEXT NOT NULL
 );
+
+CREATE TABLE IF NOT EXISTS collector_dump_state (
+    id           INTEGER PRIMARY KEY CHECK (id = 1),
+    last_stamp   TEXT,
+    last_archive TEXT,
+    global_stamp TEXT,
+    codes        TEXT,
+    archive      TEXT,
+    members      INTEGER NOT NULL DEFAULT 0,
+    bytes_read   INTEGER NOT NULL DEFAULT 0,
+    updated_at   TEXT
+);
 """ + CHANGES_SCHEMA
 
 
@@ -152,6 +169,8 @@ def _upsert_sql(table: str, columns: Sequence[str], key: str) -> str:
 
 _UPSERT_REJECTED = _upsert_sql("legifrance_rejected", REJECTED_COLUMNS, "id")
 _UPSERT_MARK = _upsert_sql("collector_code_marks", MARK_COLUMNS, "code_id")
+_UPSERT_DUMP_STATE = _upsert_sql("collector_dump_state", ("id", *DUMP_STATE_COLUMNS), "id").replace(
+    "VALUES (?", "VALUES (1", 1)
 
 def translate_sqlite_error(exc: sqlite3.Error, path: Path, busy_timeout_s: float) -> StoreError:
     """Turn a raw sqlite3 error into a StoreError/StoreFatal that says what to check."""
@@ -609,6 +628,32 @@ class SqliteStore:
                 "UPDATE collector_lease SET expires_at = min(expires_at, ?) WHERE id = 1 AND owner = ?",
                 (now, owner),
             )
+
+    # ---- DILA dumps --------------------------------------------------------------------------
+    def get_dump_state(self) -> DumpState:
+        with self._read() as conn:
+            row = conn.execute("SELECT * FROM collector_dump_state WHERE id = 1").fetchone()
+        return dump_state_from_row(dict(row) if row is not None else None)
+
+    def apply_dump_batch(self, batch: DumpBatch) -> dict[str, int]:
+        """See Store.apply_dump_batch: one IMMEDIATE transaction."""
+        article_rows, rejected_rows = split_articles_rejected(batch.articles, batch.rejected)
+        pairs = version_pairs(batch.retire)
+        tag, at = batch.archive_tag, iso_ts(self._clock())
+        with self._connection(write=True, commit=True) as conn:
+            row = conn.execute("SELECT * FROM collector_dump_state WHERE id = 1").fetchone()
+            state = next_dump_state(dump_state_from_row(dict(row) if row else None), batch, self._clock())
+            counts = no_change_counts()
+            if article_rows:
+                counts = dict(upsert_articles_logged(conn, article_rows, tag, at=at))
+            if rejected_rows:
+                conn.executemany(_UPSERT_REJECTED, [tuple(r[c] for c in REJECTED_COLUMNS) for r in rejected_rows])
+            retired = [retire_versions_logged(conn, pairs, tag, at=at)] if pairs else []
+            for code_id, ids, cids in batch.reconcile:
+                retired.append(retire_absent_logged(conn, code_id, list(ids), list(cids), tag, at=at))
+            values = dump_state_row(state)
+            conn.execute(_UPSERT_DUMP_STATE, tuple(values[c] for c in DUMP_STATE_COLUMNS))
+        return dump_counts(counts, retired)
 
     # ---- search (collector/search.py, store/sqlite_search.py) ---------------------------------
     def search(

@@ -31,7 +31,7 @@ from postgrest.exceptions import APIError
 from supabase import Client, ClientOptions, SupabaseException, create_client
 
 from collector.config import SecretMask
-from collector.models import Article, CodeMark, Rejected
+from collector.models import Article, CodeMark, DumpBatch, DumpState, Rejected
 from collector.retry import backoff_delay, retry_call
 from collector.search import VERSION_COLUMNS, parse_query
 from collector.store.base import Lease, Retired, StoreError, StoreFatal
@@ -42,6 +42,7 @@ from collector.store.rows import (
     change_args,
     change_from_row,
     cursor_args,
+    dump_state_from_row,
     event_tag,
     iso_ts,
     json_safe,
@@ -398,6 +399,39 @@ class SupabaseStore:
         params = {"p_ids": [p[0] for p in pairs], "p_etats": [p[1] for p in pairs], "p_tag": tag}
         row = self._rpc_row("retiring versions no longer in force", "collector_retire_versions", params)
         return Retired(row["superseded"], row["repealed"], row.get("events"))
+
+    # ---- DILA dumps --------------------------------------------------------------------------
+    def get_dump_state(self) -> DumpState:
+        response = self._call(
+            "reading the dump state",
+            lambda: self._client.table("collector_dump_state").select("*").eq("id", True).limit(1).execute(),
+        )
+        return dump_state_from_row(response.data[0] if response.data else None)
+
+    def apply_dump_batch(self, batch: DumpBatch) -> dict[str, int]:
+        """See Store.apply_dump_batch: ONE collector_apply_dump_batch() call (0006_dumps.sql),
+        so one transaction; a stamp already applied comes back as ValueError."""
+        article_rows, rejected_rows = split_articles_rejected(batch.articles, batch.rejected)
+        pairs = version_pairs(batch.retire)
+        params = {
+            "p_archive": batch.archive, "p_stamp": batch.stamp, "p_is_global": batch.is_global,
+            "p_codes": batch.codes, "p_members": batch.members, "p_bytes_read": batch.bytes_read,
+            "p_final": batch.final, "p_tag": batch.archive_tag,
+            "p_articles": article_rows, "p_rejected": rejected_rows,
+            "p_retire_ids": [p[0] for p in pairs], "p_retire_etats": [p[1] for p in pairs],
+            "p_reconcile": [{"code_id": c, "ids": list(ids), "cids": list(cids)} for c, ids, cids in batch.reconcile],
+        }
+        try:
+            response = self._call(
+                f"applying a batch of {batch.archive}",
+                lambda: self._client.rpc("collector_apply_dump_batch", params).execute(),
+            )
+        except StoreError as exc:
+            if "already applied" in str(exc):
+                raise ValueError(str(exc)) from None
+            raise
+        counts = response.data if isinstance(response.data, dict) else {}
+        return {str(k): int(v) for k, v in counts.items()}
 
     # ---- change log --------------------------------------------------------------------------
     def read_changes(

@@ -42,6 +42,7 @@ KEYS = {
     "legifrance_changes": "seq",
     "legifrance_change_consumers": "consumer",
     "files_queue": "file_path",  # the downstream's queue (0004), written by the export
+    "collector_dump_state": "id",
 }
 NO_EVENTS = {"added": 0, "modified": 0, "repealed": 0, "corrected": 0}
 

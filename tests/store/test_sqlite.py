@@ -67,7 +67,7 @@ def test_creates_parent_directory_and_the_same_columns_as_the_migration(store: S
     assert db.is_file() and isinstance(store, Store)
     assert store.label == f"SQLite ({db})"
     expected = {t: c for t, c in migration_columns().items() if t != "files_queue"}  # the workers' table
-    assert len(expected) == 9
+    assert len(expected) == 10  # 0001: 7 tables, 0002: the change log and its cursors, 0006: the dump state
     with sqlite3.connect(db) as conn:
         for table, columns in expected.items():
             assert [r[1] for r in conn.execute(f"PRAGMA table_info({table})")] == columns, table
