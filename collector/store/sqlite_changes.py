@@ -122,7 +122,9 @@ def upsert_articles_logged(
         live.setdefault(row[1], {})[row[0]] = row[2] or ""
     events: list[tuple[Any, ...]] = []
     retired: dict[str, None] = {}
-    for r in rows:
+    # Rows entering force first: a batch [V1 leaving, V2 of the same cid entering] is one
+    # `modified` event whatever the order, not a repeal followed by an addition.
+    for r in sorted(rows, key=lambda r: not in_force(r["etat"])):
         rid, cid = r["id"], r["cid"]
         before = stored.get(rid)
         stored[rid] = (r["etat"], r["content_sha256"])

@@ -77,7 +77,11 @@ begin
         return v_counts;
     end if;
     perform public.collector_lock_changes();
-    for r in select * from jsonb_populate_recordset(null::public.legifrance_articles, p_rows) loop
+    -- Rows entering force first (stable otherwise): [V1 leaving, V2 of its cid entering] is one
+    -- `modified` event whatever the order, as in SQLite.
+    for r in select x.* from jsonb_populate_recordset(null::public.legifrance_articles, p_rows)
+             with ordinality as x
+             order by (x.etat like 'VIGUEUR%') desc, x.ordinality loop
         v_kind := null;
         v_prev := null;
         v_etat := null;

@@ -460,7 +460,8 @@ class FakePostgrest(FakeService):
         stored = self.tables["legifrance_articles"]
         counts = dict(NO_EVENTS)
         tag = args.get("p_tag") or (str(args["p_run_id"]) if args.get("p_run_id") is not None else None)
-        for row in staged_a.values():
+        entering_first = sorted(staged_a.values(), key=lambda r: not str(r["etat"]).startswith("VIGUEUR"))
+        for row in entering_first:
             kind, previous, old = None, None, stored.get(row["id"])
             if str(row["etat"]).startswith("VIGUEUR"):
                 if old is not None and str(old["etat"]).startswith("VIGUEUR"):

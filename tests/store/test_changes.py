@@ -92,6 +92,15 @@ def test_two_versions_of_one_cid_in_one_batch(store: SqliteStore) -> None:
     assert etats(store) == {v1.id: "MODIFIE", v2.id: "VIGUEUR"}
 
 
+def test_a_batch_taking_a_version_out_and_its_successor_in_is_one_modified_event(store: SqliteStore) -> None:
+    """As a dump delta brings them: the old version's file (now MODIFIE) may come first."""
+    v1, v2 = version(1, 1), version(1, 2)
+    store.commit_batch([v1])
+    store.commit_batch([replace(v1, etat="MODIFIE"), v2])
+    assert log(store)[1:] == [("modified", v2.id, v1.id, "VIGUEUR")]
+    assert etats(store) == {v1.id: "MODIFIE", v2.id: "VIGUEUR"}
+
+
 def test_one_batch_retiring_then_storing_again_the_version_in_force(store: SqliteStore) -> None:
     v1, v4 = version(1, 1), version(1, 4)
     store.commit_batch([v1])

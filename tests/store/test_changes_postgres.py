@@ -64,16 +64,18 @@ def test_the_same_steps_write_the_same_log_as_sqlite(
         lambda s: s.commit_batch([v31], tag="8"),  # re-enters
         lambda s: s.commit_batch([version(1, 4), v13], tag="9"),  # 1.4 retires 1.3, which then retires 1.4
         lambda s: s.commit_batch([replace(v31, etat="ABROGE"), replace(v13, etat="MODIFIE")], tag="10"),  # leave
+        lambda s: s.commit_batch([version(5, 1)], tag="11"),
+        lambda s: s.commit_batch([replace(version(5, 1), etat="MODIFIE"), version(5, 2)], tag="12"),  # one modified
     ]
     for n, step in enumerate(steps):
         expected = step(lite)
         assert step(remote) == expected, n
         replay(db, fake)
         assert pg_log(db) == lite_log(lite), n
-    assert len(pg_log(db)) == 19
+    assert len(pg_log(db)) == 21
     assert db.execute("SELECT previous_text FROM legifrance_changes WHERE kind = 'corrected'").fetchall() == [(v21.text,)]
     assert dict(db.execute("SELECT id, etat FROM legifrance_articles").fetchall()) == dict(
-        (a["id"], a["etat"]) for a in lite.get_articles([r.id for r in (v11, v12, v13, version(1, 4), v21, v31, v41)]).values()
+        (a["id"], a["etat"]) for a in lite.get_articles([r.id for r in (v11, v12, v13, version(1, 4), v21, v31, v41, version(5, 1), version(5, 2))]).values()
     ) | {version(9, 1, OTHER).id: "VIGUEUR"}
 
 
