@@ -240,9 +240,10 @@ class CollectorScheduler:
             now = self.clock()
             if self._counters_at is None or (now - self._counters_at).total_seconds() >= self.options.counters_every:
                 self._counters_at = now
-                self.board.show_totals(self.store.count_articles(), self.store.count_rejected())
+                self.board.show_totals(self.store.count_articles(), self.store.count_rejected(), sample=self.alive)
         except Exception as exc:  # noqa: BLE001 - counters are cosmetic; retry next time
             log.warning("store counters unavailable", error=self.describe(exc))
+            self.board.set(store_error=self.describe(exc))  # the page's store alert
         finally:
             self._counters_lock.release()
 
@@ -273,7 +274,7 @@ class CollectorScheduler:
             except Exception as exc:  # noqa: BLE001 - a bug; do not restart in a tight loop
                 log.exception("collector thread crashed")
                 self.board.error(f"collector thread crashed: {self.describe(exc)}")
-                self.board.set(phase="error", detail="collector thread crashed; press Start to retry")
+                self.board.set(phase="error", detail="the collector thread crashed")
                 with self._lock:
                     self._thread = self._run = None
                     return
@@ -494,9 +495,11 @@ class _Run:
         await self._release_lease()
         message = s.describe(exc)
         s.board.error(message)
+        # The message is in last_error; the detail says only what happens next (said once).
         if isinstance(exc, FATAL_ERRORS):
             delay = s.options.fatal_retry_seconds
-            s.board.set(phase="error", detail=f"error: {message}; retrying in {delay:.0f} s or on Start")
+            retry_at = s.clock() + timedelta(seconds=delay)
+            s.board.set(phase="error", detail=f"retrying at {_hms(retry_at)}", next_run_at=retry_at)
             log.error("collector error; waiting", error=message, retry_in=delay)
             if s._on_fatal is not None:
                 try:
@@ -506,7 +509,8 @@ class _Run:
         else:
             self.failures += 1
             delay = backoff_delay(self.failures, *s.options.backoff)
-            s.board.set(phase="error", detail=f"error: {message}; retrying in {delay:.0f} s")
+            retry_at = s.clock() + timedelta(seconds=delay)
+            s.board.set(phase="error", detail=f"retrying at {_hms(retry_at)}", next_run_at=retry_at)
             log.warning("transient collector error; backing off", error=message, retry_in=delay)
         self.poked = False
         self.next_at, self.early = self.loop.time() + delay, lambda: self.poked
