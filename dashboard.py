@@ -31,6 +31,7 @@ from collector.gate import PasswordGate
 from collector.health import health_routes
 from collector.keepawake import start_keep_awake
 from collector.routes import build_routes
+from collector.scheduler import CollectRefused
 from collector.search_page import search_section
 from collector.shared_runtime import get_runtime
 from collector.status import throughput_rows
@@ -142,8 +143,6 @@ def _collect_code() -> None:
     code_id = st.session_state.get("collect_code_choice")
     if not code_id:
         return
-    from collector.scheduler import CollectRefused  # branch cli: move to the top once merged
-
     try:
         get_runtime().scheduler.collect_code(code_id)
     except CollectRefused as exc:
@@ -499,7 +498,7 @@ def _history_panel(locked: bool) -> None:
         st.caption("No pass yet.")
     st.subheader("Codes")
     st.dataframe(
-        cockpit.code_rows(code_ids, marks, in_force, changed, snap.codes, now),
+        cockpit.code_rows(code_ids, marks, in_force, changed, snap.codes, now, snap.queued_codes),
         hide_index=True,
         width="stretch",
         column_config={
@@ -513,6 +512,8 @@ def _history_panel(locked: bool) -> None:
         f"among the last {CHANGES_SCANNED:,}."
     )
     titles = {r["code"]: r["title"] for r in cockpit.code_rows(code_ids, marks, {}, {}, snap.codes, now)}
+    if snap.queued_codes:
+        st.caption(md_text(f"Waiting for Collect now: {', '.join(snap.queued_codes)}"))
     pick, act = st.columns([4, 1], vertical_alignment="bottom")
     pick.selectbox("Collect one code now", code_ids, key="collect_code_choice",
                    format_func=lambda c: f"{titles[c]} ({c})" if titles.get(c) else c, disabled=locked)

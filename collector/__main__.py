@@ -1,7 +1,16 @@
 """CLI: `python -m collector {status,run,changes,search,reset,demo-server}` (README.md, "Command line").
 
-Exit codes: 0 ok; 2 bad configuration or arguments; 3 authentication refused by the API;
-4 permanent store failure; 5 another collector holds the store lease; 1 anything else.
+Exit codes (README.md, "Exit codes"):
+  0  ok (`run --once`: the pass ended with no failed code and no failed article; a pass
+     stopped by SIGTERM/SIGINT is ok when nothing failed before)
+  1  something failed: `run --once` printed its summary with `codes_failed` or `failed` > 0
+     (an unknown but well-formed code id is a failed code), no token could be had within
+     15 s (the host is named), or any other error
+  2  bad configuration or arguments (a malformed code id in MAINTENANCE_CODES / MASSIVE_CODES,
+     half a PISTE credential, a bad option)
+  3  authentication refused by the API
+  4  permanent store failure
+  5  another collector holds the store lease
 Logs go to stderr; stdout carries only the JSON results.
 """
 
@@ -16,7 +25,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from collector.config import ConfigError, InvalidMode, Mode, Settings, parse_mode
+from collector.config import ConfigError, InvalidMode, Mode, Settings, mode_from_text
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_AUTH, EXIT_STORE, EXIT_LEASE = 0, 1, 2, 3, 4, 5
 SHUTDOWN_TIMEOUT = 8.0  # seconds; SIGTERM must end the process within 10 s
@@ -37,7 +46,7 @@ class CliError(Exception):
 
 def _mode(value: str) -> Mode:
     try:
-        return parse_mode(value.strip().upper())
+        return mode_from_text(value)
     except InvalidMode as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -60,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("status", help="print the status as one JSON object (starts nothing)")
     run = commands.add_parser("run", help="run the collector in the foreground")
-    run.add_argument("--mode", type=_mode, help="MASSIVE or MAINTENANCE (saved as the desired mode)")
+    run.add_argument("--mode", type=_mode,
+                     help="MASSIVE or MAINTENANCE, any case (saved as the desired mode; with --once, used "
+                          "for that pass only)")
     run.add_argument("--once", action="store_true", help="run a single pass, print its summary as JSON")
     changes = commands.add_parser("changes", help="print the change log, one JSON object per line in seq order")
     changes.add_argument("--since", type=_count(0), default=0, metavar="SEQ",
@@ -160,13 +171,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         scheduler = runtime.scheduler
         scheduler.load()
+        if args.once:  # one pass: the server's desired {running, mode} stays as saved
+            return _run_once(runtime, args.mode or scheduler.mode)
         if args.mode is not None:
             scheduler.set_mode(args.mode)
             snap = scheduler.status()
             if not snap.state_saved:
                 print(f"warning: mode not saved: {snap.state_error}", file=sys.stderr, flush=True)
-        if args.once:
-            return _run_once(runtime, scheduler.mode)
         return _run_forever(runtime)
     finally:
         runtime.close(SHUTDOWN_TIMEOUT)
@@ -184,6 +195,10 @@ def _run_once(runtime: Any, mode: Mode) -> int:
 
     summary = asyncio.run(main())
     _print_json(summary_as_dict(summary))
+    if summary.codes_failed or summary.failed:  # said last on stderr, once the runtime is closed
+        raise CliError(f"the pass had failures: {summary.codes_failed} code(s) and {summary.failed} article(s) "
+                       "failed (see `errors` in the summary; failed articles are fetched again next pass)",
+                       EXIT_ERROR)
     return EXIT_OK
 
 
@@ -259,7 +274,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def _classify(exc: BaseException) -> CliError:
     """One clear line and an exit code for the errors a user can act on."""
-    from collector.legifrance import LegifranceAuthError
+    from collector.legifrance import LegifranceAuthError, LegifranceError
     from collector.scheduler import LeaseHeld
     from collector.state import StateSaveError
     from collector.store.base import StoreError, StoreFatal
@@ -271,6 +286,8 @@ def _classify(exc: BaseException) -> CliError:
     if isinstance(exc, LegifranceAuthError):
         hint = "" if "LEGIFRANCE_CLIENT_ID" in str(exc) else f" ({AUTH_HINT})"
         return CliError(f"authentication refused by the API: {exc}{hint}", EXIT_AUTH)
+    if isinstance(exc, LegifranceError):  # e.g. no token: the host is named, never the secret
+        return CliError(f"API error: {exc}", EXIT_ERROR)
     if isinstance(exc, StoreFatal):
         return CliError(f"store error (permanent): {exc}", EXIT_STORE)
     if isinstance(exc, LeaseHeld):

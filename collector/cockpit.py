@@ -98,7 +98,7 @@ def badge(snap: StatusSnapshot, now: datetime) -> Badge:
     elif phase == "error" and (snap.running or snap.alive):
         state = "error"
         doing = f"retrying {when(snap.next_run_at, now)}" if snap.next_run_at else "waiting to retry"
-    elif not snap.running:
+    elif not snap.running and not (snap.alive and phase in ("harvesting", "waiting for budget")):
         state = "stopping" if snap.alive else "stopped"
         doing = "committing what was fetched, then stopping" if snap.alive else "not collecting"
     elif phase == "standby":
@@ -248,9 +248,11 @@ def code_rows(
     last_change: Mapping[str, str],
     progress: Sequence[CodeProgress],
     now: datetime,
+    queued: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """One row per code: title, articles in force (stored), last complete walk, /list/code
-    lastUpdate at that walk, the newest change-log event, and where this pass stands."""
+    lastUpdate at that walk, the newest change-log event, and where this pass stands
+    (`queued`: codes waiting for an extra pass, Collect now)."""
     in_pass = {p.code_id: p for p in progress}
     rows = []
     for code_id in dict.fromkeys(code_ids):
@@ -263,7 +265,7 @@ def code_rows(
             "last walked": when(mark.walked_at, now) if mark and mark.walked_at else NOT_WALKED,
             "lastUpdate (/list/code)": (mark.last_update or "—")[:10] if mark else "—",
             "last change": when(last_change[code_id], now) if code_id in last_change else "—",
-            "this pass": pass_state(p) if p else "not in this pass",
+            "this pass": pass_state(p) if p else "queued (collect now)" if code_id in queued else "not in this pass",
             "progress": pass_fraction(p) if p else None,
         })
     return rows

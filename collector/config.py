@@ -42,6 +42,12 @@ def parse_mode(value: object) -> Mode:
     raise InvalidMode(f"invalid mode {shown}: expected one of 'MASSIVE', 'MAINTENANCE'")
 
 
+def mode_from_text(value: object) -> Mode:
+    """A mode as a person types it (the CLI, SIPHONNAGE_MODE, the mode route): surrounding
+    spaces and the case ignored ("massive" is MASSIVE); else InvalidMode."""
+    return parse_mode(value.strip().upper() if isinstance(value, str) else value)
+
+
 PRODUCTION_OAUTH_URL = "https://oauth.piste.gouv.fr/api/oauth/token"
 PRODUCTION_API_BASE_URL = "https://api.piste.gouv.fr/dila/legifrance/lf-engine-app"
 DEMO_OAUTH_URL = "http://demo.invalid/api/oauth/token"
@@ -317,13 +323,23 @@ class Settings:
 
         mode_raw = get("SIPHONNAGE_MODE")
         try:
-            mode = parse_mode(mode_raw.upper()) if mode_raw else Mode.MAINTENANCE
+            mode = mode_from_text(mode_raw) if mode_raw else Mode.MAINTENANCE
         except InvalidMode as exc:
             raise ConfigError(f"SIPHONNAGE_MODE: {exc}") from None
 
         log_format = get("LOG_FORMAT")
         if log_format is not None and log_format.lower() not in {"json", "console"}:
             raise ConfigError(f"LOG_FORMAT must be json or console, got {log_format[:20]!r}")
+
+        client_id, client_secret = get("LEGIFRANCE_CLIENT_ID"), get(SECRET_SETTINGS["client_secret"])
+        if bool(client_id) != bool(client_secret):  # half a credential is a typo, not a wish for the demo
+            present, missing = (
+                ("LEGIFRANCE_CLIENT_ID", "LEGIFRANCE_CLIENT_SECRET") if client_id
+                else ("LEGIFRANCE_CLIENT_SECRET", "LEGIFRANCE_CLIENT_ID")
+            )
+            raise ConfigError(
+                f"{present} is set but {missing} is not: set both for PISTE, or neither for the offline demo"
+            )
 
         supabase_url, supabase_key = url("SUPABASE_URL"), get(SECRET_SETTINGS["supabase_key"])
         export_bucket = get("EXPORT_BUCKET")
@@ -360,8 +376,8 @@ class Settings:
             state_file=Path(get("SCHEDULER_STATE_FILE") or "/tmp/scheduler_state.json"),
             enable_scheduler=flag("ENABLE_SCHEDULER", False),
             default_mode=mode,
-            client_id=get("LEGIFRANCE_CLIENT_ID"),
-            client_secret=get(SECRET_SETTINGS["client_secret"]),
+            client_id=client_id,
+            client_secret=client_secret,
             oauth_url=url("LEGIFRANCE_OAUTH_URL") or PRODUCTION_OAUTH_URL,
             api_base_url=(url("LEGIFRANCE_API_BASE_URL") or PRODUCTION_API_BASE_URL).rstrip("/"),
             max_requests_per_second=int(number("LEGIFRANCE_MAX_REQUESTS_PER_SECOND", 15, int, 1)),

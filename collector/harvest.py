@@ -13,8 +13,9 @@ Failure policy:
   that cannot be decoded included), a null article, an article whose id is not the one asked
   for, or one whose fields cannot be read: counted `failed`, not stored, not remembered ->
   retried next pass;
-* LegifranceAuthError, StoreFatal, or a StoreError still failing after `commit_attempts`:
-  the pass commits what it fetched (where the store still can) and raises.
+* LegifranceAuthError, LegifranceTokenError (no token within the client's retry window: every
+  other code would wait the same), StoreFatal, or a StoreError still failing after
+  `commit_attempts`: the pass commits what it fetched (where the store still can) and raises.
 
 Interrupt: when `interrupt` is set the in-flight requests (and budget waits) are cancelled at
 once, what was fetched is committed (shielded from cancellation) and the summary comes back
@@ -51,6 +52,7 @@ from collector.legifrance import (
     LegifranceClient,
     LegifranceError,
     LegifranceNotFound,
+    LegifranceTokenError,
 )
 from collector.models import Article, CodeMark, CodeProgress, CodeToc, PassSummary, Rejected, TocEntry
 from collector.parse import ArticleError, TocError, article_from_api
@@ -66,6 +68,8 @@ T = TypeVar("T")
 # many rows is taken for an API glitch: the code retires nothing this pass.
 RETIRE_GUARD_FRACTION = 0.5
 RETIRE_GUARD_MIN_ROWS = 20
+# API errors that end the pass (raised) instead of failing one code or one article.
+PASS_ENDING = (LegifranceAuthError, LegifranceTokenError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +227,7 @@ class _Pass:
         """cid/id -> /list/code item; None (walk every TOC) when the call fails."""
         try:
             items = await self._interruptible(self.client.list_codes)
-        except LegifranceAuthError:
+        except PASS_ENDING:
             raise
         except LegifranceError as exc:
             message = f"/list/code failed, walking every table of contents instead: {exc}"
@@ -271,7 +275,7 @@ class _Pass:
 
         try:
             toc = await self._interruptible(lambda: self.client.table_matieres(code_id, self.today))
-        except LegifranceAuthError as exc:
+        except PASS_ENDING as exc:
             self._code_failed(code_id, f"table of contents of {code_id}: {exc}")
             raise
         except LegifranceNotFound as exc:
@@ -298,8 +302,8 @@ class _Pass:
         )
         try:
             complete = await self._fetch_all(toc, to_fetch)
-        except LegifranceAuthError as exc:
-            self._code_failed(code_id, f"getArticle refused: {exc}")
+        except PASS_ENDING as exc:
+            self._code_failed(code_id, f"getArticle for {code_id} ended the pass: {exc}")
             raise
         if self.interrupt.is_set() and not complete:
             raise _Interrupted
@@ -433,7 +437,7 @@ class _Pass:
                 return
             try:
                 data = await self.client.get_article(entry.id)
-            except LegifranceAuthError as exc:
+            except PASS_ENDING as exc:
                 queue.put_nowait(_Fatal(exc))
                 return
             except LegifranceError as exc:

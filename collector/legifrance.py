@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import date, timezone
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlparse
 
 import httpx
 import structlog
@@ -62,6 +63,8 @@ MAX_JSON_DEPTH = 512
 _NOT_MARKS = bytes(sorted(set(range(256)) - set(b'[]{}"')))  # all but brackets and quotes
 _STRING = re.compile(rb'"[^"]*"')  # a string once escapes are gone
 _PAGE_SIZE = 100  # the API's maximum
+TOKEN_GIVE_UP_SECONDS = 15.0  # no token request is retried once this long has passed since the first
+_MIN_TOKEN_ATTEMPT = 1.0  # a retry with less of the window left is not worth starting
 _MAX_PAGES = 1000
 
 _PISTE_CONSOLE = (
@@ -80,6 +83,11 @@ class LegifranceError(RuntimeError):
 
 class LegifranceAuthError(LegifranceError):
     """Bad credentials or 403: fatal; the message says what to check in the PISTE console."""
+
+
+class LegifranceTokenError(LegifranceError):
+    """No token within the token retry window (host unreachable, failing or too slow): the pass
+    ends, since every request needs one; the message names the host, never the secret."""
 
 
 class LegifranceNotFound(LegifranceError):
@@ -296,6 +304,7 @@ class LegifranceClient:
         read_timeout: float = 30.0,
         toc_read_timeout: float = 120.0,
         token_timeout: float = 30.0,
+        token_give_up: float = TOKEN_GIVE_UP_SECONDS,
         toc_timeout: float = 300.0,
         article_timeout: float = 60.0,
         max_body_bytes: int = 4 << 20,
@@ -327,6 +336,7 @@ class LegifranceClient:
         self._read_timeout = read_timeout
         self._toc_read_timeout = toc_read_timeout
         self._token_margin = token_margin
+        self._token_give_up = token_give_up
         self._token_lifetime = (min_token_lifetime, max_token_lifetime)
         self._clamp_logged = False
         body_setting = "LEGIFRANCE_MAX_BODY_BYTES"
@@ -684,17 +694,23 @@ class LegifranceClient:
         }
         bounds = self._bounds["token"]
         failures = 0
+        started = self._clock()
+        limit = bounds.seconds  # the first attempt may take its whole bound; retries what is left
         while True:
-            outcome = await self._token_attempt(form, bounds)
+            outcome = await self._token_attempt(form, bounds, limit)
             if outcome is None:
                 return
             failures += 1
-            if failures >= self.max_attempts:
-                raise LegifranceError(
-                    f"could not get a token from {self.oauth_url} after {failures} attempts; "
-                    f"last error: {outcome.reason}"
-                )
             delay = self._backoff(failures, outcome.retry_after)
+            left = self._token_give_up - (self._clock() - started) - delay
+            if failures >= self.max_attempts or left < _MIN_TOKEN_ATTEMPT:
+                host = urlparse(self.oauth_url).hostname or "?"
+                raise LegifranceTokenError(
+                    f"could not get a token from {host} (LEGIFRANCE_OAUTH_URL) after {failures} attempts "
+                    f"in {self._clock() - started:.1f} s; last error: {outcome.reason}. Check that "
+                    f"LEGIFRANCE_OAUTH_URL is right and that {host} is reachable from this machine"
+                )
+            limit = min(bounds.seconds, left)
             log.warning(
                 "legifrance token retry",
                 status=outcome.status,
@@ -704,9 +720,10 @@ class LegifranceClient:
             )
             await self._sleep(delay)
 
-    async def _token_attempt(self, form: dict[str, str], bounds: Bounds) -> _Retryable | None:
-        """One budgeted token request, bounded like an API attempt: None once the token is
-        stored, a retryable failure, or a raise for refused credentials."""
+    async def _token_attempt(self, form: dict[str, str], bounds: Bounds, limit: float) -> _Retryable | None:
+        """One budgeted token request, bounded like an API attempt and by `limit` seconds (what
+        is left of the retry window): None once the token is stored, a retryable failure, or a
+        raise for refused credentials."""
         async with self.budget.slot() as ticket:
             self.stats.record(token_requests=1)
             request = self._http.build_request(
@@ -714,13 +731,15 @@ class LegifranceClient:
                 extensions={"trace": _report_sent(ticket)},
             )
             try:
-                async with asyncio.timeout(bounds.seconds):
+                async with asyncio.timeout(limit):
                     response = await self._http.send(request, stream=True)
                     try:
                         content = await read_capped(response, bounds.max_bytes)
                     finally:
                         await response.aclose()
             except TimeoutError:
+                if limit < bounds.seconds:
+                    return _Retryable(f"no complete answer within the {limit:.1f} s left to retry")
                 return _Retryable(bounds.timed_out())
             except RETRY_EXCEPTIONS as exc:
                 return _Retryable(type(exc).__name__)

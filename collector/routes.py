@@ -8,7 +8,15 @@ behind the store. With `Authorization: Bearer $COLLECTOR_API_TOKEN` it answers t
 call the same scheduler methods as the page's buttons, so each one saves the desired state
 before answering. Request bodies are read with a size cap and a nesting cap; every answer,
 errors included, is JSON. GET /changes (the change log, paged
-by seq) needs the same token.
+by seq) needs the same token. POST /collect/code {"code_id": ...} (same token) queues one extra
+pass over one code (CollectorScheduler.collect_code): 202 when accepted, 409 with the reason when
+refused (a MASSIVE pass on, the lease held elsewhere), 400 on a body without a LEGITEXT id; the
+saved state is not touched.
+
+Unknown paths: every path whose first segment is one of the routes' (aspirage, siphonnage,
+changes, collect, healthz) belongs to this API, so one that names no route (/aspirage/nope,
+/changes/x, /collect) answers 404 JSON listing the routes, never the page's HTML (Streamlit's
+catch-all would serve it with a 200). Any other path is the page's.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from collector.config import InvalidMode, Mode, parse_mode
+from collector.config import InvalidMode, Mode, is_code_id, mode_from_text
 from collector.store.base import StoreError
 
 if TYPE_CHECKING:
@@ -153,13 +161,13 @@ async def read_json(request: Request, example: str) -> Any | JSONResponse:
 
 async def _read_mode(request: Request) -> Mode | JSONResponse:
     """The parsed `mode` field of the JSON body, or the error response to send."""
-    data = await read_json(request, '{"mode": "MASSIVE"} or {"mode": "MAINTENANCE"}')
+    data = await read_json(request, '{"mode": "MASSIVE"} or {"mode": "MAINTENANCE"} (any case)')
     if isinstance(data, JSONResponse):
         return data
     if not isinstance(data, dict) or "mode" not in data:
         return _error(422, 'body must be a JSON object with a "mode" field: "MASSIVE" or "MAINTENANCE"')
     try:
-        return parse_mode(data["mode"])
+        return mode_from_text(data["mode"])  # as the CLI and SIPHONNAGE_MODE read it
     except InvalidMode as exc:
         return _error(422, str(exc))
 
@@ -260,8 +268,35 @@ def build_routes(
             return _error(503, "the change log cannot be read now; see the server logs")
         return JSONResponse(page)
 
-    return [
+    async def collect_code(request: Request) -> Response:
+        from collector.scheduler import CollectRefused
+
+        rt = await runtime_or_error()
+        if isinstance(rt, JSONResponse):
+            return rt
+        denied = _authorize(request, rt.settings.api_token)
+        if denied is not None:
+            log.warning("control route refused", action="collect_code", status=denied.status_code)
+            return denied
+        data = await read_json(request, '{"code_id": "LEGITEXT000006074075"}')
+        if isinstance(data, JSONResponse):
+            return data
+        code_id = data.get("code_id") if isinstance(data, dict) else None
+        if not is_code_id(code_id):
+            return _error(400, 'body must be a JSON object with "code_id": a LEGITEXT id (LEGITEXT + 12 digits)')
+        try:
+            await run_in_threadpool(rt.scheduler.collect_code, code_id)
+        except CollectRefused as exc:
+            log.info("collect refused", code_id=code_id, reason=exc.reason)
+            return JSONResponse({"error": exc.reason, "code_id": code_id}, status_code=409)
+        log.info("control route", action="collect_code", code_id=code_id)
+        body = {"ok": True, "action": "collect_code", "code_id": code_id,
+                "queued_codes": list(rt.scheduler.queued_codes)}
+        return JSONResponse(body, status_code=202)
+
+    routes = [
         _route("/aspirage/status", "GET", status),
+        _route("/collect/code", "POST", collect_code),
         _route("/changes", "GET", changes),
         _route("/aspirage/start", "POST", control("start", lambda rt, _: rt.scheduler.start())),
         _route("/aspirage/stop", "POST", control("stop", lambda rt, _: rt.scheduler.stop())),
@@ -271,6 +306,27 @@ def build_routes(
             control("set_mode", lambda rt, mode: rt.scheduler.set_mode(mode), needs_mode=True),
         ),
     ]
+    return routes + not_found_routes(routes)
+
+
+def not_found_routes(routes: list[Route]) -> list[Route]:
+    """404 JSON for the paths under the API's first segments that name no route (mounted
+    after the routes, before the page). /healthz (collector.health) counts as one of them."""
+    from collector.health import PATH as HEALTH_PATH
+
+    known = sorted({r.path for r in routes} | {HEALTH_PATH})
+    listed = ", ".join(known)
+
+    async def not_found(request: Request) -> Response:
+        return _error(404, f"no route {request.method} {request.url.path[:200]}; the routes are {listed}")
+
+    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+    out: list[Route] = []
+    for prefix in dict.fromkeys("/" + path.split("/")[1] for path in known):
+        out.append(Route(prefix + "/{rest:path}", not_found, methods=methods))
+        if prefix not in known:
+            out.append(Route(prefix, not_found, methods=methods))
+    return out
 
 
 def _route(path: str, method: str, handler: Handler) -> Route:

@@ -216,6 +216,7 @@ def status_payload(
             next_run_at=jsonable(snapshot.next_run_at),
             state_saved=snapshot.state_saved,
             state_error=snapshot.state_error,
+            queued_codes=snapshot.queued_codes,
         )
     if isinstance(source, Runtime) and source.export is not None:
         payload["export"] = source.export.status()

@@ -7,6 +7,9 @@ next deadline. Control calls change the DesiredState under the scheduler's lock 
 event; a pass is interrupted between two articles, cancelled `interrupt_grace` s later if it
 has not returned. `run_once` is the same loop for one pass. The thread decides to exit under
 the same lock, so a start() racing with its end makes it go on: one collector thread at most.
+`collect_code` queues an extra pass over one code: the loop runs it between two passes (at once
+when idle), and a stopped scheduler starts a short-lived thread for it (the same loop, lease and
+budget), the desired state untouched.
 Several instances on one store: the lease lets one harvest; START, STOP, a mode or a Reset
 pressed on any instance reaches the others within a tick (thread-less: when its status is read).
 """
@@ -27,7 +30,7 @@ import structlog
 
 from collector import harvest
 from collector.clock import utcnow
-from collector.config import Mode, Settings, mask, parse_mode
+from collector.config import Mode, Settings, is_code_id, mask, parse_mode
 from collector.harvest import HarvestOptions
 from collector.legifrance import LegifranceAuthError, LegifranceClient
 from collector.models import PassSummary
@@ -42,6 +45,7 @@ log = structlog.get_logger("collector.scheduler")
 
 FATAL_ERRORS: tuple[type[BaseException], ...] = (LegifranceAuthError, StoreFatal)
 RunPass = Callable[..., Awaitable[PassSummary]]  # harvest.run_pass's signature
+MAX_QUEUED_CODES = 20  # extra passes waiting at once (collect_code)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +74,14 @@ class LeaseHeld(RuntimeError):
         super().__init__(f"another collector holds the store lease: {lease.owner} until "
                          f"{_hms(lease.expires_at)}; stop it or wait for its lease to expire")
         self.lease = lease
+
+
+class CollectRefused(RuntimeError):
+    """`collect_code` cannot take the request now; `reason` says why (shown to the caller)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def default_owner(started: datetime | None = None) -> str:
@@ -113,6 +125,8 @@ class CollectorScheduler:
         self._counters_lock = threading.Lock()
         self._counters_at: datetime | None = None
         self._followed_at: datetime | None = None  # last refresh made by status() without a thread
+        self._queued: list[str] = []  # codes of the extra passes asked for (collect_code); under _lock
+        self._stops = 0  # stop() calls: an extra pass started before a stop is interrupted by it
 
     # ---- control (any thread) -------------------------------------------------------------
     def start(self) -> None:
@@ -125,6 +139,8 @@ class CollectorScheduler:
         """Desire stopped, save it; the thread commits what it fetched and ends (idempotent)."""
         with self._lock:
             self._save(running=False)
+            self._stops += 1
+            self._queued.clear()
             self._notify_locked()
 
     def set_mode(self, mode: Mode | str) -> None:
@@ -145,6 +161,66 @@ class CollectorScheduler:
                 self._ensure_thread_locked()
             else:
                 self._notify_locked()
+
+    def collect_code(self, code_id: str) -> None:
+        """Queue one extra pass over `code_id` (a LEGITEXT id) within the same budget and lease,
+        without changing the saved {running, mode}: run between two passes, at once when idle, or
+        in a short-lived thread when the collector is stopped. The pass walks the code's table of
+        contents whatever /list/code says and fetches only what the store lacks (a MASSIVE walk
+        of that one code). CollectRefused(reason) when it cannot: not a code id, a MASSIVE pass
+        on, another collector holding the lease (named), a run_once in progress, shut down, or
+        MAX_QUEUED_CODES already waiting."""
+        if not is_code_id(code_id):
+            shown = repr(code_id)[:40]
+            raise CollectRefused(f"{shown} is not a LEGITEXT code id (LEGITEXT + 12 digits)")
+        with self._lock:
+            if self._shutdown:
+                raise CollectRefused("the collector is shutting down")
+            run = self._run
+            if run is not None and run.once is not None:
+                raise CollectRefused("a `run --once` pass is in progress in this process; try again after it")
+            busy = run.current if run is not None else None
+            if (self.state.running and self.state.mode is Mode.MASSIVE) or (
+                    busy is not None and not busy.extra and busy.mode is Mode.MASSIVE):
+                raise CollectRefused("a MASSIVE pass is on: it walks every code already; switch to "
+                                     "MAINTENANCE or stop the collector to collect one code now")
+            if code_id in self._queued:
+                return  # already waiting: one walk serves both requests
+            if len(self._queued) >= MAX_QUEUED_CODES:
+                raise CollectRefused(f"{MAX_QUEUED_CODES} codes are already waiting; try again later")
+            if run is None or run.lease_expires is None:  # not held here: take it or name the holder
+                lease = self.store.acquire_lease(self.owner, self.options.lease_ttl)
+                if not lease.acquired:
+                    raise CollectRefused(f"another collector holds the store lease: {lease.owner} until "
+                                         f"{_hms(lease.expires_at)}; ask there or wait for it")
+            self._queued.append(code_id)
+            log.info("extra pass queued", code_id=code_id, queued=len(self._queued))
+            if self._thread is None:
+                self._ensure_thread_locked()
+            else:
+                self._notify_locked()
+
+    @property
+    def queued_codes(self) -> tuple[str, ...]:
+        """The codes of the extra passes waiting (collect_code), oldest first."""
+        with self._lock:
+            return tuple(self._queued)
+
+    def _next_queued(self) -> str | None:
+        """Pop the oldest queued code (the loop's side of collect_code)."""
+        with self._lock:
+            return self._queued.pop(0) if self._queued and not self._shutdown else None
+
+    def _has_queued(self) -> bool:
+        return bool(self._queued) and not self._shutdown
+
+    def _drop_queued(self, why: str) -> None:
+        with self._lock:
+            dropped, self._queued = self._queued, []
+        for code_id in dropped:
+            message = f"collect {code_id} dropped: {why}"
+            log.warning("extra pass dropped", code_id=code_id, reason=why)
+            self.board.error(message)
 
     def _save(self, **change: Any) -> None:
         with contextlib.suppress(StateSaveError):  # the change holds in memory; status() says why
@@ -226,6 +302,7 @@ class CollectorScheduler:
         snap = self.board.snapshot()
         snap.running, snap.mode, snap.alive = self.state.running, self.state.mode.value, alive
         snap.state_saved, snap.state_error = self.state.saved, self.state.error
+        snap.queued_codes = list(self.queued_codes)
         return snap
 
     def publish(self) -> None:
@@ -279,7 +356,7 @@ class CollectorScheduler:
                     self._thread = self._run = None
                     return
             with self._lock:
-                if self.wanted():  # started again while it was stopping: go on in this thread
+                if self.wanted() or self._has_queued():  # started again (or a code queued) while stopping
                     continue
                 self._thread = None
                 return
@@ -322,6 +399,8 @@ class _Pass:
     task: asyncio.Task[PassSummary]
     interrupt: asyncio.Event
     cancel_at: float | None = None
+    extra: bool = False  # a collect_code pass: runs whatever the desired state, until a stop
+    stops: int = 0  # the scheduler's stop count when it started
 
 
 @dataclass(eq=False)
@@ -380,10 +459,12 @@ class _Run:
             if self.current is not None and self.current.task.done():
                 self._finish_pass()
             if self.current is None:
-                if self.result is not None or (self.once is None and not s.wanted()):
+                queued = self.once is None and s._has_queued()
+                if self.result is not None or (self.once is None and not s.wanted() and not queued):
                     return None
-                if self.loop.time() >= self.next_at or (self.early is not None and self.early()):
-                    await self._start_or_standby()
+                due = self.loop.time() >= self.next_at or (self.early is not None and self.early())
+                if due or queued:
+                    await self._start_or_standby(due)
         except Exception as exc:  # noqa: BLE001 - a pass or lease error: run_once raises, the thread waits
             await self._failed(exc)
         deadlines = [self.publish_at, self.tick_at]
@@ -400,8 +481,10 @@ class _Run:
             return
         self.poked = True
         self.wake.set()
-        self.s.board.show_stopping(self.once is None and not self.s.wanted())
         self._supervise()
+        s, current = self.s, self.current
+        extra_on = s._has_queued() or (current is not None and current.extra and current.cancel_at is None)
+        s.board.show_stopping(self.once is None and not s.wanted() and not extra_on)
 
     async def _tick(self) -> None:
         """Renew the lease when held; apply a desired state another instance saved."""
@@ -410,18 +493,20 @@ class _Run:
         if self.once is None and await asyncio.to_thread(self.s.state.refresh) is not None:
             self.poke()
 
-    async def _start_or_standby(self) -> None:
-        """Take the lease if not held (standby when another collector has it), then start a pass."""
+    async def _start_or_standby(self, due: bool = True) -> None:
+        """Take the lease if not held (standby when another collector has it), then start a
+        pass: a queued extra pass first, else the mode's pass when `due`."""
         s = self.s
         if self.lease_expires is None:
             if self.once is None:
                 await self._tick()  # a stop saved elsewhere: no takeover
-                if not s.wanted():
+                if not s.wanted() and not s._has_queued():
                     return
             lease = await asyncio.to_thread(s.store.acquire_lease, s.owner, s.options.lease_ttl)
             if not lease.acquired:
                 if self.once is not None:
                     raise LeaseHeld(lease)
+                s._drop_queued(f"another collector holds the store lease: {lease.owner}")
                 s.board.set(phase="standby", detail=f"standby: collector held by {lease.owner} until "
                       f"{_hms(lease.expires_at)}", current_code=None, next_run_at=lease.expires_at)
                 log.info("standby", holder=lease.owner, until=lease.expires_at.isoformat())
@@ -432,11 +517,15 @@ class _Run:
             self.lease_expires, self.lease_lost = lease.expires_at, False
             self.tick_at = self.loop.time() + s.options.lease_renew_every
             log.info("lease acquired", owner=s.owner)
+        extra = s._next_queued() if self.once is None else None
+        if extra is None and not (due and (self.once is not None or s.wanted())):
+            return
         self.client = self.client or s.client_factory(s.budget)
-        mode = self.once or s.mode
-        codes = tuple(s.settings.codes_for(mode))
+        mode = Mode.MASSIVE if extra else self.once or s.mode  # MASSIVE: the TOC is walked, no /list/code
+        codes = (extra,) if extra else tuple(s.settings.codes_for(mode))
         with s.board.update() as b:
-            b.phase, b.detail = "harvesting", f"{mode} pass over {len(codes)} codes"
+            b.phase = "harvesting"
+            b.detail = f"extra pass over {extra} (collect now)" if extra else f"{mode} pass over {len(codes)} codes"
             b.next_run_at, b.codes = None, []
             b.pass_fetched = b.pass_stored = b.pass_skipped = b.pass_failed = 0
         interrupt = self.interrupt or asyncio.Event()
@@ -444,7 +533,9 @@ class _Run:
         task = asyncio.create_task(s.run_pass(mode, codes, client=self.client, store=s.store, status=s.board,
                                               options=options, interrupt=interrupt))
         task.add_done_callback(lambda _: self.wake.set())
-        self.current = _Pass(mode, codes, task, interrupt)
+        self.current = _Pass(mode, codes, task, interrupt, extra=extra is not None, stops=s._stops)
+        if extra:
+            log.info("extra pass start", code_id=extra)
         self._supervise()
 
     def _supervise(self) -> None:
@@ -453,7 +544,10 @@ class _Run:
         if run is None or run.task.done():
             return
         if run.cancel_at is None:
-            moved_on = self.once is None and (not s.wanted() or s.mode is not run.mode)
+            if run.extra:
+                moved_on = s._shutdown or s._stops != run.stops
+            else:
+                moved_on = self.once is None and (not s.wanted() or s.mode is not run.mode)
             if run.interrupt.is_set() or moved_on or self.lease_lost:
                 run.interrupt.set()
                 run.cancel_at = self.loop.time() + s.options.interrupt_grace
@@ -475,6 +569,14 @@ class _Run:
         self.failures = 0
         if self.once is not None:
             self.result = summary
+            return
+        if run.extra:  # the mode's schedule stands: the next pass is due when it was
+            log.info("extra pass end", code_id=run.codes[0], stored=summary.stored, failed=summary.failed,
+                     codes_failed=summary.codes_failed, interrupted=summary.interrupted)
+            wait = self.next_at - self.loop.time()
+            if s.wanted() and wait > 0 and not s._has_queued():
+                next_run = s.clock() + timedelta(seconds=wait)
+                s.board.set(phase="waiting", detail=f"next {s.mode} pass at {_hms(next_run)}", next_run_at=next_run)
             return
         self.next_at, self.early = self.loop.time(), None
         if summary.interrupted:

@@ -49,6 +49,7 @@ class StatusSnapshot:
     phase_since: datetime | None = None  # when `phase` last changed (the board's creation at first)
     # (epoch s, articles stored so far, requests spent today) while the collector thread runs
     throughput: list[tuple[float, int, int]] = field(default_factory=list)
+    queued_codes: list[str] = field(default_factory=list)  # extra passes waiting (collect_code)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (datetimes as ISO strings)."""

@@ -87,8 +87,7 @@ def test_run_once_then_again_then_status_then_reset(env: dict[str, str]) -> None
     assert summary["article_requests"] > 0 and not summary["interrupted"]
     counts = articles_by_code(env)
     assert all(counts.get(code, 0) >= 1 for code in DEMO_MAINTENANCE_CODES), counts
-    assert saved_state(env)["mode"] == "MAINTENANCE"  # --mode is saved
-    assert saved_state(env)["running"] is False  # --once does not change running
+    assert saved_state(env) is None  # --once saves nothing: neither --mode nor running
     assert '"source": "DEMO"' in first.stderr or "source=DEMO" in first.stderr
 
     again = cli(env, "run", "--once")
@@ -198,7 +197,7 @@ def test_sigterm_during_run_once(env: dict[str, str], tmp_path: Path) -> None:
     assert proc.returncode == 0, err.read_text()
     summary = last_json_line(out)
     assert summary["interrupted"] is True
-    assert saved_state(env)["running"] is False  # --once never changes running
+    assert saved_state(env) is None  # --once never saves the desired state
 
 
 def test_run_once_when_another_collector_holds_the_lease(env: dict[str, str]) -> None:
@@ -266,3 +265,87 @@ def test_store_fatal_error_exits_non_zero_with_one_clear_line(env: dict[str, str
         assert result.returncode == 4, result.stderr
         last = result.stderr.strip().splitlines()[-1]
         assert last.startswith("error: store error (permanent):") and "COLLECTOR_DB" in last
+
+
+def test_run_once_with_a_mode_leaves_the_saved_desired_state_alone(env: dict[str, str]) -> None:
+    state = Path(env["SCHEDULER_STATE_FILE"])
+    state.parent.mkdir(parents=True)
+    state.write_text('{"running": true, "mode": "MAINTENANCE"}')
+    result = cli(env, "run", "--once", "--mode", "massive")  # any case, as SIPHONNAGE_MODE
+    assert result.returncode == 0, result.stderr
+    assert last_json_line(result.stdout)["mode"] == "MASSIVE"
+    saved = saved_state(env)
+    assert (saved["running"], saved["mode"]) == (True, "MAINTENANCE"), "the server's desired state stands"
+    assert json.loads(cli(env, "status").stdout)["mode"] == "MAINTENANCE"
+
+
+def test_run_once_exits_1_when_a_code_failed_and_says_so(env: dict[str, str]) -> None:
+    unknown = "LEGITEXT000099999999"  # well formed, unknown to the API: a failed code
+    env["MAINTENANCE_CODES"] = ",".join((*DEMO_MAINTENANCE_CODES, unknown))
+    result = cli(env, "run", "--once")
+    assert result.returncode == 1, result.stderr
+    summary = last_json_line(result.stdout)
+    assert summary["codes_failed"] == 1 and summary["stored"] > 0
+    assert any(unknown in e and "unknown code" in e for e in summary["errors"])
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the pass had failures: 1 code(s) and 0 article(s) failed")
+
+
+@pytest.mark.parametrize("given", ["LEGIFRANCE_CLIENT_ID", "LEGIFRANCE_CLIENT_SECRET"])
+def test_half_a_credential_exits_2_naming_both_variables(env: dict[str, str], given: str) -> None:
+    env[given] = "only-half-of-it-0123"
+    result = cli(env, "run", "--once")
+    assert result.returncode == 2 and result.stdout == ""
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: configuration error:")
+    assert "LEGIFRANCE_CLIENT_ID" in last and "LEGIFRANCE_CLIENT_SECRET" in last
+    assert "only-half-of-it-0123" not in result.stderr
+    assert not Path(env["COLLECTOR_DB"]).exists(), "nothing ran"
+
+
+def test_unreachable_token_host_gives_up_within_15_s_naming_the_host(env: dict[str, str]) -> None:
+    secret = "secret-never-shown-0123"
+    port = free_port()  # nothing listens there: every connection is refused
+    env.update(
+        LEGIFRANCE_CLIENT_ID="my-app",
+        LEGIFRANCE_CLIENT_SECRET=secret,
+        LEGIFRANCE_OAUTH_URL=f"http://127.0.0.1:{port}/api/oauth/token",
+        LEGIFRANCE_API_BASE_URL=f"http://127.0.0.1:{port}/dila/legifrance/lf-engine-app",
+        MAINTENANCE_CODES=",".join(DEMO_MAINTENANCE_CODES),
+    )
+    t0 = time.monotonic()
+    result = cli(env, "run", "--once")
+    elapsed = time.monotonic() - t0
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: API error: could not get a token from 127.0.0.1 (LEGIFRANCE_OAUTH_URL)")
+    assert "ConnectError" in last
+    assert secret not in result.stderr and secret not in result.stdout
+    retries = [json.loads(line) for line in result.stderr.splitlines() if '"legifrance token retry"' in line]
+    assert retries, "the token request was retried"
+    assert elapsed < 15 + 10, elapsed  # the 15 s retry window, plus the interpreter's start and the store's
+
+
+def test_demo_server_says_how_to_point_the_collector_at_it(env: dict[str, str], tmp_path: Path) -> None:
+    """The lines `demo-server` prints are enough to run the collector against it."""
+    port = free_port()
+    proc, err = spawn(env, tmp_path, "demo-server", "--port", str(port), "--articles", "50")
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline().rstrip("\n") for _ in range(6)]
+        assert lines[0] == f"demo-server listening on http://127.0.0.1:{port}", err.read_text()
+        text = "\n".join(lines)
+        assert f"http://127.0.0.1:{port}/api/oauth/token" in text
+        assert f"http://127.0.0.1:{port}/dila/legifrance/lf-engine-app" in text
+        assert "demo-client-id" in text and "demo-client-secret" in text and "ALLOW_INSECURE_HTTP" not in text
+        settings = dict(word.split("=", 1) for word in lines[5].split() if "=" in word)
+        assert set(settings) == {"LEGIFRANCE_OAUTH_URL", "LEGIFRANCE_API_BASE_URL",
+                                 "LEGIFRANCE_CLIENT_ID", "LEGIFRANCE_CLIENT_SECRET"}
+        env.update(settings, MAINTENANCE_CODES=DEMO_MAINTENANCE_CODES[0])
+        result = cli(env, "run", "--once")
+        assert result.returncode == 0, result.stderr
+        assert last_json_line(result.stdout)["stored"] > 0
+        assert "custom API (127.0.0.1)" in cli(env, "status").stdout  # not DEMO: the API at that address
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)

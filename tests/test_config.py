@@ -52,3 +52,31 @@ def test_a_url_that_is_not_http_is_refused_without_echoing_it() -> None:
 def test_loopback_hosts() -> None:
     assert [is_loopback_host(h) for h in ("localhost", "127.0.0.1", "127.9.9.9", "::1")] == [True] * 4
     assert [is_loopback_host(h) for h in ("10.0.0.1", "example.org", "127.0.0.1.nip.io", "", None)] == [False] * 5
+
+
+@pytest.mark.parametrize(
+    ("present", "missing"),
+    [("LEGIFRANCE_CLIENT_ID", "LEGIFRANCE_CLIENT_SECRET"), ("LEGIFRANCE_CLIENT_SECRET", "LEGIFRANCE_CLIENT_ID")],
+)
+def test_half_a_credential_is_a_configuration_error_not_the_demo(present: str, missing: str) -> None:
+    value = "half-credential-4e7a9c"
+    for env in ({present: value}, {present: value, missing: "   "}):
+        with pytest.raises(ConfigError) as caught:
+            Settings.from_env(env)
+        message = str(caught.value)
+        assert present in message and missing in message and "neither for the offline demo" in message
+        assert value not in message
+    both = Settings.from_env({"LEGIFRANCE_CLIENT_ID": "my-app", "LEGIFRANCE_CLIENT_SECRET": value})
+    assert not both.is_demo
+    assert Settings.from_env({}).is_demo
+
+
+@pytest.mark.parametrize("text", ["massive", " Massive ", "MASSIVE"])
+def test_mode_is_read_as_typed(text: str) -> None:
+    from collector.config import InvalidMode, Mode, mode_from_text
+
+    assert mode_from_text(text) is Mode.MASSIVE
+    assert Settings.from_env({"SIPHONNAGE_MODE": text}).default_mode is Mode.MASSIVE
+    for bad in ("turbo", "", None, 1, "MASSIVE!"):
+        with pytest.raises(InvalidMode):
+            mode_from_text(bad)

@@ -978,3 +978,38 @@ def test_a_deep_body_is_refused_before_json_loads_whatever_the_recursion_limit()
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("JSON nested over 512 deep")
     assert isinstance(decode_object(b'{"a": ' + b"[" * 500 + b"]" * 500 + b"}"), dict)
+
+
+def test_token_retries_stop_within_the_window_and_name_the_host() -> None:
+    """An unreachable token host (a closed loopback port: every connection refused): retries
+    stop once the next one could not start within TOKEN_GIVE_UP_SECONDS of the first attempt;
+    the error names the host and never the secret. The clock only moves with the waits."""
+    from collector.legifrance import TOKEN_GIVE_UP_SECONDS, LegifranceTokenError
+    from tests.conftest import free_port
+
+    now = [1000.0]
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        now[0] += seconds
+
+    port = free_port()
+    secret = "never-in-a-message-0123"
+
+    async def scenario() -> None:
+        async with LegifranceClient(
+            client_id="my-app", client_secret=secret, oauth_url=f"http://127.0.0.1:{port}/api/oauth/token",
+            api_base_url=f"http://127.0.0.1:{port}/dila/legifrance/lf-engine-app",
+            budget=RequestBudget(1000, 1_000_000, 1_000_000, 8), clock=lambda: now[0], sleep=sleep,
+            rng=lambda: 1.0, backoff_base=4.0, backoff_cap=30.0, max_attempts=10,
+        ) as client:
+            await client.get_article("LEGIARTI000006812345")
+
+    with pytest.raises(LegifranceTokenError) as caught:
+        run(scenario())
+    assert TOKEN_GIVE_UP_SECONDS == 15.0
+    assert waits == [4.0, 8.0], "a third wait (16 s) would end past the window"
+    message = str(caught.value)
+    assert "could not get a token from 127.0.0.1 (LEGIFRANCE_OAUTH_URL) after 3 attempts in 12.0 s" in message
+    assert "ConnectError" in message and secret not in message and "my-app" not in message

@@ -27,7 +27,7 @@ from collector.config import InvalidMode, Mode, Settings
 from collector.legifrance import LegifranceAuthError
 from collector.models import PassSummary
 from collector.ratelimit import RequestBudget
-from collector.scheduler import THREAD_NAME, CollectorScheduler, LeaseHeld, SchedulerOptions
+from collector.scheduler import THREAD_NAME, CollectorScheduler, CollectRefused, LeaseHeld, SchedulerOptions
 from collector.state import DesiredState, StateFile, defaults_from_settings
 from collector.clock import utcnow
 from collector.status import StatusBoard
@@ -758,3 +758,79 @@ def test_live_mode_change_takes_effect_between_articles(live: Callable[..., Live
     assert rt.store.last_runs(1)[0]["codes"] == list(DEMO_MASSIVE_CODES)
     rt.scheduler.stop()
     assert rt.scheduler.join(3.0)
+
+
+# ---- collect one code now (collect_code) --------------------------------------------------------
+EXTRA = "LEGITEXT000099900004"  # a demo code in neither list of these settings' MAINTENANCE pass
+
+
+def codes_stored(store: SqliteStore) -> dict[str, int]:
+    with sqlite3.connect(store.path) as conn:
+        return dict(conn.execute("SELECT code_id, count(*) FROM legifrance_articles GROUP BY code_id"))
+
+
+def test_collect_code_while_stopped_runs_one_short_lived_pass(live: Callable[..., Live]) -> None:
+    rt = live()
+    sched = rt.scheduler
+    sched.collect_code(EXTRA)
+    assert wait_until(lambda: rt.store.last_runs(1) and rt.store.last_runs(1)[0]["finished_at"] is not None,
+                      timeout=60)
+    assert sched.join(5), "the short-lived thread ended after its pass"
+    run = rt.store.last_runs(1)[0]
+    assert run["codes"] == [EXTRA] and run["summary"]["stored"] > 0 and run["summary"]["codes_failed"] == 0
+    assert set(codes_stored(rt.store)) == {EXTRA}
+    assert not sched.settings.state_file.exists(), "the desired state was not saved"
+    snap = sched.status()
+    assert not snap.running and not snap.alive and snap.phase == "idle" and snap.queued_codes == []
+    assert rt.store.acquire_lease("next-owner", 30).acquired  # released on the way out
+
+
+def test_collect_code_while_running_waits_for_the_pass_and_keeps_the_schedule(
+        live: Callable[..., Live]) -> None:
+    rt = live()
+    sched = rt.scheduler
+    sched.start()
+    assert wait_until(lambda: sched.status().phase == "waiting", timeout=60)
+    next_run = sched.status().next_run_at
+    saved = json.loads(sched.settings.state_file.read_text())
+    sched.collect_code(EXTRA)
+    assert wait_until(lambda: EXTRA in codes_stored(rt.store), timeout=60)
+    assert wait_until(lambda: sched.status().phase == "waiting", timeout=30)
+    snap = sched.status()
+    assert snap.alive and snap.running and snap.mode == "MAINTENANCE"
+    assert abs((snap.next_run_at - next_run).total_seconds()) < 2, "the MAINTENANCE schedule stands"
+    assert json.loads(sched.settings.state_file.read_text()) == saved
+    runs = rt.store.last_runs(2)
+    assert runs[0]["codes"] == [EXTRA] and runs[1]["mode"] == "MAINTENANCE"
+
+
+def test_collect_code_is_refused_with_a_reason(live: Callable[..., Live]) -> None:
+    rt = live()
+    sched = rt.scheduler
+    for bad in ("LEGITEXT0000999", "legitext000099900004", "LEGIARTI000006812345", ""):
+        with pytest.raises(CollectRefused, match="not a LEGITEXT code id"):
+            sched.collect_code(bad)
+    held = rt.store.acquire_lease("render-old:7:20261128T120000Z", 30)
+    assert held.acquired
+    with pytest.raises(CollectRefused, match="render-old:7:20261128T120000Z"):
+        sched.collect_code(EXTRA)
+    rt.store.release_lease("render-old:7:20261128T120000Z")
+    sched.set_mode(Mode.MASSIVE)
+    sched.start()
+    with pytest.raises(CollectRefused, match="MASSIVE pass is on"):
+        sched.collect_code(EXTRA)
+    sched.stop()
+    assert sched.join(5)
+    assert sched.queued_codes == () and rt.store.last_runs(1) == []
+
+
+def test_stop_interrupts_an_extra_pass(live: Callable[..., Live]) -> None:
+    rt = live(latency_ms=20_000)  # every request takes 20 s
+    sched = rt.scheduler
+    sched.collect_code(EXTRA)
+    assert wait_until(lambda: rt.budget.snapshot().in_flight >= 1, timeout=10)
+    assert sched.status().phase == "harvesting" and "extra pass over" in (sched.status().detail or "")
+    t0 = time.monotonic()
+    sched.stop()
+    assert sched.join(3.0) and time.monotonic() - t0 < 3.0
+    assert json.loads(sched.settings.state_file.read_text())["running"] is False

@@ -42,13 +42,35 @@ def _uvicorn(server: DemoServer) -> uvicorn.Server:
     return uvicorn.Server(config)
 
 
+def how_to_use(url: str, client_id: str, client_secret: str, loopback: bool = True) -> str:
+    """What `demo-server` prints under its first line: its URLs, its (public, fake) credentials
+    and the environment that points the collector at it."""
+    env = (f"LEGIFRANCE_OAUTH_URL={url}{TOKEN_PATH} LEGIFRANCE_API_BASE_URL={url}{API_PREFIX} "
+           f"LEGIFRANCE_CLIENT_ID={client_id} LEGIFRANCE_CLIENT_SECRET={client_secret}")
+    if not loopback:
+        env += " ALLOW_INSECURE_HTTP=true"
+    return "\n".join([
+        f"  token URL:    {url}{TOKEN_PATH}",
+        f"  API base URL: {url}{API_PREFIX}",
+        f"  credentials:  client id {client_id!r}, client secret {client_secret!r} (the emulator's own, not PISTE's)",
+        "  point the collector at it:",
+        f"    {env} python -m collector run --once",
+    ])
+
+
 def serve(config: DemoConfig | DemoServer | None, port: int, host: str = "127.0.0.1") -> None:
-    """Serve the emulator until interrupted (SIGINT/SIGTERM). Prints one line
-    "demo-server listening on http://HOST:PORT" once the socket accepts connections."""
+    """Serve the emulator until interrupted (SIGINT/SIGTERM). Prints the line
+    "demo-server listening on http://HOST:PORT" once the socket accepts connections, then
+    its URLs, credentials and the collector's settings to use it (`how_to_use`)."""
+    from collector.config import is_loopback_host
+
     server = config if isinstance(config, DemoServer) else DemoServer(config)
     sock = _listening_socket(host, port)
     bound = sock.getsockname()[1]
-    print(f"demo-server listening on http://{host}:{bound}", flush=True)
+    url = f"http://{host}:{bound}"
+    print(f"demo-server listening on {url}", flush=True)  # first line: scripts wait for it
+    creds = server.config
+    print(how_to_use(url, creds.client_id, creds.client_secret, is_loopback_host(host)), flush=True)
     try:
         _uvicorn(server).run(sockets=[sock])
     finally:
