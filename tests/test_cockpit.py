@@ -43,6 +43,8 @@ def snap(**fields: object) -> StatusSnapshot:
           "next_run_at": NOW + timedelta(seconds=60)}, "error", "retrying 23:31:00 UTC (in 1 min)"),
         ({"running": True, "alive": False, "phase": "error", "last_error": "crash"},
          "error", "the collector thread ended on an error"),
+        ({"running": False, "alive": True, "phase": "harvesting", "detail": "extra pass over C2 (collect now)"},
+         "running", "extra pass over C2 (collect now)"),  # Collect now while stopped
         ({"running": False, "alive": True, "phase": "stopping"}, "stopping",
          "committing what was fetched, then stopping"),
     ],

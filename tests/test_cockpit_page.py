@@ -13,7 +13,9 @@ from streamlit.testing.v1 import AppTest
 
 from collector.demo import DemoServerThread
 from collector.store.sqlite import SqliteStore
-from tests.test_dashboard import app, badge, env, keys, rendered_text, unescaped, wait_until  # noqa: F401
+from tests.test_dashboard import (  # noqa: F401 - env is a fixture
+    app, badge, env, keys, rendered_text, saved, table, unescaped, wait_until,
+)
 
 WRONG_SECRET = "wrong-secret-5e1d0c77"
 
@@ -102,3 +104,26 @@ def test_the_massive_dialog_quotes_the_demo_pass_cost(env: Path) -> None:
     requests = int(cost.group(1).replace(",", ""))
     assert 5 < requests < 5_000, "the demo's real cost, not the daily quota"
     assert "280,000" in text and "of the daily quota" in text
+
+
+def test_collect_now_walks_one_code_and_is_refused_during_massive(env: Path) -> None:
+    code = "LEGITEXT000099900004"  # a MASSIVE-only demo code, never walked by MAINTENANCE
+
+    def walked(a: AppTest) -> bool:
+        rows = table(a, "last walked")
+        return rows[rows["code"] == code].iloc[0]["last walked"] != "not walked yet"
+
+    at = app()
+    at.selectbox(key="collect_code_choice").set_value(code).run()
+    at.button(key="collect_now").click().run()
+    assert any(f"Collecting {code} now" in t.value for t in at.toast)
+    wait_until(at, walked, timeout=60)
+    assert saved(env) is None, "the saved {running, mode} is untouched"
+    assert badge(at) in {"STOPPED", "RUNNING"}
+
+    at.segmented_control(key="mode_choice").set_value("MASSIVE").run()
+    at.button(key="confirm_massive").click().run()
+    at.button(key="start").click().run()
+    at.button(key="collect_now").click().run()
+    refused = [t for t in alerts(at) if t.startswith("Collect now refused")]
+    assert len(refused) == 1 and "MASSIVE pass is on" in refused[0]
