@@ -20,7 +20,7 @@ import re
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import streamlit as st
@@ -81,13 +81,20 @@ def safe_error(exc: BaseException) -> str:
 
 # ---- formatting helpers ----------------------------------------------------------------------
 _MD_SPECIAL = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character
+# GFM's autolink literals are found in the parsed text, after escapes are resolved: a word
+# joiner (U+2060, invisible) splits `http://`, `www.` and `@` so no link forms.
+_AUTOLINK = re.compile(r"(?i)(https?|ftp)(:)(//)|(www)(\.)|(@)")
+_JOINER = "\u2060"
 
 
 def md_text(value: object) -> str:
     """`value` as literal text inside Markdown (st.markdown, captions, alerts, progress labels):
     every ASCII punctuation is backslash-escaped, so API text cannot form a link, an image, an
-    HTML tag, an entity, an autolink, a directive or a heading; line breaks become spaces."""
-    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(value).split()))
+    HTML tag, an entity, a directive or a heading, and autolink literals (URLs, `www.`, e-mail
+    addresses) are split by an invisible word joiner; line breaks become spaces."""
+    text = _AUTOLINK.sub(lambda m: _JOINER.join(g for g in m.groups() if g) + (_JOINER if m.group(6) else ""),
+                         " ".join(str(value).split()))
+    return _MD_SPECIAL.sub(r"\\\1", text)
 
 
 def _now() -> datetime:
@@ -401,10 +408,20 @@ def _pass_progress(snap: StatusSnapshot, rows: list[dict[str, Any]]) -> None:
         st.progress(cockpit.pass_fraction(current), text=md_text(f"{name}: {cockpit.pass_state(current)}"))
 
 
+def _vl_time(moment: datetime) -> Any:
+    """A UTC datetime as a Vega-Lite DateTime (a scale domain; plain numbers are misread)."""
+    import altair as alt
+
+    m = moment.astimezone(timezone.utc)
+    return alt.DateTime(year=m.year, month=m.month, date=m.day, hours=m.hour, minutes=m.minute,
+                        seconds=m.second, utc=True)
+
+
 def _rates_chart(rows: list[dict[str, Any]], budget: dict[str, Any]) -> None:
     """Requests and articles per minute over time, against the hour and day limits (as
     per-minute rates); one line per stretch of activity, so idle time is a gap."""
     import altair as alt
+    import pandas as pd
 
     st.subheader("Requests per minute")
     if not any(r["requests/min"] or r["articles/min"] for r in rows):
@@ -420,20 +437,26 @@ def _rates_chart(rows: list[dict[str, Any]], budget: dict[str, Any]) -> None:
         {"series": "day limit (average)", "per minute": int(budget.get("day_limit", 0)) / 1440},
     ]
     limits = [item for item in limits if item["per minute"] > 0]
+    # Explicit domains: Streamlit mounts the chart before its data arrives, and Vega warns
+    # "Infinite extent" for every scale computed from data it does not have yet.
+    start, end = rows[0]["time"], max(rows[-1]["time"], rows[0]["time"] + timedelta(minutes=1))
+    top = max([p["per minute"] for p in points] + [item["per minute"] for item in limits]) * 1.1
     colour = alt.Color("series:N", title=None, scale=alt.Scale(
         domain=["requests/min", "articles/min", "hour limit", "day limit (average)"],
         range=["#1f77b4", "#2ca02c", "#d62728", "#ff7f0e"]))
-    lines = alt.Chart(alt.Data(values=points)).mark_line(point=alt.OverlayMarkDef(size=12)).encode(
-        x=alt.X("time:T", title=None, axis=alt.Axis(format="%H:%M", labelOverlap=True)),
-        y=alt.Y("per minute:Q", title="per minute"),
+    y = alt.Y("per minute:Q", title="per minute", scale=alt.Scale(domain=[0, top]))
+    lines = alt.Chart(pd.DataFrame(points)).mark_line(point=alt.OverlayMarkDef(size=12)).encode(
+        x=alt.X("time:T", title="UTC", scale=alt.Scale(type="utc", domain=[_vl_time(start), _vl_time(end)]),
+                axis=alt.Axis(format="%H:%M:%S" if end - start < timedelta(minutes=10) else "%H:%M",
+                              tickCount=6, labelOverlap=True)),
+        y=y,
         color=colour,
         detail="segment:N",
-        tooltip=[alt.Tooltip("time:T", format="%H:%M:%S"), "series:N", alt.Tooltip("per minute:Q", format=",.0f")],
+        tooltip=[alt.Tooltip("time:T", timeUnit="utchoursminutesseconds", title="UTC"), "series:N", alt.Tooltip("per minute:Q", format=",.0f")],
     )
     chart = lines
     if limits:
-        rules = alt.Chart(alt.Data(values=limits)).mark_rule(strokeDash=[6, 4]).encode(
-            y="per minute:Q", color=colour)
+        rules = alt.Chart(pd.DataFrame(limits)).mark_rule(strokeDash=[6, 4]).encode(y=y, color=colour)
         chart = alt.layer(lines, rules)
     st.altair_chart(chart.properties(height=220), width="stretch")
 

@@ -212,6 +212,7 @@ def pass_rows(runs: Sequence[Mapping[str, Any]], now: datetime, current_run: int
     rows = []
     for run in runs:
         summary = run.get("summary") or {}
+        counts = summary or run.get("progress") or {}  # a pass in progress: what it committed so far
         started, finished = as_time(run.get("started_at")), as_time(run.get("finished_at"))
         end = finished or (now if run.get("id") == current_run else None)
         rows.append({
@@ -219,11 +220,11 @@ def pass_rows(runs: Sequence[Mapping[str, Any]], now: datetime, current_run: int
             "duration": duration((end - started).total_seconds()) if started and end else "—",
             "mode": run.get("mode") or "",
             "codes": len(run.get("codes") or []),
-            "requests": summary.get("requests"),
-            "fetched": summary.get("fetched"),
-            "stored": summary.get("stored"),
-            "rejected (quality filter)": summary.get("skipped"),
-            "failed": summary.get("failed"),
+            "requests": counts.get("requests"),
+            "fetched": counts.get("fetched"),
+            "stored": counts.get("stored"),
+            "rejected (quality filter)": counts.get("skipped"),
+            "failed": counts.get("failed"),
             "outcome": _outcome(run, summary, finished, run.get("id") == current_run),
         })
     return rows
@@ -237,6 +238,9 @@ def _outcome(run: Mapping[str, Any], summary: Mapping[str, Any], finished: datet
     failed_codes, failed = summary.get("codes_failed") or 0, summary.get("failed") or 0
     if failed_codes or failed:
         return f"{failed_codes} code(s), {failed} article(s) failed"
+    errors = summary.get("errors") or []
+    if errors:  # e.g. the token refused before any code: nothing failed, nothing was done
+        return f"error: {str(errors[-1])[:160]}"
     unchanged = summary.get("codes_unchanged") or 0
     return f"complete ({unchanged} unchanged)" if unchanged else "complete"
 

@@ -365,3 +365,7 @@ def test_md_text_keeps_the_characters_and_neutralises_the_syntax() -> None:
     assert md_text("Art. L1-2 [x](y)") == "Art\\. L1\\-2 \\[x\\]\\(y\\)"
     assert md_text("a\n\n# b") == "a \\# b"
     assert md_text("é ü 日本") == "é ü 日本", "only ASCII punctuation is escaped"
+    linked = md_text("see https://piste.gouv.fr, www.evil.example or ops@example.org")
+    plain = re.sub(r"\\(.)", r"\1", linked)
+    assert not re.search(r"https?://|www\.|@\w", plain), "no GFM autolink literal survives"
+    assert plain.replace("\u2060", "") == "see https://piste.gouv.fr, www.evil.example or ops@example.org"
