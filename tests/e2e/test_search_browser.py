@@ -12,6 +12,7 @@ import pytest
 
 from tests.e2e.conftest import Server, wait_for
 from tests.e2e.test_browser import browser, open_page  # noqa: F401 - fixture
+from tests.e2e.test_cockpit_browser import watch_console
 
 pytestmark = pytest.mark.e2e
 
@@ -24,9 +25,7 @@ def test_search_and_open_an_article(browser: object, launch: Callable[..., Serve
     server = launch(state={"running": True, "mode": "MAINTENANCE"}, LEGIFRANCE_MAX_REQUESTS_PER_SECOND="50")
     wait_for(lambda: server.articles() >= 20, 60, "demo articles in the store")
     page = open_page(browser, server)
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)  # type: ignore[attr-defined]
-    page.on("pageerror", lambda e: problems.append(str(e)))  # type: ignore[attr-defined]
+    problems = watch_console(page)
 
     box = page.locator(".st-key-search_query input")  # type: ignore[attr-defined]
     box.fill("declaration PREALABLE")  # the demo text says "déclaration préalable"
