@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from collector.runtime import Runtime
     from collector.scheduler import CollectorScheduler
     from collector.status import StatusSnapshot
+    from collector.store.base import Store
 
 REFRESH_SECONDS = 2
 LOG_REFRESH_SECONDS = 5  # the log table is the heaviest element to redraw
@@ -495,6 +496,13 @@ def _live_panel(locked: bool) -> None:
     _export(runtime.export.status() if runtime.export is not None else None)
 
 
+@st.cache_data(ttl=HISTORY_REFRESH_SECONDS, show_spinner=False)
+def _history(_store: Store, label: str, code_ids: tuple[str, ...]) -> cockpit.History:
+    """The store reads of the passes and codes tables, shared by every session for a while
+    (on Supabase: one count request per code); `label` names the store in the cache key."""
+    return cockpit.read_history(_store, code_ids, PASSES_SHOWN, CHANGES_SCANNED)
+
+
 @st.fragment(run_every=HISTORY_REFRESH_SECONDS)
 def _history_panel(locked: bool) -> None:
     """Recent passes and the per-code table (with Collect now), from the store."""
@@ -504,24 +512,22 @@ def _history_panel(locked: bool) -> None:
     now = _now()
     st.subheader("Recent passes")
     try:
-        runs = store.last_runs(PASSES_SHOWN)
-        marks = store.get_code_marks()
-        code_ids = list(dict.fromkeys([*settings.maintenance_codes, *settings.massive_codes, *marks]))
-        in_force: dict[str, int | None] = {c: store.count_in_force(c) for c in code_ids}
-        since = max(0, store.latest_change_seq() - CHANGES_SCANNED)
-        changed = cockpit.last_changes(store.read_changes(since, CHANGES_SCANNED))
+        history = _history(store, store.label, (*settings.maintenance_codes, *settings.massive_codes))
     except Exception as exc:  # the store is down: the status line says so too
         st.warning("The passes and codes cannot be read from the store now.")
         st.text(safe_error(exc))
         return
+    runs = history.runs
     current = runs[0]["id"] if runs and snap.phase in ("harvesting", "waiting for budget") else None
     if runs:
         st.dataframe(cockpit.pass_rows(runs, now, current), hide_index=True, width="stretch")
     else:
         st.caption("No pass yet.")
     st.subheader("Codes")
+    rows = cockpit.code_rows(history.code_ids, history.marks, history.in_force, history.last_change,
+                             snap.codes, now, snap.queued_codes)
     st.dataframe(
-        cockpit.code_rows(code_ids, marks, in_force, changed, snap.codes, now, snap.queued_codes),
+        rows,
         hide_index=True,
         width="stretch",
         column_config={
@@ -534,11 +540,11 @@ def _history_panel(locked: bool) -> None:
         "/list/code date at its last complete walk; last change: its newest change-log event "
         f"among the last {CHANGES_SCANNED:,}."
     )
-    titles = {r["code"]: r["title"] for r in cockpit.code_rows(code_ids, marks, {}, {}, snap.codes, now)}
+    titles = {r["code"]: r["title"] for r in rows}
     if snap.queued_codes:
         st.caption(md_text(f"Waiting for Collect now: {', '.join(snap.queued_codes)}"))
     pick, act = st.columns([4, 1], vertical_alignment="bottom")
-    pick.selectbox("Collect one code now", code_ids, key="collect_code_choice",
+    pick.selectbox("Collect one code now", history.code_ids, key="collect_code_choice",
                    format_func=lambda c: f"{titles[c]} ({c})" if titles.get(c) else c, disabled=locked)
     act.button("Collect now", key="collect_now", disabled=locked, on_click=_collect_code,
                help="One extra pass over this code, within the same request budget and lease; "
@@ -602,7 +608,7 @@ def _changes_panel() -> None:
         st.dataframe(
             [{"seq": c["seq"], "kind": c["kind"], "num": c["num"] or "", "id": c["id"],
               "previous_id": c["previous_id"] or "", "etat": c["etat"], "code_id": c["code_id"],
-              "at": c["at"], "legifrance": article_url(c["id"])} for c in reversed(group.changes)],
+              "at": _when(c["at"]), "legifrance": article_url(c["id"])} for c in reversed(group.changes)],
             hide_index=True,
             width="stretch",
             column_config={"legifrance": st.column_config.LinkColumn("legifrance", display_text="open")},

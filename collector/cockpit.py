@@ -15,6 +15,7 @@ from typing import Any
 
 from collector.models import CodeMark, CodeProgress
 from collector.status import StatusSnapshot
+from collector.store.base import Store
 
 NOT_WALKED = "not walked yet"
 
@@ -207,6 +208,32 @@ def _once(items: list[Alert]) -> list[Alert]:
 
 
 # ---- passes and codes ----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class History:
+    """What the passes and codes tables read from the store, in one go."""
+
+    runs: list[dict[str, Any]]
+    marks: dict[str, CodeMark]
+    code_ids: list[str]  # the configured codes, then any other code the store has a mark for
+    in_force: dict[str, int]
+    last_change: dict[str, str]
+
+
+def read_history(store: Store, code_ids: Iterable[str], runs: int, changes_scanned: int) -> History:
+    """The newest `runs` passes, the code marks, each code's stored in-force count (one count
+    per code) and its newest event among the last `changes_scanned` (StoreError propagates)."""
+    marks = store.get_code_marks()
+    codes = list(dict.fromkeys([*code_ids, *marks]))
+    since = max(0, store.latest_change_seq() - changes_scanned)
+    return History(
+        runs=store.last_runs(runs),
+        marks=marks,
+        code_ids=codes,
+        in_force={c: store.count_in_force(c) for c in codes},
+        last_change=last_changes(store.read_changes(since, changes_scanned)),
+    )
+
+
 def pass_rows(runs: Sequence[Mapping[str, Any]], now: datetime, current_run: int | None = None) -> list[dict[str, Any]]:
     """Recent passes (Store.last_runs) as table rows, newest first."""
     rows = []
