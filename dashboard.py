@@ -291,23 +291,9 @@ def _open_dialog(runtime: Runtime, locked: bool) -> None:
         return
     settings = runtime.settings
     if st.session_state.get("pending_mode"):
-        _massive_dialog(len(settings.massive_codes), settings.max_daily_requests, _massive_cost(runtime))
+        _massive_dialog(len(settings.massive_codes), settings.max_daily_requests, cockpit.next_massive_cost(runtime))
     elif st.session_state.get("confirm_reset"):
         _reset_dialog(settings)
-
-
-def _massive_cost(runtime: Runtime) -> tuple[int, str] | None:
-    """The next MASSIVE pass's cost: from the demo's corpus, else from the last MASSIVE pass."""
-    codes = runtime.settings.massive_codes
-    try:
-        if runtime.demo is not None:
-            corpus = runtime.demo.corpus
-            source = {c: corpus.in_force_count(c) for c in codes if corpus.knows_code(c)}
-            stored = {c: runtime.store.count_in_force(c) for c in source}
-            return cockpit.massive_cost(source, stored, [])
-        return cockpit.massive_cost(None, {}, runtime.store.last_runs(PASSES_SHOWN))
-    except Exception:  # noqa: BLE001 - the store is down: the dialog quotes the quota instead
-        return None
 
 
 def _status_line(runtime: Runtime, snap: StatusSnapshot, locked: bool) -> None:
@@ -425,26 +411,15 @@ def _rates_chart(rows: list[dict[str, Any]], budget: dict[str, Any]) -> None:
     import pandas as pd
 
     st.subheader("Requests per minute")
-    if not any(r["requests/min"] or r["articles/min"] for r in rows):
+    if not any(r["requests/min"] or r["articles/min"] for r in rows):  # no flat zero line before a pass
         st.caption("Nothing measured yet: the chart starts with the collector's first requests.")
         return
-    points = [
-        {"time": r["time"], "segment": r["segment"], "series": name, "per minute": r[name]}
-        for r in rows
-        for name in ("requests/min", "articles/min")
-    ]
-    limits = [
-        {"series": "hour limit", "per minute": int(budget.get("hour_limit", 0)) / 60},
-        {"series": "day limit (average)", "per minute": int(budget.get("day_limit", 0)) / 1440},
-    ]
-    limits = [item for item in limits if item["per minute"] > 0]
+    points, limits, top = cockpit.rate_series(rows, budget)
     # Explicit domains: Streamlit mounts the chart before its data arrives, and Vega warns
     # "Infinite extent" for every scale computed from data it does not have yet.
     start, end = rows[0]["time"], max(rows[-1]["time"], rows[0]["time"] + timedelta(minutes=1))
-    top = max([p["per minute"] for p in points] + [item["per minute"] for item in limits]) * 1.1
-    colour = alt.Color("series:N", title=None, scale=alt.Scale(
-        domain=["requests/min", "articles/min", "hour limit", "day limit (average)"],
-        range=["#1f77b4", "#2ca02c", "#d62728", "#ff7f0e"]))
+    colour = alt.Color("series:N", title=None, scale=alt.Scale(domain=list(cockpit.SERIES_COLOURS),
+                                                               range=list(cockpit.SERIES_COLOURS.values())))
     y = alt.Y("per minute:Q", title="per minute", scale=alt.Scale(domain=[0, top]))
     lines = alt.Chart(pd.DataFrame(points)).mark_line(point=alt.OverlayMarkDef(size=12)).encode(
         x=alt.X("time:T", title="UTC", scale=alt.Scale(type="utc", domain=[_vl_time(start), _vl_time(end)]),
@@ -453,7 +428,8 @@ def _rates_chart(rows: list[dict[str, Any]], budget: dict[str, Any]) -> None:
         y=y,
         color=colour,
         detail="segment:N",
-        tooltip=[alt.Tooltip("time:T", timeUnit="utchoursminutesseconds", title="UTC"), "series:N", alt.Tooltip("per minute:Q", format=",.0f")],
+        tooltip=[alt.Tooltip("time:T", timeUnit="utchoursminutesseconds", title="UTC"), "series:N",
+                 alt.Tooltip("per minute:Q", format=",.0f")],
     )
     chart = lines
     if limits:

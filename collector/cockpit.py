@@ -11,11 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from collector.models import CodeMark, CodeProgress
 from collector.status import StatusSnapshot
 from collector.store.base import Store
+
+if TYPE_CHECKING:
+    from collector.runtime import Runtime
 
 NOT_WALKED = "not walked yet"
 
@@ -396,3 +399,45 @@ def massive_cost(
             if isinstance(requests, int) and requests > 0:
                 return requests + int(summary.get("token_requests") or 0), "what the last complete MASSIVE pass spent"
     return None
+
+
+def next_massive_cost(runtime: Runtime) -> tuple[int, str] | None:
+    """massive_cost for this runtime: the demo's corpus when the source is the demo, else the
+    last MASSIVE passes in the store; None when the store does not answer."""
+    codes = runtime.settings.massive_codes
+    try:
+        if runtime.demo is not None:
+            corpus = runtime.demo.corpus
+            source = {c: corpus.in_force_count(c) for c in codes if corpus.knows_code(c)}
+            return massive_cost(source, {c: runtime.store.count_in_force(c) for c in source}, [])
+        return massive_cost(None, {}, runtime.store.last_runs(20))
+    except Exception:  # noqa: BLE001 - the store is down: the dialog quotes the quota instead
+        return None
+
+
+# ---- the rates chart ---------------------------------------------------------------------------
+SERIES_COLOURS = {
+    "requests/min": "#1f77b4",
+    "articles/min": "#2ca02c",
+    "hour limit": "#d62728",
+    "day limit (average)": "#ff7f0e",
+}
+
+
+def rate_series(
+    rows: Sequence[Mapping[str, Any]], budget: Mapping[str, Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], float]:
+    """The chart's long-form points (time, segment, series, per minute) from throughput_rows,
+    the limits as per-minute rates (hour limit / 60, day limit / 1440), and the y axis top."""
+    points = [
+        {"time": r["time"], "segment": r["segment"], "series": name, "per minute": r[name]}
+        for r in rows
+        for name in ("requests/min", "articles/min")
+    ]
+    limits = [
+        {"series": "hour limit", "per minute": int(budget.get("hour_limit", 0)) / 60},
+        {"series": "day limit (average)", "per minute": int(budget.get("day_limit", 0)) / 1440},
+    ]
+    limits = [item for item in limits if item["per minute"] > 0]
+    top = max([p["per minute"] for p in points] + [item["per minute"] for item in limits] + [1.0]) * 1.1
+    return points, limits, top

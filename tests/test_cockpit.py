@@ -160,3 +160,12 @@ def test_the_board_stamps_when_the_phase_changed() -> None:
     assert board.snapshot().phase_since == start + timedelta(seconds=30)
     board.show_idle()
     assert board.snapshot().phase_since == start + timedelta(seconds=60)
+
+
+def test_rate_series_long_form_with_limits_per_minute() -> None:
+    rows = [{"time": NOW, "segment": 0, "requests/min": 300.0, "articles/min": 250.0}]
+    points, limits, top = cockpit.rate_series(rows, {"hour_limit": 24_000, "day_limit": 288_000})
+    assert [(p["series"], p["per minute"]) for p in points] == [("requests/min", 300.0), ("articles/min", 250.0)]
+    assert [(x["series"], x["per minute"]) for x in limits] == [("hour limit", 400.0), ("day limit (average)", 200.0)]
+    assert top == pytest.approx(440.0)
+    assert cockpit.rate_series([], {})[1:] == ([], pytest.approx(1.1))

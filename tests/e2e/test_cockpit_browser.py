@@ -31,7 +31,12 @@ def shots_dir(tmp_path: Path) -> Path:
 def watch_console(page: object) -> list[str]:
     """Every console warning or error and every uncaught page error, as they come."""
     problems: list[str] = []
-    page.on("console", lambda m: problems.append(f"{m.type}: {m.text}") if m.type in ("warning", "error") else None)  # type: ignore[attr-defined]
+
+    def on_console(message: object) -> None:
+        if message.type in ("warning", "error"):  # type: ignore[attr-defined]
+            problems.append(f"{message.type}: {message.text}")  # type: ignore[attr-defined]
+
+    page.on("console", on_console)  # type: ignore[attr-defined]
     page.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))  # type: ignore[attr-defined]
     return problems
 
