@@ -24,6 +24,10 @@ def test_search_and_open_an_article(browser: object, launch: Callable[..., Serve
     shots.mkdir(parents=True, exist_ok=True)
     server = launch(state={"running": True, "mode": "MAINTENANCE"}, LEGIFRANCE_MAX_REQUESTS_PER_SECOND="50")
     wait_for(lambda: server.articles() >= 20, 60, "demo articles in the store")
+    # Stopped, so the live panel above keeps its height: passes 3 s apart would make the page
+    # move under an open drop-down (it closes when the page scrolls).
+    assert server.post("/aspirage/stop").status_code == 200
+    wait_for(lambda: server.status()["collector_threads"] == 0, 20, "the collector to stop")
     page = open_page(browser, server)
     problems = watch_console(page)
 
@@ -38,6 +42,7 @@ def test_search_and_open_an_article(browser: object, launch: Callable[..., Serve
     page.screenshot(path=str(shots / "search-results.png"))  # type: ignore[attr-defined]
 
     page.locator(".st-key-search_open").click()  # type: ignore[attr-defined]
+    page.keyboard.press("ArrowDown")  # type: ignore[attr-defined]  # opens the list if the click only focused it
     page.get_by_role("option").first.click()  # type: ignore[attr-defined]
     article = page.locator(".st-key-search_article")  # type: ignore[attr-defined]
     expect(article).to_contain_text("in force from")
