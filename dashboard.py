@@ -494,7 +494,8 @@ def _history_panel(locked: bool) -> None:
         st.text(safe_error(exc))
         return
     runs = history.runs
-    current = runs[0]["id"] if runs and snap.phase in ("harvesting", "waiting for budget") else None
+    # The newest run is this collector's while its thread lives (the cached row may lag the end).
+    current = runs[0]["id"] if runs and snap.alive else None
     if runs:
         st.dataframe(cockpit.pass_rows(runs, now, current), hide_index=True, width="stretch")
     else:
