@@ -597,11 +597,14 @@ class _Run:
         await self._release_lease()
         message = s.describe(exc)
         s.board.error(message)
+        fatal = isinstance(exc, FATAL_ERRORS)
+        if not fatal:
+            self.failures += 1
+        delay = s.options.fatal_retry_seconds if fatal else backoff_delay(self.failures, *s.options.backoff)
+        retry_at = s.clock() + timedelta(seconds=delay)
         # The message is in last_error; the detail says only what happens next (said once).
-        if isinstance(exc, FATAL_ERRORS):
-            delay = s.options.fatal_retry_seconds
-            retry_at = s.clock() + timedelta(seconds=delay)
-            s.board.set(phase="error", detail=f"retrying at {_hms(retry_at)}", next_run_at=retry_at)
+        s.board.set(phase="error", detail=f"retrying at {_hms(retry_at)}", next_run_at=retry_at)
+        if fatal:
             log.error("collector error; waiting", error=message, retry_in=delay)
             if s._on_fatal is not None:
                 try:
@@ -609,10 +612,6 @@ class _Run:
                 except Exception:  # noqa: BLE001 - a callback must not kill the thread
                     log.exception("on_fatal callback failed")
         else:
-            self.failures += 1
-            delay = backoff_delay(self.failures, *s.options.backoff)
-            retry_at = s.clock() + timedelta(seconds=delay)
-            s.board.set(phase="error", detail=f"retrying at {_hms(retry_at)}", next_run_at=retry_at)
             log.warning("transient collector error; backing off", error=message, retry_in=delay)
         self.poked = False
         self.next_at, self.early = self.loop.time() + delay, lambda: self.poked
