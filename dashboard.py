@@ -14,33 +14,40 @@ the script body, so the status drawn afterwards is fresh).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
+from collector import cockpit
 from collector.config import MODES, SECRET_SETTINGS, mask, parse_mode
 from collector.gate import PasswordGate
 from collector.health import health_routes
 from collector.keepawake import start_keep_awake
 from collector.routes import build_routes
+from collector.scheduler import CollectRefused
 from collector.search_page import search_section
 from collector.shared_runtime import get_runtime
 from collector.status import throughput_rows
 
 if TYPE_CHECKING:
     from collector.config import Settings
+    from collector.runtime import Runtime
     from collector.scheduler import CollectorScheduler
     from collector.status import StatusSnapshot
     from collector.store.base import Store
 
 REFRESH_SECONDS = 2
 LOG_REFRESH_SECONDS = 5  # the log table is the heaviest element to redraw
+HISTORY_REFRESH_SECONDS = 15  # passes and codes: store reads (one count per code)
+PASSES_SHOWN = 15
+CHANGES_SCANNED = 2000  # the newest events read for each code's "last change"
 LOG_ROWS = 150
 SHUTDOWN_TIMEOUT_SECONDS = 7.0  # Render allows 30 s; tests demand an exit within 10 s
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -75,31 +82,29 @@ def safe_error(exc: BaseException) -> str:
 
 # ---- formatting helpers ----------------------------------------------------------------------
 _MD_SPECIAL = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character
+# GFM's autolink literals are found in the parsed text, after escapes are resolved: a word
+# joiner (U+2060, invisible) splits `http://`, `www.` and `@` so no link forms.
+_AUTOLINK = re.compile(r"(?i)(https?|ftp)(:)(//)|(www)(\.)|(@)")
+_JOINER = "\u2060"
 
 
 def md_text(value: object) -> str:
     """`value` as literal text inside Markdown (st.markdown, captions, alerts, progress labels):
     every ASCII punctuation is backslash-escaped, so API text cannot form a link, an image, an
-    HTML tag, an entity, an autolink, a directive or a heading; line breaks become spaces."""
-    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(value).split()))
+    HTML tag, an entity, a directive or a heading, and autolink literals (URLs, `www.`, e-mail
+    addresses) are split by an invisible word joiner; line breaks become spaces."""
+    text = _AUTOLINK.sub(lambda m: _JOINER.join(g for g in m.groups() if g) + (_JOINER if m.group(6) else ""),
+                         " ".join(str(value).split()))
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 def _when(value: datetime | str | None) -> str:
     """A UTC time with how long ago / until, or an em dash."""
-    if value is None:
-        return "—"
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return value
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    delta = (value - datetime.now(timezone.utc)).total_seconds()
-    span = abs(delta)
-    rel = f"{span:.0f} s" if span < 90 else f"{span / 60:.0f} min" if span < 5400 else f"{span / 3600:.1f} h"
-    rel = f"in {rel}" if delta > 0 else f"{rel} ago"
-    return f"{value.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC ({rel})"
+    return cockpit.when(value, _now())
 
 
 def _fraction(done: int, total: int) -> float:
@@ -133,6 +138,29 @@ def _start() -> None:
 
 def _stop() -> None:
     _act("Collector stopped", lambda s: s.stop())
+
+
+def _retry() -> None:
+    """Retry now after an error: START wakes a waiting collector (or starts a new thread)."""
+    _act("Retrying now", lambda s: s.start())
+
+
+def _collect_code() -> None:
+    """One extra pass over the chosen code, within the budget and the lease; a refusal (a
+    MASSIVE pass is on, ...) is shown with its reason."""
+    code_id = st.session_state.get("collect_code_choice")
+    if not code_id:
+        return
+    try:
+        get_runtime().scheduler.collect_code(code_id)
+    except CollectRefused as exc:
+        st.session_state["action_error"] = f"Collect now refused: {exc}"
+        return
+    except Exception as exc:
+        st.session_state["action_error"] = f"Collect now failed: {safe_error(exc)}"
+        return
+    st.session_state.pop("action_error", None)
+    _notify(f"Collecting {code_id} now (one extra pass)", "▶️")
 
 
 def _on_mode_change() -> None:
@@ -196,13 +224,18 @@ def _check_password() -> None:
 
 # ---- dialogs (opened from the live fragment; buttons use on_click callbacks) --------------------
 @st.dialog("Switch to MASSIVE?", on_dismiss=_cancel_massive)
-def _massive_dialog(massive_codes: int, daily_budget: int) -> None:
+def _massive_dialog(massive_codes: int, daily_budget: int, cost: tuple[int, str] | None) -> None:
     if not st.session_state.get("pending_mode"):
         st.rerun()  # a button closed it: redraw the whole page
+    if cost is None:
+        price = f"can spend up to the whole daily request quota ({daily_budget:,} requests/day)"
+    else:
+        requests, basis = cost
+        price = (f"costs about {requests:,} requests ({basis}), {requests / daily_budget:.1%} of the "
+                 f"daily quota of {daily_budget:,}")
     st.write(
-        f"MASSIVE harvests all {massive_codes} codes back to back and spends most of the daily "
-        f"request quota ({daily_budget:,} requests/day). MAINTENANCE only refreshes the priority "
-        "codes every couple of hours."
+        f"MASSIVE harvests all {massive_codes} codes back to back, with a pause between passes. "
+        f"A full pass {price}. MAINTENANCE only refreshes the priority codes every couple of hours."
     )
     left, right = st.columns(2)
     left.button("Switch to MASSIVE", key="confirm_massive", type="primary", on_click=_confirm_massive)
@@ -251,16 +284,46 @@ def _header(settings: Settings) -> None:
         )
 
 
-def _open_dialog(settings: Settings, locked: bool) -> None:
+def _open_dialog(runtime: Runtime, locked: bool) -> None:
     """Open the confirmation a control asked for. Runs in the full script run only: a dialog
     opened from the refreshing fragment would stay mounted after it closes."""
     st.session_state.pop("needs_full_run", None)
     if locked:
         return
+    settings = runtime.settings
     if st.session_state.get("pending_mode"):
-        _massive_dialog(len(settings.massive_codes), settings.max_daily_requests)
+        _massive_dialog(len(settings.massive_codes), settings.max_daily_requests, cockpit.next_massive_cost(runtime))
     elif st.session_state.get("confirm_reset"):
         _reset_dialog(settings)
+
+
+def _status_line(runtime: Runtime, snap: StatusSnapshot, locked: bool) -> None:
+    """One coloured badge (what the collector is doing, since when) and every problem once."""
+    now = _now()
+    badge = cockpit.badge(snap, now)
+    with st.container(key="status_line"):
+        left, right = st.columns([1, 5], vertical_alignment="center")
+        left.badge(badge.state.upper(), icon=badge.icon, color=badge.colour)
+        since = f" — since {md_text(_when(badge.since))}" if badge.since else ""
+        right.markdown(f"{md_text(badge.doing)}{since} · mode **{md_text(snap.mode)}**")
+    booted = runtime.desired.last_load if runtime.desired is not None else None
+    problems = cockpit.alerts(
+        snap,
+        now,
+        state_problem=booted.problem if booted else None,
+        state_store_problem=booted.store_problem if booted else None,
+        export=runtime.export.status() if runtime.export is not None else None,
+        locked=locked,
+    )
+    with st.container(key="alerts"):
+        for alert in problems:
+            said = f"{alert.title}: {alert.message}" if alert.message else alert.title
+            body = f"{md_text(said)}  \n**What to do:** {md_text(alert.action)}"
+            (st.error if alert.level == "error" else st.warning)(body)
+            if alert.retry:
+                st.button("Retry now", key="retry", on_click=_retry)
+        if st.session_state.get("action_error"):
+            st.error(md_text(st.session_state["action_error"]))
 
 
 def _controls(snap: StatusSnapshot, locked: bool) -> None:
@@ -277,61 +340,21 @@ def _controls(snap: StatusSnapshot, locked: bool) -> None:
     if "toast" in st.session_state:
         message, icon = st.session_state.pop("toast")
         st.toast(message, icon=icon)
-    if st.session_state.get("action_error"):
-        st.error(md_text(st.session_state["action_error"]))
-    if not snap.state_saved:
-        st.error(
-            f"The state could not be saved: {md_text(snap.state_error or 'unknown error')}. The "
-            "change applies now but will not survive a restart."
-        )
-    elif snap.state_error:
-        st.warning(f"The state file is saved, but its copy in the store is not: {md_text(snap.state_error)}")
 
 
 def _overview(snap: StatusSnapshot) -> None:
-    state = "running" if snap.running else "stopped"
-    if snap.running != snap.alive:  # transient, or the thread ended on an error (see phase)
-        state += " (no thread)" if snap.running else " (finishing)"
-    cols = st.columns(3)
-    cols[0].metric("Collector", state)
-    cols[1].metric("Mode", snap.mode)
-    cols[2].metric("Phase", snap.phase)
-    if snap.detail:
-        st.caption(md_text(snap.detail))
-    if snap.current_code:
-        title = next((p.title for p in snap.codes if p.code_id == snap.current_code and p.title), None)
-        name = f"{title} ({snap.current_code})" if title else snap.current_code
-        st.markdown(f"**Current code:** {md_text(name)}")
     cols = st.columns(6)
     cols[0].metric("Articles stored", f"{snap.stored_total:,}")
-    cols[1].metric("Rejected (filter)", f"{snap.rejected_total:,}")
+    cols[1].metric("Rejected (quality filter)", f"{snap.rejected_total:,}",
+                   help="In-force ids whose cleaned text is shorter than MIN_ARTICLE_CHARS: remembered, "
+                        "not fetched again (articles_rejected in the status JSON).")
     cols[2].metric("Fetched this pass", f"{snap.pass_fetched:,}")
     cols[3].metric("Stored this pass", f"{snap.pass_stored:,}")
-    cols[4].metric("Skipped this pass", f"{snap.pass_skipped:,}")
-    cols[5].metric("Failed this pass", f"{snap.pass_failed:,}")
+    cols[4].metric("Rejected this pass", f"{snap.pass_skipped:,}", help="By the quality filter.")
+    cols[5].metric("Failed this pass", f"{snap.pass_failed:,}", help="Fetched again at the next pass.")
     times = st.columns(2)
-    times[0].markdown(f"**Last run:** {_when(snap.last_run_at)}")
-    times[1].markdown(f"**Next run:** {_when(snap.next_run_at)}")
-    if snap.last_error:
-        st.warning(f"Last error ({_when(snap.last_error_at)}): {md_text(snap.last_error)}")
-
-
-def _export(status: dict[str, Any] | None) -> None:
-    """The bucket + files_queue export (EXPORT_BUCKET), when this process runs it."""
-    if status is None:
-        return
-    st.subheader("Export to the workers' bucket")
-    seq, pending = status["last_exported_seq"], status["pending"]
-    cols = st.columns(4)
-    cols[0].metric("Bucket", status["bucket"])
-    cols[1].metric("Last exported event", "—" if seq is None else f"{seq:,}")
-    cols[2].metric("Events pending", "—" if pending is None else f"{pending:,}")
-    cols[3].metric("Uploads / queue writes", f"{status['uploads']:,} / {status['queue_writes']:,}")
-    retry = f", next retry {_when(status['next_retry_at'])}" if status["next_retry_at"] else ""
-    st.caption(f"Phase: {status['phase']}{retry}")
-    if status["last_error"]:  # server text: shown as plain text, never as Markdown
-        st.warning(f"Export: last error ({_when(status['last_error_at'])}), retried with backoff:")
-        st.text(status["last_error"])
+    times[0].markdown(f"**Last pass ended:** {_when(snap.last_run_at)}")
+    times[1].markdown(f"**Next pass:** {_when(snap.next_run_at) if snap.phase == 'waiting' else '—'}")
 
 
 def _dumps(store: Store, snap: StatusSnapshot) -> None:
@@ -369,60 +392,175 @@ def _budget(budget: dict[str, Any]) -> None:
         st.caption(f"Pacing at the per-{waiting} limit.")
 
 
-def _codes(snap: StatusSnapshot) -> None:
-    st.subheader("Codes in this pass")
-    if not snap.codes:
-        st.caption("No pass yet.")
+def _pass_progress(snap: StatusSnapshot, rows: list[dict[str, Any]]) -> None:
+    """The pass in progress: codes done, articles of the walked codes, ETA, the current code."""
+    if not snap.codes or snap.phase not in ("harvesting", "waiting for budget"):
         return
-    for p in snap.codes:
-        done = p.stored + p.known + p.skipped + p.failed
-        name = f"{p.title} ({p.code_id})" if p.title else p.code_id
-        label = (
-            f"{md_text(name)} — {md_text(p.state)}: {done:,}/{p.total:,} (stored {p.stored:,}, "
-            f"known {p.known:,}, skipped {p.skipped:,}, failed {p.failed:,})"
-        )
-        if p.error:
-            label += f" — {md_text(p.error)}"
-        st.progress(_fraction(done, p.total), text=label)
+    now = _now()
+    progress = cockpit.pass_progress(snap, rows, now)
+    rate = "—" if progress.requests_per_min is None else f"{progress.requests_per_min:,.0f} requests/min"
+    eta = "unknown until requests are measured" if progress.eta_seconds is None else (
+        f"about {cockpit.duration(progress.eta_seconds)}")
+    label = (
+        f"{snap.mode} pass: {progress.codes_done}/{progress.codes} codes, "
+        f"{progress.articles_done:,}/{progress.articles_known:,} articles of the codes walked so far · "
+        f"{rate} · ETA {eta}"
+    )
+    st.progress(progress.fraction, text=md_text(label))
+    current = next((p for p in snap.codes if p.code_id == snap.current_code), None)
+    if current is not None:
+        name = f"{current.title} ({current.code_id})" if current.title else current.code_id
+        st.progress(cockpit.pass_fraction(current), text=md_text(f"{name}: {cockpit.pass_state(current)}"))
 
 
-def _throughput(samples: list[tuple[float, int]]) -> None:
-    st.subheader("Throughput")
-    rows = throughput_rows(samples)
-    if not rows:
-        st.caption("Not enough samples yet.")
+def _vl_time(moment: datetime) -> Any:
+    """A UTC datetime as a Vega-Lite DateTime (a scale domain; plain numbers are misread)."""
+    import altair as alt
+
+    m = moment.astimezone(timezone.utc)
+    return alt.DateTime(year=m.year, month=m.month, date=m.day, hours=m.hour, minutes=m.minute,
+                        seconds=m.second, utc=True)
+
+
+def _rates_chart(rows: list[dict[str, Any]], budget: dict[str, Any]) -> None:
+    """Requests and articles per minute over time, against the hour and day limits (as
+    per-minute rates); one line per stretch of activity, so idle time is a gap."""
+    import altair as alt
+    import pandas as pd
+
+    st.subheader("Requests per minute")
+    if not any(r["requests/min"] or r["articles/min"] for r in rows):  # no flat zero line before a pass
+        st.caption("Nothing measured yet: the chart starts with the collector's first requests.")
         return
-    st.line_chart(rows, x="time", y="articles/min", height=180)
+    points, limits, top = cockpit.rate_series(rows, budget)
+    # Explicit domains: Streamlit mounts the chart before its data arrives, and Vega warns
+    # "Infinite extent" for every scale computed from data it does not have yet.
+    start, end = rows[0]["time"], max(rows[-1]["time"], rows[0]["time"] + timedelta(minutes=1))
+    colour = alt.Color("series:N", title=None, scale=alt.Scale(domain=list(cockpit.SERIES_COLOURS),
+                                                               range=list(cockpit.SERIES_COLOURS.values())))
+    y = alt.Y("per minute:Q", title="per minute", scale=alt.Scale(domain=[0, top]))
+    lines = alt.Chart(pd.DataFrame(points)).mark_line(point=alt.OverlayMarkDef(size=12)).encode(
+        x=alt.X("time:T", title="UTC", scale=alt.Scale(type="utc", domain=[_vl_time(start), _vl_time(end)]),
+                axis=alt.Axis(format="%H:%M:%S" if end - start < timedelta(minutes=10) else "%H:%M",
+                              tickCount=6, labelOverlap=True)),
+        y=y,
+        color=colour,
+        detail="segment:N",
+        tooltip=[alt.Tooltip("time:T", timeUnit="utchoursminutesseconds", title="UTC"), "series:N",
+                 alt.Tooltip("per minute:Q", format=",.0f")],
+    )
+    chart = lines
+    if limits:
+        rules = alt.Chart(pd.DataFrame(limits)).mark_rule(strokeDash=[6, 4]).encode(y=y, color=colour)
+        chart = alt.layer(lines, rules)
+    st.altair_chart(chart.properties(height=220), width="stretch")
+
+
+def _export(status: dict[str, Any] | None) -> None:
+    """The bucket + files_queue export (EXPORT_BUCKET), when this process runs it (its last
+    error is one of the status line's alerts)."""
+    if status is None:
+        return
+    st.subheader("Export to the workers' bucket")
+    seq, pending = status["last_exported_seq"], status["pending"]
+    cols = st.columns(4)
+    cols[0].metric("Bucket", status["bucket"])
+    cols[1].metric("Last exported event", "—" if seq is None else f"{seq:,}")
+    cols[2].metric("Events pending", "—" if pending is None else f"{pending:,}")
+    cols[3].metric("Uploads / queue writes", f"{status['uploads']:,} / {status['queue_writes']:,}")
+    retry = f", next retry {_when(status['next_retry_at'])}" if status["next_retry_at"] else ""
+    st.caption(f"Phase: {status['phase']}{retry}")
 
 
 @st.fragment(run_every=REFRESH_SECONDS)
 def _live_panel(locked: bool) -> None:
-    """Controls and status, redrawn every couple of seconds without reloading the page."""
+    """Status line, controls and live counters, redrawn every couple of seconds without
+    reloading the page."""
     if st.session_state.get("needs_full_run"):
         st.rerun()  # a control asked for a confirmation: the full run opens the dialog
     runtime = get_runtime()
     snap = runtime.scheduler.status()
+    _status_line(runtime, snap, locked)
     _controls(snap, locked)
     _overview(snap)
     if runtime.settings.source == "dumps":
         _dumps(runtime.store, snap)
+    rows = throughput_rows(snap.throughput)
+    _pass_progress(snap, rows)
     _budget(snap.budget)
-    _codes(snap)
-    _throughput(snap.throughput)
+    _rates_chart(rows, snap.budget)
     _export(runtime.export.status() if runtime.export is not None else None)
 
 
-def _log_rows(records: list[dict[str, Any]]) -> list[dict[str, str]]:
-    """One readable row per record (kept newest first), extra fields folded into one column."""
+@st.cache_data(ttl=HISTORY_REFRESH_SECONDS, show_spinner=False)
+def _history(_store: Store, label: str, code_ids: tuple[str, ...]) -> cockpit.History:
+    """The store reads of the passes and codes tables, shared by every session for a while
+    (on Supabase: one count request per code); `label` names the store in the cache key."""
+    return cockpit.read_history(_store, code_ids, PASSES_SHOWN, CHANGES_SCANNED)
+
+
+@st.fragment(run_every=HISTORY_REFRESH_SECONDS)
+def _history_panel(locked: bool) -> None:
+    """Recent passes and the per-code table (with Collect now), from the store."""
+    runtime = get_runtime()
+    store, settings = runtime.store, runtime.settings
+    snap = runtime.scheduler.status()
+    now = _now()
+    st.subheader("Recent passes")
+    try:
+        history = _history(store, store.label, (*settings.maintenance_codes, *settings.massive_codes))
+    except Exception as exc:  # the store is down: the status line says so too
+        st.warning("The passes and codes cannot be read from the store now.")
+        st.text(safe_error(exc))
+        return
+    runs = history.runs
+    # The newest run is this collector's while its thread lives (the cached row may lag the end).
+    current = runs[0]["id"] if runs and snap.alive else None
+    if runs:
+        st.dataframe(cockpit.pass_rows(runs, now, current), hide_index=True, width="stretch")
+    else:
+        st.caption("No pass yet.")
+    st.subheader("Codes")
+    rows = cockpit.code_rows(history.code_ids, history.marks, history.in_force, history.last_change,
+                             snap.codes, now, snap.queued_codes)
+    st.dataframe(
+        rows,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "progress": st.column_config.ProgressColumn("this pass (share)", min_value=0.0, max_value=1.0),
+            "in force (stored)": st.column_config.NumberColumn(format="%d"),
+        },
+    )
+    st.caption(
+        "in force (stored): articles of the code stored with etat VIGUEUR; lastUpdate: the code's "
+        "/list/code date at its last complete walk; last change: its newest change-log event "
+        f"among the last {CHANGES_SCANNED:,}."
+    )
+    titles = {r["code"]: r["title"] for r in rows}
+    if snap.queued_codes:
+        st.caption(md_text(f"Waiting for Collect now: {', '.join(snap.queued_codes)}"))
+    pick, act = st.columns([4, 1], vertical_alignment="bottom")
+    pick.selectbox("Collect one code now", history.code_ids, key="collect_code_choice",
+                   format_func=lambda c: f"{titles[c]} ({c})" if titles.get(c) else c, disabled=locked)
+    act.button("Collect now", key="collect_now", disabled=locked, on_click=_collect_code,
+               help="One extra pass over this code, within the same request budget and lease; "
+                    "the saved START/STOP and mode do not change.")
+
+
+def _log_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per record (kept newest first): a readable UTC time, and the extra fields as a
+    JSON column the table expands."""
     rows = []
     for rec in records:
         extra = {k: v for k, v in rec.items() if k not in {"timestamp", "level", "event"}}
+        moment = cockpit.as_time(rec.get("timestamp"))
         rows.append(
             {
-                "time": str(rec.get("timestamp", "")),
+                "time (UTC)": f"{moment:%Y-%m-%d %H:%M:%S}" if moment else str(rec.get("timestamp", "")),
                 "level": str(rec.get("level", "")).upper(),
                 "event": str(rec.get("event", "")),
-                "fields": " ".join(f"{k}={v}" for k, v in extra.items()),
+                "fields": json.dumps(extra, ensure_ascii=False, default=str) if extra else None,
             }
         )
     return rows
@@ -437,7 +575,8 @@ def _logs_panel() -> None:
     if not rows:
         st.caption("No log records at this level yet.")
         return
-    st.dataframe(rows, hide_index=True, width="stretch", height=320)
+    st.dataframe(rows, hide_index=True, width="stretch", height=320,
+                 column_config={"fields": st.column_config.JsonColumn("fields")})
 
 
 CHANGES_SHOWN = 200  # newest change-log events on the page
@@ -466,7 +605,7 @@ def _changes_panel() -> None:
         st.dataframe(
             [{"seq": c["seq"], "kind": c["kind"], "num": c["num"] or "", "id": c["id"],
               "previous_id": c["previous_id"] or "", "etat": c["etat"], "code_id": c["code_id"],
-              "at": c["at"], "legifrance": article_url(c["id"])} for c in reversed(group.changes)],
+              "at": _when(c["at"]), "legifrance": article_url(c["id"])} for c in reversed(group.changes)],
             hide_index=True,
             width="stretch",
             column_config={"legifrance": st.column_config.LinkColumn("legifrance", display_text="open")},
@@ -513,8 +652,9 @@ def main() -> None:
             "(the service restarts), then sign in here to use the controls.",
             icon="🔒",
         )
-    _open_dialog(settings, locked)
+    _open_dialog(runtime, locked)
     _live_panel(locked)
+    _history_panel(locked)
     _logs_panel()
     _changes_panel()
     search_section(runtime.store, (*settings.maintenance_codes, *settings.massive_codes))

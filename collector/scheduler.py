@@ -318,9 +318,10 @@ class CollectorScheduler:
             now = self.clock()
             if self._counters_at is None or (now - self._counters_at).total_seconds() >= self.options.counters_every:
                 self._counters_at = now
-                self.board.show_totals(self.store.count_articles(), self.store.count_rejected())
+                self.board.show_totals(self.store.count_articles(), self.store.count_rejected(), sample=self.alive)
         except Exception as exc:  # noqa: BLE001 - counters are cosmetic; retry next time
             log.warning("store counters unavailable", error=self.describe(exc))
+            self.board.set(store_error=self.describe(exc))  # the page's store alert
         finally:
             self._counters_lock.release()
 
@@ -351,7 +352,7 @@ class CollectorScheduler:
             except Exception as exc:  # noqa: BLE001 - a bug; do not restart in a tight loop
                 log.exception("collector thread crashed")
                 self.board.error(f"collector thread crashed: {self.describe(exc)}")
-                self.board.set(phase="error", detail="collector thread crashed; press Start to retry")
+                self.board.set(phase="error", detail="the collector thread crashed")
                 with self._lock:
                     self._thread = self._run = None
                     return
@@ -597,9 +598,14 @@ class _Run:
         await self._release_lease()
         message = s.describe(exc)
         s.board.error(message)
-        if isinstance(exc, FATAL_ERRORS):
-            delay = s.options.fatal_retry_seconds
-            s.board.set(phase="error", detail=f"error: {message}; retrying in {delay:.0f} s or on Start")
+        fatal = isinstance(exc, FATAL_ERRORS)
+        if not fatal:
+            self.failures += 1
+        delay = s.options.fatal_retry_seconds if fatal else backoff_delay(self.failures, *s.options.backoff)
+        retry_at = s.clock() + timedelta(seconds=delay)
+        # The message is in last_error; the detail says only what happens next (said once).
+        s.board.set(phase="error", detail=f"retrying at {_hms(retry_at)}", next_run_at=retry_at)
+        if fatal:
             log.error("collector error; waiting", error=message, retry_in=delay)
             if s._on_fatal is not None:
                 try:
@@ -607,9 +613,6 @@ class _Run:
                 except Exception:  # noqa: BLE001 - a callback must not kill the thread
                     log.exception("on_fatal callback failed")
         else:
-            self.failures += 1
-            delay = backoff_delay(self.failures, *s.options.backoff)
-            s.board.set(phase="error", detail=f"error: {message}; retrying in {delay:.0f} s")
             log.warning("transient collector error; backing off", error=message, retry_in=delay)
         self.poked = False
         self.next_at, self.early = self.loop.time() + delay, lambda: self.poked

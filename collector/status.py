@@ -18,6 +18,7 @@ from collector.models import CodeProgress
 from collector.ratelimit import BudgetSnapshot
 
 THROUGHPUT_BUCKET_SECONDS = 15.0
+THROUGHPUT_SAMPLES = 720  # about an hour at one sample every 5 s
 
 
 @dataclass(slots=True)
@@ -44,7 +45,10 @@ class StatusSnapshot:
     next_run_at: datetime | None = None
     state_saved: bool = True  # False when the state file could not be written
     state_error: str | None = None
-    throughput: list[tuple[float, int]] = field(default_factory=list)  # (epoch s, stored so far)
+    store_error: str | None = None  # the store's counters could not be read at the last try
+    phase_since: datetime | None = None  # when `phase` last changed (the board's creation at first)
+    # (epoch s, articles stored so far, requests spent today) while the collector thread runs
+    throughput: list[tuple[float, int, int]] = field(default_factory=list)
     queued_codes: list[str] = field(default_factory=list)  # extra passes waiting (collect_code)
     dump: dict[str, Any] = field(default_factory=dict)  # archive being applied: bytes, articles
 
@@ -58,16 +62,28 @@ class StatusBoard:
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._lock = threading.Lock()
-        self._s = StatusSnapshot()
         self._clock = clock
-        self._samples: deque[tuple[float, int]] = deque(maxlen=180)
+        self._s = StatusSnapshot(phase_since=self._now())
+        self._phase_seen = self._s.phase
+        self._samples: deque[tuple[float, int, int]] = deque(maxlen=THROUGHPUT_SAMPLES)
         self._before_stop: tuple[str, str | None] | None = None  # the phase a pending stop covers
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
+
+    def _note_phase(self) -> None:
+        """Under the lock, after any write: stamp `phase_since` when the phase changed."""
+        if self._s.phase != self._phase_seen:
+            self._phase_seen, self._s.phase_since = self._s.phase, self._now()
 
     @contextmanager
     def update(self) -> Iterator[StatusSnapshot]:
         """`with board.update() as s: s.phase = "harvesting"` (keep the block short)."""
         with self._lock:
-            yield self._s
+            try:
+                yield self._s
+            finally:
+                self._note_phase()
 
     def progress(self, code_id: str) -> CodeProgress:
         """The CodeProgress of a code in the current pass (created on first use). Mutate it
@@ -89,6 +105,7 @@ class StatusBoard:
         with self._lock:
             for name, value in fields.items():
                 setattr(self._s, name, value)
+            self._note_phase()
 
     def show_stopping(self, stopping: bool) -> None:
         """Phase "stopping" while a stop is pending; a start before the collector got there puts
@@ -102,6 +119,7 @@ class StatusBoard:
                 if s.phase == "stopping":
                     s.phase, s.detail = self._before_stop
                 self._before_stop = None
+            self._note_phase()
 
     def show_idle(self) -> None:
         """The collector loop ended: phase "idle", nothing current or planned."""
@@ -121,17 +139,22 @@ class StatusBoard:
                 s.detail = f"waiting for the {snap.waiting_for} budget until {snap.waiting_until:%H:%M:%S} UTC"
             elif s.phase == "waiting for budget" and not long_wait:
                 s.phase, s.detail = "harvesting", "budget available again"
+            self._note_phase()
 
-    def show_totals(self, stored: int, rejected: int) -> None:
-        """The store's row counts, also sampled for the throughput chart."""
+    def show_totals(self, stored: int, rejected: int, *, sample: bool = True) -> None:
+        """The store's row counts (the store answered: no store error), sampled for the
+        throughput chart when `sample` (the collector thread runs)."""
         with self._lock:
             self._s.stored_total, self._s.rejected_total = stored, rejected
-        self.sample_throughput()
+            self._s.store_error = None
+        if sample:
+            self.sample_throughput()
 
     def sample_throughput(self) -> None:
-        """Record (now, stored_total) so the page can chart articles per minute."""
+        """Record (now, stored_total, requests today) so the page can chart per-minute rates."""
         with self._lock:
-            self._samples.append((self._clock(), self._s.stored_total))
+            day_used = int(self._s.budget.get("day_used", 0)) if self._s.budget else 0
+            self._samples.append((self._clock(), self._s.stored_total, day_used))
 
     def snapshot(self) -> StatusSnapshot:
         with self._lock:
@@ -141,19 +164,30 @@ class StatusBoard:
 
 
 def throughput_rows(
-    samples: list[tuple[float, int]], bucket: float = THROUGHPUT_BUCKET_SECONDS
+    samples: list[tuple[float, int, int]], bucket: float = THROUGHPUT_BUCKET_SECONDS
 ) -> list[dict[str, Any]]:
-    """Articles per minute over consecutive `bucket`-second windows (the last sample of each
-    window counts), so bursts of close samples and batch commits do not spike the chart."""
-    last: dict[int, tuple[float, int]] = {}
-    for t, n in samples:
-        last[int(t // bucket)] = (t, n)
+    """Articles stored and requests spent per minute over consecutive `bucket`-second windows
+    (the last sample of each window counts), so bursts of close samples and batch commits do
+    not spike the chart. Windows more than two buckets apart (nothing ran between them) start
+    a new `segment`, so a chart draws a gap there instead of a line across the idle time.
+    The day's request count restarting at midnight UTC counts from zero."""
+    last: dict[int, tuple[float, int, int]] = {}
+    for t, n, r in samples:
+        last[int(t // bucket)] = (t, n, r)
     points = [last[k] for k in sorted(last)]
-    return [
-        {
+    rows: list[dict[str, Any]] = []
+    segment = 0
+    for (t0, n0, r0), (t1, n1, r1) in zip(points, points[1:], strict=False):
+        if t1 <= t0:
+            continue
+        if t1 - t0 > 2 * bucket:
+            segment += 1
+            continue
+        spent = r1 - r0 if r1 >= r0 else r1
+        rows.append({
             "time": datetime.fromtimestamp(t1, UTC),
             "articles/min": max(0.0, (n1 - n0) * 60 / (t1 - t0)),
-        }
-        for (t0, n0), (t1, n1) in zip(points, points[1:], strict=False)
-        if t1 > t0
-    ]
+            "requests/min": spent * 60 / (t1 - t0),
+            "segment": segment,
+        })
+    return rows

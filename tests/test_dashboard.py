@@ -63,6 +63,22 @@ def metric(at: AppTest, label: str) -> str:
     return next(m.value for m in at.metric if m.label == label)
 
 
+def badge(at: AppTest) -> str:
+    """The status line's badge word ("RUNNING", "ERROR", ...)."""
+    found = [m.value for m in at.markdown if "-badge[" in m.value]
+    assert len(found) == 1, found
+    return found[0].rsplit(" ", 1)[-1].rstrip("]")
+
+
+def table(at: AppTest, column: str) -> Any:
+    """The first dataframe with that column."""
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+def unescaped(value: str) -> str:
+    return re.sub(r"\\(.)", r"\1", value)
+
+
 def wait_until(at: AppTest, cond: Callable[[AppTest], bool], timeout: float = 45.0) -> AppTest:
     deadline = time.monotonic() + timeout
     while not cond(at.run()):
@@ -79,7 +95,8 @@ def test_page_shows_demo_source_and_store(env: Path) -> None:
     assert str(env / "collector.sqlite3") in text
     assert keys(at) >= {"start", "stop", "reset"}
     assert not at.button(key="start").disabled and at.button(key="stop").disabled
-    assert metric(at, "Collector") == "stopped"
+    assert badge(at) == "STOPPED"
+    assert not at.error and not [w for w in at.warning if "DEMO" not in w.value], "no problem, no alert"
 
 
 def test_start_and_stop_save_the_state(env: Path) -> None:
@@ -90,7 +107,7 @@ def test_start_and_stop_save_the_state(env: Path) -> None:
     assert saved(env) == {"running": True, "mode": "MAINTENANCE"}
     assert any("saved" in t.value for t in at.toast)
     assert at.button(key="start").disabled and not at.button(key="stop").disabled
-    assert metric(at, "Collector").startswith("running")
+    assert badge(at) == "RUNNING"
 
     at.button(key="stop").click().run()
     assert saved(env) == {"running": False, "mode": "MAINTENANCE"}
@@ -115,7 +132,7 @@ def test_massive_needs_confirmation(env: Path) -> None:
     at.button(key="confirm_massive").click().run()
     assert saved(env) == {"running": True, "mode": "MASSIVE"}
     assert at.segmented_control(key="mode_choice").value == "MASSIVE"
-    assert metric(at, "Mode") == "MASSIVE"
+    assert "mode **MASSIVE**" in rendered_text(at)
     assert "confirm_massive" not in keys(at)
 
     at.segmented_control(key="mode_choice").set_value("MAINTENANCE").run()  # no confirmation
@@ -145,7 +162,7 @@ def test_reset_needs_confirmation_and_clears_the_state(env: Path) -> None:
     at.button(key="reset").click().run()
     at.button(key="confirm_reset_button").click().run()
     assert saved(env) is None  # cleared: the next start uses the environment defaults
-    assert metric(at, "Mode") == "MAINTENANCE"
+    assert at.segmented_control(key="mode_choice").value == "MAINTENANCE"
     assert not at.button(key="start").disabled  # ENABLE_SCHEDULER unset: stopped
     assert not at.exception
 
@@ -155,19 +172,47 @@ def test_status_and_logs_are_rendered(env: Path) -> None:
     at.button(key="start").click().run()
     wait_until(at, lambda a: int(metric(a, "Articles stored").replace(",", "")) > 0)
 
-    assert metric(at, "Phase")
+    assert badge(at) in {"RUNNING", "WAITING"}
     assert any(m.label == "Requests this day" for m in at.metric)
-    codes = [p for p in at.get("progress") if "LEGITEXT0000999" in str(p.proto)]
-    assert codes, "a progress bar per code of the pass"
+    assert any(m.label == "Rejected (quality filter)" for m in at.metric)
+    codes = table(at, "last walked")
+    assert {"LEGITEXT000099900001", "LEGITEXT000099900005"} <= set(codes["code"])
+    unwalked = codes[codes["code"] == "LEGITEXT000099900005"].iloc[0]  # a MASSIVE-only code
+    assert unwalked["last walked"] == "not walked yet" and unwalked["this pass"] == "not in this pass"
+    assert "pending: 0/0" not in rendered_text(at)
+    assert "collect_now" in keys(at)
 
-    logs = at.dataframe[0].value
-    assert list(logs.columns) == ["time", "level", "event", "fields"]
-    assert list(logs["time"]) == sorted(logs["time"], reverse=True), "newest first"
+    logs = table(at, "level")
+    assert list(logs.columns) == ["time (UTC)", "level", "event", "fields"]
+    assert list(logs["time (UTC)"]) == sorted(logs["time (UTC)"], reverse=True), "newest first"
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", t) for t in logs["time (UTC)"])
     assert "state saved" in set(logs["event"])
+    fields = json.loads(logs[logs["event"] == "state saved"].iloc[0]["fields"])
+    assert fields["running"] is True, "the extra fields as JSON the table expands"
 
     at.segmented_control(key="log_level").set_value("WARNING").run()
-    levels = set(at.dataframe[0].value["level"])
+    levels = set(table(at, "level")["level"])
     assert levels and levels <= {"WARNING", "ERROR", "CRITICAL"}
+
+
+def test_passes_table_after_a_pass(env: Path) -> None:
+    at = app()
+    at.button(key="start").click().run()
+    wait_until(at, lambda a: badge(a) == "WAITING", timeout=90)  # the pass ended; the next is planned
+    assert any("next pass" in m.value for m in at.markdown)
+    ended = lambda a: any(  # noqa: E731 - the tables read the store through a short cache
+        "outcome" in d.value.columns and d.value.iloc[0]["outcome"] != "in progress" for d in a.dataframe)
+    wait_until(at, ended, timeout=30)
+    passes = table(at, "outcome")
+    first = passes.iloc[0]
+    assert (first["mode"], first["codes"], first["outcome"]) == ("MAINTENANCE", 2, "complete")
+    assert first["stored"] > 0 and first["requests"] >= first["fetched"] > 0
+    assert re.fullmatch(r"\d+ (s|min( \d\d s)?)", first["duration"]), first["duration"]
+    codes = table(at, "last walked")
+    walked = codes[codes["code"] == "LEGITEXT000099900001"].iloc[0]
+    assert walked["in force (stored)"] > 0 and walked["last walked"].endswith("ago)")
+    assert walked["lastUpdate (/list/code)"] != "—" and walked["last change"] != "—"
+    assert walked["this pass"] == "done" or walked["this pass"].startswith("done ")
 
 
 def test_unsaved_state_is_reported(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -176,9 +221,9 @@ def test_unsaved_state_is_reported(env: Path, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("SCHEDULER_STATE_FILE", str(blocker / "state.json"))
     at = app()
     at.button(key="start").click().run()
-    assert any("could not be saved" in e.value for e in at.error)
+    assert [unescaped(e.value).split(":")[0] for e in at.error] == ["The desired state could not be saved"]
     assert any("NOT be saved" in t.value for t in at.toast)
-    assert metric(at, "Collector").startswith("running"), "the action still applies in memory"
+    assert badge(at) == "RUNNING", "the action still applies in memory"
 
 
 def test_password_gate(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -222,7 +267,8 @@ def test_on_render_without_password_controls_are_disabled(
     assert all(at.button(key=k).disabled for k in ("start", "stop", "reset"))
     assert at.segmented_control(key="mode_choice").disabled
     assert any("DASHBOARD_PASSWORD" in w.value for w in at.warning)
-    assert metric(at, "Collector") == "stopped", "the status stays readable"
+    assert badge(at) == "STOPPED", "the status stays readable"
+    assert at.button(key="collect_now").disabled
     assert saved(env) is None
 
 
@@ -251,12 +297,27 @@ def test_throughput_is_per_minute_over_windows_not_between_close_samples() -> No
     from dashboard import throughput_rows
 
     start = 1_800_000_000.0  # a window boundary
-    samples = [(start + 1, 0), (start + 1.001, 100)]  # a batch commit a millisecond later
-    samples += [(start + 15 * i + 1, 100 + 10 * i) for i in range(1, 5)]  # 10 per 15 s
-    rates = [row["articles/min"] for row in throughput_rows(samples)]
+    samples = [(start + 1, 0, 0), (start + 1.001, 100, 5)]  # a batch commit a millisecond later
+    samples += [(start + 15 * i + 1, 100 + 10 * i, 5 + 20 * i) for i in range(1, 5)]  # 10 per 15 s
+    rows = throughput_rows(samples)
+    rates = [row["articles/min"] for row in rows]
     assert rates[1:] == pytest.approx([40.0, 40.0, 40.0])
+    assert [row["requests/min"] for row in rows[1:]] == pytest.approx([80.0, 80.0, 80.0])
     assert max(rates) < 500, "no spike from two samples a millisecond apart"
     assert throughput_rows(samples[:1]) == []
+
+
+def test_throughput_breaks_the_line_where_nothing_ran() -> None:
+    from collector.status import throughput_rows
+
+    start = 1_800_000_000.0
+    busy = [(start + 15 * i, 10 * i, 20 * i) for i in range(4)]
+    later = [(start + 3600 + 15 * i, 100 + 10 * i, 80 + 20 * i) for i in range(3)]  # an hour idle
+    rows = throughput_rows(busy + later)
+    assert [r["segment"] for r in rows] == [0, 0, 0, 1, 1], "a new segment after the idle hour, no row across it"
+    assert all(r["requests/min"] == pytest.approx(80.0) for r in rows)
+    midnight = [(start, 0, 279_990), (start + 15, 5, 10)]  # the day's count restarts at 0 UTC
+    assert throughput_rows(midnight)[0]["requests/min"] == pytest.approx(40.0)
 
 
 HOSTILE = (
@@ -278,13 +339,15 @@ def test_api_text_never_reaches_markdown_unescaped(env: Path) -> None:
         s.current_code = "LEGITEXT000099900001"
         progress = board.progress("LEGITEXT000099900001")
         progress.title, progress.error, progress.total = HOSTILE, HOSTILE, 10
-        s.detail = HOSTILE
+        progress.state = "fetching"
+        s.phase, s.detail = "harvesting", HOSTILE  # the pass's current code is drawn with its title
         s.last_error = HOSTILE
         s.state_saved, s.state_error = False, HOSTILE
     at = AppTest.from_file(DASHBOARD, default_timeout=30).run()
     assert not at.exception
 
-    plain_kinds = {"arrow_data_frame", "text", "code", "json", "text_input", "button_group", "button"}
+    plain_kinds = {"arrow_data_frame", "dataframe", "selectbox", "text", "code", "json", "text_input",
+                   "button_group", "button"}  # options and cells are drawn as plain text
     bodies = []
     for node in at:
         proto = getattr(node, "proto", None)
@@ -293,7 +356,7 @@ def test_api_text_never_reaches_markdown_unescaped(env: Path) -> None:
         bodies.append(str(proto))
     shown = "\n".join(bodies)
     assert "evil" in shown and "Click to re" in shown, "the hostile text is shown, as text"
-    assert shown.count("evil") >= 4 * 2, "title, error, detail, last error and state error all reached the page"
+    assert shown.count("evil") >= 3 * 3, "the title, the error of the current code and the last error reached the page"
     for raw in RAW:  # escaped, each special character is preceded by a backslash
         assert not re.search(r"(?<!\\)" + re.escape(raw), shown), f"{raw!r} reached a Markdown element unescaped"
 
@@ -305,3 +368,7 @@ def test_md_text_keeps_the_characters_and_neutralises_the_syntax() -> None:
     assert md_text("Art. L1-2 [x](y)") == "Art\\. L1\\-2 \\[x\\]\\(y\\)"
     assert md_text("a\n\n# b") == "a \\# b"
     assert md_text("é ü 日本") == "é ü 日本", "only ASCII punctuation is escaped"
+    linked = md_text("see https://piste.gouv.fr, www.evil.example or ops@example.org")
+    plain = re.sub(r"\\(.)", r"\1", linked)
+    assert not re.search(r"https?://|www\.|@\w", plain), "no GFM autolink literal survives"
+    assert plain.replace("\u2060", "") == "see https://piste.gouv.fr, www.evil.example or ops@example.org"

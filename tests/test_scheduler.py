@@ -655,9 +655,10 @@ def test_status_publishes_budget_and_store_counters(rig: Rig) -> None:
     sched = rig.scheduler(counters_every=0.2, publish_every=0.1)
     snap = sched.status()
     assert snap.budget["hour_limit"] == 24_000 and snap.stored_total == 0
+    assert not snap.throughput and snap.store_error is None, "no sample while no collector runs"
     sched.start()
     assert wait_until(lambda: sched.status().budget.get("max_in_flight") == 4)
-    assert sched.status().throughput  # counter samples for the page's chart
+    assert wait_until(lambda: sched.status().throughput)  # counter samples for the page's chart
 
 
 # ---- real harvest against the in-process emulator ----------------------------------------------

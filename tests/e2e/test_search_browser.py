@@ -12,6 +12,7 @@ import pytest
 
 from tests.e2e.conftest import Server, wait_for
 from tests.e2e.test_browser import browser, open_page  # noqa: F401 - fixture
+from tests.e2e.test_cockpit_browser import watch_console
 
 pytestmark = pytest.mark.e2e
 
@@ -23,10 +24,12 @@ def test_search_and_open_an_article(browser: object, launch: Callable[..., Serve
     shots.mkdir(parents=True, exist_ok=True)
     server = launch(state={"running": True, "mode": "MAINTENANCE"}, LEGIFRANCE_MAX_REQUESTS_PER_SECOND="50")
     wait_for(lambda: server.articles() >= 20, 60, "demo articles in the store")
+    # Stopped, so the live panel above keeps its height: passes 3 s apart would make the page
+    # move under an open drop-down (it closes when the page scrolls).
+    assert server.post("/aspirage/stop").status_code == 200
+    wait_for(lambda: server.status()["collector_threads"] == 0, 20, "the collector to stop")
     page = open_page(browser, server)
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)  # type: ignore[attr-defined]
-    page.on("pageerror", lambda e: problems.append(str(e)))  # type: ignore[attr-defined]
+    problems = watch_console(page)
 
     box = page.locator(".st-key-search_query input")  # type: ignore[attr-defined]
     box.fill("declaration PREALABLE")  # the demo text says "déclaration préalable"
@@ -39,6 +42,7 @@ def test_search_and_open_an_article(browser: object, launch: Callable[..., Serve
     page.screenshot(path=str(shots / "search-results.png"))  # type: ignore[attr-defined]
 
     page.locator(".st-key-search_open").click()  # type: ignore[attr-defined]
+    page.keyboard.press("ArrowDown")  # type: ignore[attr-defined]  # opens the list if the click only focused it
     page.get_by_role("option").first.click()  # type: ignore[attr-defined]
     article = page.locator(".st-key-search_article")  # type: ignore[attr-defined]
     expect(article).to_contain_text("in force from")

@@ -3,6 +3,7 @@ the Supabase store and the export talking to a fake Supabase over a socket)."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,6 +51,9 @@ def test_the_page_shows_the_export_and_its_last_error(server: FakeSupabaseServer
     assert "Export to the workers' bucket" in [h.value for h in at.subheader]
     assert (shown["Bucket"], shown["Last exported event"], shown["Events pending"]) == (BUCKET, "2", "0")
     assert shown["Uploads / queue writes"] == "2 / 2"
-    assert any("503" in t.value and "**Service Unavailable**" in t.value for t in at.text)  # plain text
+    said = [re.sub(r"\\(.)", r"\1", w.value) for w in at.warning if "503" in w.value]  # escapes removed
+    assert len(said) == 1 and said[0].startswith("The export to the workers' bucket failed")
+    assert "**Service Unavailable**" in said[0], "the server's text, as it said it"
+    assert not any("**Service" in w.value for w in at.warning), "as literal text: escaped for Markdown"
     assert KEY not in str([e.value for e in at.main if hasattr(e, "value")])
     store.close()
