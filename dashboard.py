@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -26,10 +24,11 @@ from typing import TYPE_CHECKING, Any
 import streamlit as st
 
 from collector import cockpit
-from collector.config import MODES, SECRET_SETTINGS, mask, parse_mode
+from collector.config import MODES, parse_mode
 from collector.gate import PasswordGate
 from collector.health import health_routes
 from collector.keepawake import start_keep_awake
+from collector.pagetext import md_text, safe_error
 from collector.routes import build_routes
 from collector.scheduler import CollectRefused
 from collector.search_page import search_section
@@ -72,30 +71,6 @@ async def lifespan(_app: Any) -> AsyncIterator[None]:
         if runtime is not None:
             await asyncio.to_thread(runtime.close, SHUTDOWN_TIMEOUT_SECONDS)
             get_runtime.clear()  # its on_release finds the runtime closed already
-
-
-def safe_error(exc: BaseException) -> str:
-    """`Type: message` with every secret value from the environment masked."""
-    secrets = ((os.environ.get(name) or "").strip() for name in SECRET_SETTINGS.values())
-    return mask(f"{type(exc).__name__}: {exc}", secrets)
-
-
-# ---- formatting helpers ----------------------------------------------------------------------
-_MD_SPECIAL = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character
-# GFM's autolink literals are found in the parsed text, after escapes are resolved: a word
-# joiner (U+2060, invisible) splits `http://`, `www.` and `@` so no link forms.
-_AUTOLINK = re.compile(r"(?i)(https?|ftp)(:)(//)|(www)(\.)|(@)")
-_JOINER = "\u2060"
-
-
-def md_text(value: object) -> str:
-    """`value` as literal text inside Markdown (st.markdown, captions, alerts, progress labels):
-    every ASCII punctuation is backslash-escaped, so API text cannot form a link, an image, an
-    HTML tag, an entity, a directive or a heading, and autolink literals (URLs, `www.`, e-mail
-    addresses) are split by an invisible word joiner; line breaks become spaces."""
-    text = _AUTOLINK.sub(lambda m: _JOINER.join(g for g in m.groups() if g) + (_JOINER if m.group(6) else ""),
-                         " ".join(str(value).split()))
-    return _MD_SPECIAL.sub(r"\\\1", text)
 
 
 def _now() -> datetime:
@@ -362,7 +337,7 @@ def _dumps(store: Store, snap: StatusSnapshot) -> None:
     try:
         state = store.get_dump_state()
     except Exception as exc:  # noqa: BLE001 - the page must render without the store
-        st.caption(f"Dump state unavailable: {safe_error(exc)}")
+        st.caption(f"Dump state unavailable: {md_text(safe_error(exc))}")
         return
     applied = f"{state.last_archive} (stamp {state.last_stamp})" if state.last_stamp else "none yet"
     st.text(f"Last dump applied: {applied}; global: {state.global_stamp or '-'}; "
@@ -595,7 +570,7 @@ def _changes_panel() -> None:
     try:
         changes = recent_changes(store, CHANGES_SHOWN)
     except Exception as exc:  # the store may be down: the rest of the page still works
-        st.warning(f"The change log cannot be read now: {safe_error(exc)}")
+        st.warning(f"The change log cannot be read now: {md_text(safe_error(exc))}")
         return
     if not changes:
         st.caption("No change recorded yet: the change log fills as passes store new or changed articles.")

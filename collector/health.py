@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from collector.config import SECRET_SETTINGS, mask
+from collector.config import SECRET_SETTINGS, ConfigError, mask
 
 if TYPE_CHECKING:
     from collector.runtime import Runtime
@@ -33,19 +33,29 @@ def _masked(text: str) -> str:
     return " ".join(mask(text, secrets).split())[:MAX_REASON]
 
 
+def _build_failure(exc: Exception) -> str:
+    """What an anonymous caller may read of a failed start: a configuration error is our own
+    sentence naming the variable; any other failure only its type (its text may name paths,
+    hosts or quote a server's answer: the logs have it)."""
+    if isinstance(exc, ConfigError):
+        return f"ConfigError: {exc}"
+    return f"{type(exc).__name__} (details in the server logs)"
+
+
 def check(get_runtime: Callable[[], Runtime]) -> tuple[int, dict[str, Any]]:
-    """(HTTP status, JSON body) of the health check."""
+    """(HTTP status, JSON body) of the health check. The body is public: no error text from
+    the API or the store, no lease holder, only the state and a reason of our own words."""
     try:
         runtime = get_runtime()  # a build that failed is tried again (and fails again, quickly)
     except Exception as exc:  # noqa: BLE001 - any build failure is the reason
-        return 503, {"status": "error", "reason": _masked(f"the collector runtime could not start: {type(exc).__name__}: {exc}")}
+        return 503, {"status": "error", "reason": _masked(f"the collector runtime could not start: {_build_failure(exc)}")}
     scheduler = runtime.scheduler
     running, alive = scheduler.running, scheduler.alive
     snap = runtime.status.snapshot()
     body: dict[str, Any] = {"status": "ok", "running": running, "alive": alive, "phase": snap.phase}
     if running and not alive:
-        why = snap.last_error or snap.detail or "no error recorded"
-        return 503, {**body, "status": "error", "reason": _masked(f"the collector thread died while meant to run: {why}")}
+        reason = "the collector thread died while meant to run (the page and the server logs say why)"
+        return 503, {**body, "status": "error", "reason": reason}
     return 200, body
 
 

@@ -174,38 +174,49 @@ class CollectorScheduler:
             shown = repr(code_id)[:40]
             raise CollectRefused(f"{shown} is not a LEGITEXT code id (LEGITEXT + 12 digits)")
         with self._lock:
-            if self._shutdown:
-                raise CollectRefused("the collector is shutting down")
-            run = self._run
-            if run is not None and run.once is not None:
-                raise CollectRefused("a `run --once` pass is in progress in this process; try again after it")
-            busy = run.current if run is not None else None
-            if (self.state.running and self.state.mode is Mode.MASSIVE) or (
-                    busy is not None and not busy.extra and busy.mode is Mode.MASSIVE):
-                raise CollectRefused("a MASSIVE pass is on: it walks every code already; switch to "
-                                     "MAINTENANCE or stop the collector to collect one code now")
+            self._refuse_collect_locked()
             if code_id in self._queued:
                 return  # already waiting: one walk serves both requests
-            if len(self._queued) >= MAX_QUEUED_CODES:
-                raise CollectRefused(f"{MAX_QUEUED_CODES} codes are already waiting; try again later")
-            if run is None or run.lease_expires is None:  # not held here: take it or name the holder
-                lease = self.store.acquire_lease(self.owner, self.options.lease_ttl)
-                if not lease.acquired:
-                    raise CollectRefused(f"another collector holds the store lease: {lease.owner} until "
-                                         f"{_hms(lease.expires_at)}; ask there or wait for it")
+            take_lease = self._run is None or self._run.lease_expires is None
+        if take_lease:  # store I/O outside the lock: status() and the controls never wait on it
+            lease = self.store.acquire_lease(self.owner, self.options.lease_ttl)
+            if not lease.acquired:
+                raise CollectRefused(f"another collector holds the store lease: {lease.owner} until "
+                                     f"{_hms(lease.expires_at)}; ask there or wait for it")
+        with self._lock:
+            self._refuse_collect_locked()  # again: a stop, a mode change or a shutdown meanwhile
+            if code_id in self._queued:
+                return
             self._queued.append(code_id)
             log.info("extra pass queued", code_id=code_id, queued=len(self._queued))
+            run = self._run
             if self._thread is None:
                 self._ensure_thread_locked()
             elif run is not None:  # wake the loop without a poke: an error backoff stays as it was
                 with contextlib.suppress(RuntimeError):
                     run.loop.call_soon_threadsafe(run.wake.set)
 
+    def _refuse_collect_locked(self) -> None:
+        """CollectRefused when an extra pass cannot be queued now (see collect_code)."""
+        if self._shutdown:
+            raise CollectRefused("the collector is shutting down")
+        run = self._run
+        if run is not None and run.once is not None:
+            raise CollectRefused("a `run --once` pass is in progress in this process; try again after it")
+        busy = run.current if run is not None else None
+        if (self.state.running and self.state.mode is Mode.MASSIVE) or (
+                busy is not None and not busy.extra and busy.mode is Mode.MASSIVE):
+            raise CollectRefused("a MASSIVE pass is on: it walks every code already; switch to "
+                                 "MAINTENANCE or stop the collector to collect one code now")
+        if len(self._queued) >= MAX_QUEUED_CODES:
+            raise CollectRefused(f"{MAX_QUEUED_CODES} codes are already waiting; try again later")
+
     @property
     def queued_codes(self) -> tuple[str, ...]:
-        """The codes of the extra passes waiting (collect_code), oldest first."""
-        with self._lock:
-            return tuple(self._queued)
+        """The codes of the extra passes waiting (collect_code), oldest first. Read without the
+        lock (status() must never wait on a control call's store I/O): `_queued` only changes
+        under the lock, and copying a list is atomic under the GIL."""
+        return tuple(self._queued)
 
     def _next_queued(self) -> str | None:
         """Pop the oldest queued code (the loop's side of collect_code)."""

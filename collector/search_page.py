@@ -13,6 +13,7 @@ from typing import Any
 
 import streamlit as st
 
+from collector.pagetext import md_text, safe_error
 from collector.search import IN_FORCE, SearchQueryError, legifrance_url
 from collector.store.base import Store
 
@@ -57,11 +58,11 @@ def search_section(store: Store, code_ids: Iterable[str]) -> None:
     try:
         hits = store.search(query, code_id, STATES[label], RESULTS)
     except SearchQueryError as exc:
-        st.warning(f"Nothing to search for: {exc}.")
+        st.warning(f"Nothing to search for: {md_text(exc)}.")
         return
     except Exception as exc:  # noqa: BLE001 - a store outage is shown, never raised into the page
         st.error("The search failed: the store did not answer.")
-        st.text(f"{type(exc).__name__}: {exc}"[:500])
+        st.text(safe_error(exc))
         return
     if not hits:
         st.info("No stored article holds all these words with these filters.")
@@ -98,7 +99,7 @@ def article_view(store: Store, article_id: str) -> None:
         versions = store.article_versions(article["cid"]) if article else []
     except Exception as exc:  # noqa: BLE001
         st.error("The article could not be read from the store.")
-        st.text(f"{type(exc).__name__}: {exc}"[:500])
+        st.text(safe_error(exc))
         return
     if article is None:
         st.warning("This article is no longer in the store.")
