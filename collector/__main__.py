@@ -54,12 +54,14 @@ def _mode(value: str) -> Mode:
 
 def _count(minimum: int) -> Callable[[str], int]:
     def parse(value: str) -> int:
+        from collector.store.rows import MAX_SEQ
+
         try:
             number = int(value)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
-        if number < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {number}")
+        if not minimum <= number <= MAX_SEQ:
+            raise argparse.ArgumentTypeError(f"expected an integer from {minimum} to {MAX_SEQ}, got {value[:40]}")
         return number
 
     return parse

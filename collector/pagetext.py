@@ -13,10 +13,16 @@ from collector.config import SECRET_SETTINGS, mask
 MAX_ERROR_CHARS = 500
 
 
+def masked(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """`text` with every secret value from the environment masked, then cut to `limit` (in
+    that order: a cut secret would no longer match its mask)."""
+    secrets = ((os.environ.get(name) or "").strip() for name in SECRET_SETTINGS.values())
+    return mask(text, secrets)[:limit]
+
+
 def safe_error(exc: BaseException) -> str:
     """`Type: message` with every secret value from the environment masked."""
-    secrets = ((os.environ.get(name) or "").strip() for name in SECRET_SETTINGS.values())
-    return mask(f"{type(exc).__name__}: {exc}", secrets)[:MAX_ERROR_CHARS]  # masked, then cut
+    return masked(f"{type(exc).__name__}: {exc}")
 
 
 _MD_SPECIAL = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character

@@ -23,6 +23,7 @@ from collector.config import Mode, SecretMask, Settings
 from collector.jsonable import jsonable
 from collector.legifrance import LegifranceClient
 from collector.logs import LogBuffer, configure_logging
+from collector.pagetext import masked
 from collector.ratelimit import RequestBudget, window_keys
 from collector import harvest
 from collector.scheduler import CollectorScheduler, RunPass, SchedulerOptions
@@ -256,7 +257,7 @@ def _export_cursor(bucket: str, store: Store) -> dict[str, Any]:
         cursor = store.get_cursor(consumer)
         out.update(last_exported_seq=cursor, pending=max(0, store.latest_change_seq() - cursor))
     except Exception as exc:  # noqa: BLE001 - the status must answer even when the store does not
-        out["store_error"] = f"{type(exc).__name__}: {exc}"[:300]
+        out["store_error"] = masked(f"{type(exc).__name__}: {exc}", 300)
     return out
 
 
@@ -266,7 +267,7 @@ def _state_origin(loaded: LoadResult) -> dict[str, Any]:
     if loaded.problem:
         out["state_problem"] = loaded.problem
     if loaded.store_problem:
-        out["state_store_problem"] = loaded.store_problem[:300]
+        out["state_store_problem"] = masked(loaded.store_problem, 300)
     return out
 
 
@@ -291,7 +292,7 @@ def _counters(settings: Settings, store: Store, snapshot: StatusSnapshot | None)
         runs = store.last_runs(1)
         out["last_run"] = jsonable(runs[0]) if runs else None
     except Exception as exc:  # noqa: BLE001 - the status must answer even when the store does not
-        out["store_error"] = f"{type(exc).__name__}: {exc}"[:300]
+        out["store_error"] = masked(f"{type(exc).__name__}: {exc}", 300)
         log.warning("status counters unavailable", error=out["store_error"])
     try:
         dump = jsonable(dataclasses.asdict(store.get_dump_state()))
@@ -300,7 +301,7 @@ def _counters(settings: Settings, store: Store, snapshot: StatusSnapshot | None)
         out["dump"] = dump
     except Exception as exc:  # noqa: BLE001 - e.g. a Supabase project without 0006_dumps.sql
         if settings.source == "dumps":
-            out["dump_error"] = f"{type(exc).__name__}: {exc}"[:300]
+            out["dump_error"] = masked(f"{type(exc).__name__}: {exc}", 300)
         log.debug("dump state unavailable", error=str(exc))
     return out
 

@@ -399,7 +399,7 @@ class CollectorScheduler:
 
     def describe(self, exc: BaseException) -> str:
         """`Type: message`, with any secret value of the settings masked."""
-        return mask(f"{type(exc).__name__}: {exc}"[:1000], self.settings.secrets())
+        return mask(f"{type(exc).__name__}: {exc}", self.settings.secrets())[:1000]  # masked, then cut
 
 
 @dataclass

@@ -6,6 +6,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from collector.store.base import Store
+from collector.store.rows import MAX_SEQ
 
 MAX_PAGE = 1000  # events per GET /changes answer, and per store read of the CLI
 DEFAULT_PAGE = 100
@@ -24,9 +25,9 @@ def page_args(query: Mapping[str, str]) -> tuple[int, int, str | None]:
         try:
             values[name] = default if raw is None else int(raw.strip())
         except ValueError:
-            raise BadPageArgs(f"{name} must be an integer, got {raw!r}") from None
-    if values["since"] < 0:
-        raise BadPageArgs(f"since must be >= 0 (the last seq you handled), got {values['since']}")
+            raise BadPageArgs(f"{name} must be an integer, got {raw!r}"[:200]) from None
+    if not 0 <= values["since"] <= MAX_SEQ:
+        raise BadPageArgs(f"since must be from 0 to {MAX_SEQ} (the last seq you handled), got {values['since']}"[:200])
     if values["limit"] < 1:
         raise BadPageArgs(f"limit must be >= 1, got {values['limit']}")
     return values["since"], min(values["limit"], MAX_PAGE), query.get("code") or None

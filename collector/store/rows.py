@@ -198,21 +198,24 @@ def change_from_row(row: Mapping[str, Any], *, previous_text: bool = False) -> d
     return change
 
 
+MAX_SEQ = 2**63 - 1  # seq is a signed 64-bit integer in both databases
+
+
 def change_args(since: int, limit: int) -> tuple[int, int]:
-    """Checked read_changes arguments: since >= 0, 1 <= limit."""
-    if isinstance(since, bool) or not isinstance(since, int) or since < 0:
-        raise ValueError(f"read_changes: since must be an integer >= 0, got {since!r}")
+    """Checked read_changes arguments: 0 <= since <= MAX_SEQ, 1 <= limit."""
+    if isinstance(since, bool) or not isinstance(since, int) or not 0 <= since <= MAX_SEQ:
+        raise ValueError(f"read_changes: since must be an integer from 0 to {MAX_SEQ}, got {since!r}"[:200])
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ValueError(f"read_changes: limit must be an integer >= 1, got {limit!r}")
-    return since, limit
+        raise ValueError(f"read_changes: limit must be an integer >= 1, got {limit!r}"[:200])
+    return since, min(limit, MAX_SEQ)
 
 
 def cursor_args(consumer: str, seq: int) -> tuple[str, int]:
     """Checked set_cursor arguments."""
     if not isinstance(consumer, str) or not consumer:
         raise ValueError("set_cursor: consumer must be a non-empty string")
-    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
-        raise ValueError(f"set_cursor: seq must be an integer >= 0, got {seq!r}")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_SEQ:
+        raise ValueError(f"set_cursor: seq must be an integer from 0 to {MAX_SEQ}, got {seq!r}"[:200])
     return consumer, seq
 
 
