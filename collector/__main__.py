@@ -175,7 +175,7 @@ def cmd_reset(_: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from collector.runtime import build_runtime
 
-    runtime = build_runtime(_settings(), resume=False)
+    runtime = build_runtime(_settings(), resume=False, export=not args.once)  # one pass exports nothing
     try:
         scheduler = runtime.scheduler
         scheduler.load()

@@ -88,15 +88,18 @@ def build_runtime(
     resume: bool = True,
     scheduler_options: SchedulerOptions | None = None,
     store: Store | None = None,
+    export: bool = True,
 ) -> Runtime:
     """Wire the runtime. `settings` default to the environment (ConfigError names the bad
     variable); `store` replaces the one the settings name (the runtime closes it);
     `transport` replaces the network (or the in-process emulator in demo mode);
     `resume` starts the collector when the saved state says running; `scheduler_options`
-    replace the timings derived from the settings (tests: shorter leases)."""
+    replace the timings derived from the settings (tests: shorter leases); `export` starts the
+    bucket export when EXPORT_BUCKET is set (not for a one-shot `run --once`)."""
     settings = with_demo_codes(settings or Settings.from_env())
     logs = configure_logging(settings)
     store = store if store is not None else open_store(settings)
+    worker: ExportWorker | None = None
     try:
         if settings.is_demo and transport is None:
             from collector.demo import DemoConfig, demo_transport
@@ -143,12 +146,14 @@ def build_runtime(
         )
         if settings.is_demo:
             log.warning("source=DEMO: synthetic articles from the offline emulator, not real law")
-        export = _start_export(settings, store)
-        runtime = Runtime(settings, store, scheduler, status, logs, demo, desired, export)
+        worker = _start_export(settings, store) if export else None
+        runtime = Runtime(settings, store, scheduler, status, logs, demo, desired, worker)
         if resume:
             scheduler.resume()
         return runtime
     except BaseException:
+        if worker is not None:  # a failed build leaves no thread behind over a closed store
+            worker.close(5.0)
         store.close()
         raise
 

@@ -137,7 +137,10 @@ class Store(Protocol):
         """The last seq a named consumer has handled (legifrance_change_consumers); 0 when unknown."""
         ...
 
-    def set_cursor(self, consumer: str, seq: int) -> None: ...
+    def set_cursor(self, consumer: str, seq: int) -> None:
+        """Move the consumer's cursor to `seq`, never back (a late writer, such as a second
+        exporter during a deploy's overlap, cannot make events replay)."""
+        ...
 
     def count_in_force(self, code_id: str) -> int:
         """The code's stored rows with `etat LIKE 'VIGUEUR%'` (a guard against a bad TOC

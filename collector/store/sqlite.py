@@ -478,7 +478,8 @@ class SqliteStore:
         with self._write() as conn:
             conn.execute(
                 "INSERT INTO legifrance_change_consumers (consumer, last_seq, updated_at) VALUES (?, ?, ?) "
-                "ON CONFLICT(consumer) DO UPDATE SET last_seq = excluded.last_seq, updated_at = excluded.updated_at",
+                "ON CONFLICT(consumer) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq), "
+                "updated_at = excluded.updated_at",
                 (consumer, seq, iso_ts(self._clock())),
             )
 

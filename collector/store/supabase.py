@@ -491,8 +491,10 @@ class SupabaseStore:
 
     def set_cursor(self, consumer: str, seq: int) -> None:
         consumer, seq = cursor_args(consumer, seq)
-        row = {"consumer": consumer, "last_seq": seq, "updated_at": iso_ts(utcnow())}
-        self._upsert("legifrance_change_consumers", [row], "consumer")
+        self._call(
+            f"saving the change-log cursor of {consumer}",
+            lambda: self._client.rpc("collector_advance_cursor", {"p_consumer": consumer, "p_seq": seq}).execute(),
+        )
 
     def count_in_force(self, code_id: str) -> int:
         # PostgREST reads `*` in a like pattern as `%` (no percent-encoding to get wrong).

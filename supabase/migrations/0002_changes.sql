@@ -370,6 +370,19 @@ begin
 end;
 $$;
 
+-- Move a consumer's cursor forward, never back: of two writers (two exporters during a
+-- deploy's overlap) the late one cannot make the other's events replay.
+create or replace function public.collector_advance_cursor(p_consumer text, p_seq bigint)
+returns void
+language sql
+set search_path = public
+as $$
+    insert into public.legifrance_change_consumers as c (consumer, last_seq, updated_at)
+    values (p_consumer, p_seq, now())
+    on conflict (consumer) do update
+    set last_seq = greatest(c.last_seq, excluded.last_seq), updated_at = excluded.updated_at;
+$$;
+
 revoke all on function public.collector_lock_changes() from public;
 revoke all on function public.collector_log_articles(jsonb, text) from public;
 revoke all on function public.collector_log_retired(jsonb, text) from public;
@@ -378,6 +391,7 @@ revoke all on function public.collector_retire_absent_logged(text, text[], text[
 revoke all on function public.collector_retire_absent(text, text[], text[]) from public;
 revoke all on function public.collector_retire_versions(text[], text[], text) from public;
 revoke all on function public.collector_claim_changes(text, integer) from public;
+revoke all on function public.collector_advance_cursor(text, bigint) from public;
 
 -- Supabase roles: only where they exist (a plain PostgreSQL has none of them).
 do $$
@@ -390,7 +404,8 @@ declare
         'public.collector_retire_absent_logged(text, text[], text[], text)',
         'public.collector_retire_absent(text, text[], text[])',
         'public.collector_retire_versions(text[], text[], text)',
-        'public.collector_claim_changes(text, integer)'
+        'public.collector_claim_changes(text, integer)',
+        'public.collector_advance_cursor(text, bigint)'
     ];
     fn text;
     r  text;

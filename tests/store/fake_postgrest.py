@@ -372,6 +372,12 @@ class FakePostgrest(FakeService):
                 row["count"] += int(args["p_n"])
                 row["updated_at"] = self.clock().isoformat()
             return httpx.Response(204)
+        if name == "collector_advance_cursor" and set(args) == {"p_consumer", "p_seq"}:
+            cursors = self.tables["legifrance_change_consumers"]
+            row = cursors.setdefault(args["p_consumer"], {"consumer": args["p_consumer"], "last_seq": 0})
+            row["last_seq"] = max(int(row["last_seq"]), int(args["p_seq"]))
+            row["updated_at"] = self.clock().isoformat()
+            return httpx.Response(204)
         if name == "collector_retire_versions" and set(args) == {"p_ids", "p_etats", "p_tag"}:
             stored = self.tables["legifrance_articles"]
             retired = []

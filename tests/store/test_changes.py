@@ -223,6 +223,8 @@ def test_cursors_and_get_articles(store: SqliteStore) -> None:
     store.set_cursor("export", 12)
     store.set_cursor("export", 15)
     assert (store.get_cursor("export"), store.get_cursor("other")) == (15, 0)
+    store.set_cursor("export", 9)  # a late writer (a second exporter) never moves it back
+    assert store.get_cursor("export") == 15
     with pytest.raises(ValueError):
         store.set_cursor("export", -1)
     row = version(1, 1)

@@ -138,3 +138,7 @@ def test_store_cursor_is_the_claim_cursor(
     remote.set_cursor("export", 7)
     replay(db, fake)
     assert db.execute("SELECT last_seq FROM legifrance_change_consumers WHERE consumer = 'export'").fetchone() == (7,)
+    remote.set_cursor("export", 5)  # a late writer never moves it back, on PostgreSQL too
+    replay(db, fake)
+    assert db.execute("SELECT last_seq FROM legifrance_change_consumers WHERE consumer = 'export'").fetchone() == (7,)
+    assert remote.get_cursor("export") == 7
