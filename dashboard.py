@@ -66,8 +66,8 @@ async def lifespan(_app: Any) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        if pinger is not None:
-            await asyncio.to_thread(pinger.stop)
+        if pinger is not None:  # a daemon thread: asked to end, not waited for
+            pinger.stop(timeout=0)
         if runtime is not None:
             await asyncio.to_thread(runtime.close, SHUTDOWN_TIMEOUT_SECONDS)
             get_runtime.clear()  # its on_release finds the runtime closed already
