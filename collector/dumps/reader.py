@@ -392,7 +392,9 @@ class ArchiveReader:
         except ValueError as exc:
             return BadMember(name, str(exc))
         self.stats.touched.setdefault(where.code_id, where.partition)
-        if self.codes is not None and where.code_id not in self.codes:
+        # Unparsed: another code than those asked for, or a non-code text (TNC partitions are
+        # never loaded as codes; most of a real global is such texts).
+        if where.partition.startswith("TNC_") or (self.codes is not None and where.code_id not in self.codes):
             self.stats.skipped += 1
             return None
         self.stats.kinds[where.kind] += 1
