@@ -280,6 +280,11 @@ class _NoCookies(http.cookiejar.CookieJar):
         return None
 
 
+def _host(url: str) -> str:
+    """The host of a settings URL: messages never echo a whole URL (it may carry userinfo)."""
+    return urlparse(url).hostname or "?"
+
+
 class LegifranceClient:
     """Async client. All requests pass through `budget.slot()`."""
 
@@ -415,7 +420,7 @@ class LegifranceClient:
         await self._http.aclose()
 
     def __repr__(self) -> str:
-        return f"LegifranceClient(api_base_url={self.api_base_url!r}, oauth_url={self.oauth_url!r})"
+        return f"LegifranceClient(api={_host(self.api_base_url)!r}, oauth={_host(self.oauth_url)!r})"
 
     # ---- endpoints ---------------------------------------------------------------------------
     async def list_codes(self, *, page_size: int = _PAGE_SIZE) -> list[dict[str, Any]]:
@@ -572,7 +577,7 @@ class LegifranceClient:
             raise LegifranceNotFound(f"{subject} not found (HTTP {status} on {endpoint}){detail}")
         if status == 404:
             raise LegifranceError(
-                f"HTTP 404 on {endpoint}: is LEGIFRANCE_API_BASE_URL ({self.api_base_url}) right?"
+                f"HTTP 404 on {endpoint}: is LEGIFRANCE_API_BASE_URL (host {_host(self.api_base_url)}) right?"
             )
         if 300 <= status < 400:  # never followed: the request carries the bearer token
             what = f" for {subject}" if subject else ""
@@ -724,7 +729,7 @@ class LegifranceClient:
         try:
             await self._retry(attempt, "legifrance token retry", counted=False, before_wait=within_window)
         except _Failed as exc:
-            host = urlparse(self.oauth_url).hostname or "?"
+            host = _host(self.oauth_url)
             raise LegifranceTokenError(
                 f"could not get a token from {host} (LEGIFRANCE_OAUTH_URL) after {tries} attempts "
                 f"in {self._clock() - started:.1f} s; last error: {exc.outcome.reason}. Check that "
@@ -766,7 +771,7 @@ class LegifranceClient:
         data = decode_object(content) if content is not None else None
         if 300 <= status < 400:  # never followed: the form carries the client secret
             raise LegifranceError(
-                f"the token endpoint {self.oauth_url} answered a redirect (HTTP {status}); "
+                f"the token endpoint at {_host(self.oauth_url)} answered a redirect (HTTP {status}); "
                 "redirects are not followed: set LEGIFRANCE_OAUTH_URL to the token URL itself"
             )
         if status != 200:
@@ -774,7 +779,7 @@ class LegifranceClient:
             if isinstance(data, dict) and isinstance(data.get("error"), str):
                 code = " " + "".join(c for c in data["error"] if c.isalnum() or c == "_")[:40]
             raise LegifranceAuthError(
-                f"the token endpoint {self.oauth_url} refused the credentials "
+                f"the token endpoint at {_host(self.oauth_url)} refused the credentials "
                 f"(HTTP {status}{code}). " + _PISTE_CONSOLE
             )
         if content is None:
