@@ -173,6 +173,9 @@ class CollectorScheduler:
         if not is_code_id(code_id):
             shown = repr(code_id)[:40]
             raise CollectRefused(f"{shown} is not a LEGITEXT code id (LEGITEXT + 12 digits)")
+        if self.settings.source == "dumps":
+            raise CollectRefused("the source is DILA's dumps (COLLECTOR_SOURCE=dumps): a pass applies whole "
+                                 "archives, not one code; every configured code comes with the next archive")
         with self._lock:
             self._refuse_collect_locked()
             if code_id in self._queued:

@@ -852,3 +852,21 @@ def test_collect_code_waits_for_the_pass_in_progress_without_interrupting_it(rig
     assert wait_until(lambda: sched.status().phase == "waiting")
     assert rig.saved() == saved and sched.queued_codes == ()
     assert len(rig.passes.calls) == 2, "the MAINTENANCE schedule stands: no pass before its interval"
+
+
+def test_collect_code_is_refused_when_the_source_is_the_dumps(tmp_path: Path) -> None:
+    """A dump pass applies whole archives: one code cannot be collected on its own."""
+    settings = make_settings(tmp_path, source="dumps")
+    store = SqliteStore(settings.db_path)
+    try:
+        sched = CollectorScheduler(
+            settings,
+            state=DesiredState(StateFile(settings.state_file, defaults_from_settings(settings)), store),
+            store=store, status=StatusBoard(), client_factory=lambda b: None,  # type: ignore[arg-type, return-value]
+            budget=RequestBudget(10, 100, 1000, 1, ledger=store),
+        )
+        with pytest.raises(CollectRefused, match="COLLECTOR_SOURCE=dumps"):
+            sched.collect_code("LEGITEXT000099900001")
+        assert sched.queued_codes == () and not sched.alive
+    finally:
+        store.close()
