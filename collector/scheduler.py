@@ -30,7 +30,8 @@ import structlog
 
 from collector import harvest
 from collector.clock import utcnow
-from collector.config import Mode, Settings, is_code_id, mask, parse_mode
+from collector.config import Mode, Settings, mask, parse_mode
+from collector.extra_passes import CollectRefused, check_now, check_request, massive_on
 from collector.harvest import HarvestOptions
 from collector.legifrance import LegifranceAuthError, LegifranceClient
 from collector.models import PassSummary
@@ -45,7 +46,6 @@ log = structlog.get_logger("collector.scheduler")
 
 FATAL_ERRORS: tuple[type[BaseException], ...] = (LegifranceAuthError, StoreFatal)
 RunPass = Callable[..., Awaitable[PassSummary]]  # harvest.run_pass's signature
-MAX_QUEUED_CODES = 20  # extra passes waiting at once (collect_code)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,14 +74,6 @@ class LeaseHeld(RuntimeError):
         super().__init__(f"another collector holds the store lease: {lease.owner} until "
                          f"{_hms(lease.expires_at)}; stop it or wait for its lease to expire")
         self.lease = lease
-
-
-class CollectRefused(RuntimeError):
-    """`collect_code` cannot take the request now; `reason` says why (shown to the caller)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def default_owner(started: datetime | None = None) -> str:
@@ -170,12 +162,7 @@ class CollectorScheduler:
         of that one code). CollectRefused(reason) when it cannot: not a code id, a MASSIVE pass
         on, another collector holding the lease (named), a run_once in progress, shut down, or
         MAX_QUEUED_CODES already waiting."""
-        if not is_code_id(code_id):
-            shown = repr(code_id)[:40]
-            raise CollectRefused(f"{shown} is not a LEGITEXT code id (LEGITEXT + 12 digits)")
-        if self.settings.source == "dumps":
-            raise CollectRefused("the source is DILA's dumps (COLLECTOR_SOURCE=dumps): a pass applies whole "
-                                 "archives, not one code; every configured code comes with the next archive")
+        check_request(code_id, self.settings.source)
         with self._lock:
             self._refuse_collect_locked()
             if code_id in self._queued:
@@ -188,31 +175,21 @@ class CollectorScheduler:
                                      f"{_hms(lease.expires_at)}; ask there or wait for it")
         with self._lock:
             self._refuse_collect_locked()  # again: a stop, a mode change or a shutdown meanwhile
-            if code_id in self._queued:
-                return
-            self._queued.append(code_id)
-            log.info("extra pass queued", code_id=code_id, queued=len(self._queued))
-            run = self._run
+            if code_id not in self._queued:
+                self._queued.append(code_id)
+                log.info("extra pass queued", code_id=code_id, queued=len(self._queued))
             if self._thread is None:
                 self._ensure_thread_locked()
-            elif run is not None:  # wake the loop without a poke: an error backoff stays as it was
+            elif self._run is not None:  # wake the loop without a poke: an error backoff stays as it was
                 with contextlib.suppress(RuntimeError):
-                    run.loop.call_soon_threadsafe(run.wake.set)
+                    self._run.loop.call_soon_threadsafe(self._run.wake.set)
 
     def _refuse_collect_locked(self) -> None:
-        """CollectRefused when an extra pass cannot be queued now (see collect_code)."""
-        if self._shutdown:
-            raise CollectRefused("the collector is shutting down")
         run = self._run
-        if run is not None and run.once is not None:
-            raise CollectRefused("a `run --once` pass is in progress in this process; try again after it")
-        busy = run.current if run is not None else None
-        if (self.state.running and self.state.mode is Mode.MASSIVE) or (
-                busy is not None and not busy.extra and busy.mode is Mode.MASSIVE):
-            raise CollectRefused("a MASSIVE pass is on: it walks every code already; switch to "
-                                 "MAINTENANCE or stop the collector to collect one code now")
-        if len(self._queued) >= MAX_QUEUED_CODES:
-            raise CollectRefused(f"{MAX_QUEUED_CODES} codes are already waiting; try again later")
+        busy = run.current if run is not None and run.current is not None and not run.current.extra else None
+        check_now(shutting_down=self._shutdown, once_running=run is not None and run.once is not None,
+                  massive_on=massive_on(self.state.running, self.state.mode, busy.mode if busy else None),
+                  waiting=len(self._queued))
 
     @property
     def queued_codes(self) -> tuple[str, ...]:
