@@ -50,8 +50,9 @@ LEVELS: dict[str, int] = {
     "error": logging.ERROR,
     "critical": logging.CRITICAL,
 }
-# Libraries whose INFO records carry request URLs (query strings may hold credentials).
-QUIET_LOGGERS = ("httpx", "httpcore", "hpack", "urllib3")
+# Libraries whose INFO records carry request URLs (query strings may hold credentials), and
+# libarchive-c, which says at import that the system library cannot rewrite entry digests.
+QUIET_LOGGERS = ("httpx", "httpcore", "hpack", "urllib3", "libarchive")
 _SENSITIVE_PARTS = ("token", "secret", "passw", "authorization", "apikey", "api_key", "cookie", "credential")
 # Counts whose names contain a sensitive word but hold no secret.
 _NOT_SENSITIVE = frozenset({"event", "level", "timestamp", "logger", "exception", "stack_info", "token_requests"})
