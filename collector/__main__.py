@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from collector.config import ConfigError, InvalidMode, Mode, Settings, mode_from_text
+from collector.pagetext import masked
 
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_AUTH, EXIT_STORE, EXIT_LEASE = 0, 1, 2, 3, 4, 5
 SHUTDOWN_TIMEOUT = 8.0  # seconds; SIGTERM must end the process within 10 s
@@ -353,13 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except Exception as exc:  # noqa: BLE001 - every failure ends as one clear line
         error = _classify(exc)
-        message = " ".join(str(error).split())  # one line
-        try:
-            secrets = Settings.from_env().secrets()
-        except ConfigError:
-            secrets = ()
-        for secret in secrets:
-            message = message.replace(secret, "***")
+        message = masked(" ".join(str(error).split()), None)  # one line, no secret
         print(f"error: {message}", file=sys.stderr, flush=True)
         return error.code
 

@@ -9,7 +9,6 @@ fix them. The check does no I/O (no store read), so a slow store cannot time it 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from collector.config import SECRET_SETTINGS, ConfigError, mask
+from collector.config import ConfigError
+from collector.pagetext import masked
 
 if TYPE_CHECKING:
     from collector.runtime import Runtime
@@ -28,9 +28,8 @@ MAX_REASON = 400
 
 
 def _masked(text: str) -> str:
-    """Secret values of the environment masked out (the Settings that know them may have failed)."""
-    secrets = ((os.environ.get(name) or "").strip() for name in SECRET_SETTINGS.values())
-    return " ".join(mask(text, secrets).split())[:MAX_REASON]
+    """One line, secret values of the environment masked, at most MAX_REASON characters."""
+    return " ".join(masked(text, MAX_REASON).split())
 
 
 def _build_failure(exc: Exception) -> str:

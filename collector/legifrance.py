@@ -31,6 +31,7 @@ from urllib.parse import urlparse
 import httpx
 import structlog
 
+from collector.config import mask
 from collector.models import CodeToc
 from collector.parse import TocBodyError, TocError, TocParser
 from collector.ratelimit import RequestBudget, SlotTicket
@@ -645,10 +646,7 @@ class LegifranceClient:
         return f": {self._scrub(text)[:200]}" if text else ""
 
     def _scrub(self, text: str) -> str:
-        for secret in (self._secret, self._token):
-            if secret:
-                text = text.replace(secret, "***")
-        return text
+        return mask(text, (self._secret or "", self._token or ""))
 
     async def _retry(self, attempt: Callable[[], Awaitable[T]], event: str, *, counted: bool,
                      before_wait: Callable[[int, BaseException, float], None] | None = None, **context: Any) -> T:

@@ -13,9 +13,10 @@ from collector.config import SECRET_SETTINGS, mask
 MAX_ERROR_CHARS = 500
 
 
-def masked(text: str, limit: int = MAX_ERROR_CHARS) -> str:
-    """`text` with every secret value from the environment masked, then cut to `limit` (in
-    that order: a cut secret would no longer match its mask)."""
+def masked(text: str, limit: int | None = MAX_ERROR_CHARS) -> str:
+    """`text` with every secret value from the environment masked (read there: the Settings
+    that know them may have failed to build), then cut to `limit` (None: not cut), in that
+    order: a cut secret would no longer match its mask."""
     secrets = ((os.environ.get(name) or "").strip() for name in SECRET_SETTINGS.values())
     return mask(text, secrets)[:limit]
 
