@@ -8,7 +8,6 @@ from datetime import UTC, date, datetime
 from enum import Enum
 from typing import Any
 
-from collector.clock import utcnow  # noqa: F401 - the backends import it from here
 from collector.config import parse_mode
 from collector.models import CHANGE_KINDS, Article, CodeMark, DumpBatch, DumpState, Rejected
 

@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from collector.clock import utcnow
 from collector.models import Article, CodeMark, DumpBatch, DumpState, Rejected
 from collector.search import parse_query
 from collector.store import sqlite_search
@@ -56,7 +57,6 @@ from collector.store.rows import (
     state_from_row,
     state_row,
     to_json,
-    utcnow,
     version_pairs,
 )
 from collector.store.sqlite_changes import (

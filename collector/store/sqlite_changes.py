@@ -14,7 +14,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from collector.store.base import Retired
-from collector.store.rows import ARTICLE_COLUMNS, in_force, iso_ts, no_change_counts, utcnow
+from collector.clock import utcnow
+from collector.store.rows import ARTICLE_COLUMNS, in_force, iso_ts, no_change_counts
 
 CHANGES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS legifrance_changes (

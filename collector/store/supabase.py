@@ -31,6 +31,7 @@ from postgrest.exceptions import APIError
 from supabase import Client, ClientOptions, SupabaseException, create_client
 
 from collector.config import SecretMask
+from collector.clock import utcnow
 from collector.models import Article, CodeMark, DumpBatch, DumpState, Rejected
 from collector.retry import backoff_delay, retry_call
 from collector.search import VERSION_COLUMNS, parse_query
@@ -56,7 +57,6 @@ from collector.store.rows import (
     state_from_row,
     state_row,
     to_json,
-    utcnow,
     version_pairs,
 )
 
