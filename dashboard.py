@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import streamlit as st
 
 from collector import cockpit
+from collector.clock import utcnow
 from collector.config import MODES, parse_mode
 from collector.gate import PasswordGate
 from collector.health import health_routes
@@ -73,13 +74,9 @@ async def lifespan(_app: Any) -> AsyncIterator[None]:
             get_runtime.clear()  # its on_release finds the runtime closed already
 
 
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 def _when(value: datetime | str | None) -> str:
     """A UTC time with how long ago / until, or an em dash."""
-    return cockpit.when(value, _now())
+    return cockpit.when(value, utcnow())
 
 
 def _fraction(done: int, total: int) -> float:
@@ -274,7 +271,7 @@ def _open_dialog(runtime: Runtime, locked: bool) -> None:
 
 def _status_line(runtime: Runtime, snap: StatusSnapshot, locked: bool) -> None:
     """One coloured badge (what the collector is doing, since when) and every problem once."""
-    now = _now()
+    now = utcnow()
     badge = cockpit.badge(snap, now)
     with st.container(key="status_line"):
         left, right = st.columns([1, 5], vertical_alignment="center")
@@ -371,7 +368,7 @@ def _pass_progress(snap: StatusSnapshot, rows: list[dict[str, Any]]) -> None:
     """The pass in progress: codes done, articles of the walked codes, ETA, the current code."""
     if not snap.codes or snap.phase not in ("harvesting", "waiting for budget"):
         return
-    now = _now()
+    now = utcnow()
     progress = cockpit.pass_progress(snap, rows, now)
     rate = "—" if progress.requests_per_min is None else f"{progress.requests_per_min:,.0f} requests/min"
     eta = "unknown until requests are measured" if progress.eta_seconds is None else (
@@ -480,7 +477,7 @@ def _history_panel(locked: bool) -> None:
     runtime = get_runtime()
     store, settings = runtime.store, runtime.settings
     snap = runtime.scheduler.status()
-    now = _now()
+    now = utcnow()
     st.subheader("Recent passes")
     try:
         history = _history(store, store.label, (*settings.maintenance_codes, *settings.massive_codes))

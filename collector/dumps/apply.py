@@ -36,12 +36,13 @@ import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
 
+from collector.clock import utcnow
 from collector.config import Settings, is_code_id
 from collector.dumps.fetch import DownloadError, SourceArchive, SourceError, list_local
 from collector.dumps.names import ArchiveName, PlanError, plan
@@ -169,18 +170,14 @@ class LoadSummary:
 Progress = Callable[[str, int, int, int], None]  # (archive, bytes read, total bytes, articles)
 
 
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 @dataclass(frozen=True, slots=True)
 class DumpOptions:
     min_chars: int = 100
     batch_size: int = 500  # in-force rows per transaction (bounded memory, bounded replay)
-    clock: Callable[[], datetime] = _utcnow
+    clock: Callable[[], datetime] = utcnow
 
     @classmethod
-    def for_settings(cls, settings: Settings, clock: Callable[[], datetime] = _utcnow) -> DumpOptions:
+    def for_settings(cls, settings: Settings, clock: Callable[[], datetime] = utcnow) -> DumpOptions:
         """MIN_ARTICLE_CHARS; on Supabase 100 rows per batch: one batch is one RPC call (one
         transaction), which must stay well inside the request size and statement time limits."""
         return cls(min_chars=settings.min_article_chars, batch_size=100 if settings.uses_supabase else 500,

@@ -18,12 +18,13 @@ import zlib
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from pathlib import Path
 from typing import BinaryIO, Union
 
 from lxml import etree
 
+from collector.clock import utcnow
 from collector.dumps.xml import (
     ArticleXml,
     DumpXmlError,
@@ -336,7 +337,7 @@ class ArchiveReader:
         self.backend = backend or TAR_BACKENDS[0]
         self.path = Path(source)
         self.min_chars = min_chars
-        self.now = now or datetime.now(timezone.utc)
+        self.now = now or utcnow()
         self.codes = None if codes is None else frozenset(codes)
         self.on_progress = on_progress
         self.stats = ReadStats()
