@@ -202,7 +202,6 @@ class _ArchivePass:
         # code -> {cid: id}: the version of each cid the archive holds in force; of several
         # (VIGUEUR and VIGUEUR_DIFF), the highest id, as the API path keeps.
         self.in_force: dict[str, dict[str, str]] = {}
-        self.codes_with_articles: set[str] = set()
         self.deleted_ids: set[str] = set()
         self.deleted_codes: set[str] = set()
         self.members = 0
@@ -238,7 +237,8 @@ class _ArchivePass:
     def run(self) -> ArchiveReport:
         started = time.monotonic()
         reader = ArchiveReader(self.path, min_chars=self.opt.min_chars, now=self.opt.clock(),
-                               codes=self.scope.ids, on_progress=lambda _stats: self.tick())
+                               codes=self.scope.ids, on_progress=lambda _stats: self.tick(),
+                               in_force_only=self.archive.is_global)
         self.stats = reader.stats
         try:
             for item in reader:
@@ -277,7 +277,6 @@ class _ArchivePass:
     def version(self, item: ArticleVersion) -> None:
         if not self.scope.covers(item.partition, item.code_id):
             return
-        self.codes_with_articles.add(item.code_id)
         if item.in_force and item.partition == IN_FORCE_PARTITION:
             kept = self.in_force.setdefault(item.code_id, {})
             if kept.get(item.cid, "") >= item.id:
@@ -302,7 +301,8 @@ class _ArchivePass:
     def finish(self) -> None:
         touched = {c: p for c, p in self.stats.touched.items() if self.scope.covers(p, c)}
         bad_codes = {_code_of(line) for line in self.report.bad_files}
-        empty = sorted(c for c in touched if c not in self.codes_with_articles
+        with_articles = self.stats.articles_by_code  # article files read, of the codes in scope
+        empty = sorted(c for c in touched if c not in with_articles
                        and (self.archive.is_global or c in bad_codes))
         if empty or (self.members and self.report.bad_count >= self.members):
             raise DumpLoadError(

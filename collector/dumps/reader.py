@@ -63,6 +63,9 @@ _VERSION_ID = re.compile(r"LEGITEXT[0-9]{12}")
 _PARTITION_IN_LINE = re.compile(r"(?:^|/)((?:code|TNC)_(?:en|non)_vigueur)(?![_a-z])")
 _ID_AT_END = re.compile(r"((?:LEGI|JORF)(?:ARTI|SCTA|TEXT)[0-9]{12})(?:\.xml)?$")
 _FLAG_AT_END = re.compile(r"\s+[A-Z]$")  # the dossier list ends each line with " D" (legi.py 0.6)
+# META_ARTICLE's ETAT, read off the bytes (VERSIONS writes etat="..." attributes, not elements;
+# the text's markup is inside CONTENU, after META).
+_ETAT_BYTES = re.compile(rb"<ETAT>\s*([A-Z_]+)\s*</ETAT>")
 _PROGRESS_STEP = 1 << 20  # bytes of archive between two progress callbacks
 MAX_BAD_NAMED = 1000  # ReadStats.bad keeps this many; bad_count counts them all
 
@@ -167,6 +170,7 @@ class ReadStats:
     members: int = 0  # regular files seen
     kinds: Counter[str] = field(default_factory=Counter)  # article / section_ta / texte/struct / ...
     skipped: int = 0  # files of texts not asked for (`codes`)
+    not_in_force: int = 0  # article files left unparsed by `in_force_only`
     articles_by_code: Counter[str] = field(default_factory=Counter)  # article files per text cid
     touched: dict[str, str] = field(default_factory=dict)  # text cid -> partition, any file kind
     deletions: int = 0
@@ -320,6 +324,14 @@ class ArchiveReader:
     `codes`: text cids to read (None: all); files of other texts are counted as skipped
     unparsed, deletions of other texts are not yielded. `min_chars`: the quality filter of the
     rows (MIN_ARTICLE_CHARS). `now`: collected_at / rejected_at of the rows.
+
+    `in_force_only`: article files of a non_vigueur partition, or whose META_ARTICLE ETAT
+    (read off the bytes) is not VIGUEUR*, are counted (`stats.articles_by_code`,
+    `stats.not_in_force`) but neither parsed nor yielded: a global's loader needs only the
+    versions in force (its reconcile retires the rest without reading them), and those others
+    are a third of its article files. A file whose ETAT cannot be read that way, or that does
+    not end with `</ARTICLE>` (a cut file), is parsed as usual, so named when bad; other damage
+    inside a version not in force is not seen (nothing of it would be stored).
     """
 
     def __init__(
@@ -331,6 +343,7 @@ class ArchiveReader:
         codes: Collection[str] | None = None,
         on_progress: Callable[[ReadStats], None] | None = None,
         backend: str | None = None,
+        in_force_only: bool = False,
     ) -> None:
         if backend is not None and backend not in TAR_BACKENDS:
             raise ValueError(f"tar backend {backend!r} not available here (have: {', '.join(TAR_BACKENDS)})")
@@ -340,6 +353,7 @@ class ArchiveReader:
         self.now = now or utcnow()
         self.codes = None if codes is None else frozenset(codes)
         self.on_progress = on_progress
+        self.in_force_only = in_force_only
         self.stats = ReadStats()
         self._next_tick = _PROGRESS_STEP
 
@@ -401,6 +415,10 @@ class ArchiveReader:
         self.stats.kinds[where.kind] += 1
         try:
             if where.kind == "article":
+                if self.in_force_only and not _maybe_in_force(where.partition, data):
+                    self.stats.articles_by_code[where.code_id] += 1
+                    self.stats.not_in_force += 1
+                    return None
                 return self._article(where, name, data)
             if where.kind == "texte/version":
                 text = read_text_version(parse_xml(data, "TEXTE_VERSION"))
@@ -445,6 +463,17 @@ class ArchiveReader:
                 continue
             self.stats.deletions += 1
             yield deletion
+
+
+def _maybe_in_force(partition: str, data: bytes) -> bool:
+    """False when the path or the file's ETAT says the version is not in force (and the file
+    is not visibly cut: a cut one is parsed, to be reported)."""
+    if not data.rstrip().endswith(b"</ARTICLE>"):
+        return True
+    if not partition.endswith("_en_vigueur"):
+        return False
+    etat = _ETAT_BYTES.search(data)
+    return etat is None or etat.group(1).startswith(b"VIGUEUR")
 
 
 def read_archive(path: Path | str, **options: object) -> Iterator[DumpItem]:

@@ -130,6 +130,17 @@ def test_codes_filter_skips_other_texts_unparsed(demo_dumps: DemoDumps, demo_arc
     assert reader.stats.skipped > 0 and len(reader.stats.touched) == 7
 
 
+
+def test_in_force_only_yields_the_versions_in_force_and_counts_the_rest(demo_archives: list[Path]) -> None:
+    everything = [i for i in ArchiveReader(demo_archives[0], min_chars=0) if isinstance(i, ArticleVersion)]
+    reader = ArchiveReader(demo_archives[0], min_chars=0, in_force_only=True)
+    kept = [i for i in reader if isinstance(i, ArticleVersion)]
+    assert [i.id for i in kept] == [i.id for i in everything if i.in_force]
+    assert all(i.in_force for i in kept) and len(kept) < len(everything)
+    assert reader.stats.not_in_force == len(everything) - len(kept)
+    assert reader.stats.articles_by_code == Counter(i.code_id for i in everything)  # unparsed files count too
+
+
 # ---- archives built by hand ---------------------------------------------------------------------
 def build(path: Path, members: list[tuple[str, bytes]]) -> Path:
     with tarfile.open(path, "w:gz") as tar:
@@ -177,6 +188,20 @@ def test_real_files_in_a_delta_and_bad_members_named(legi_xml: Path, tmp_path: P
     assert art.member == strip_root(real_members(legi_xml, root)[0][0])
     (text,) = [i for i in items if isinstance(i, TextVersion)]
     assert (text.code_id, text.title, text.etat) == (MONNAIES, "Code des instruments monétaires et des médailles", "VIGUEUR")
+
+
+
+def test_in_force_only_still_parses_and_names_a_cut_file(legi_xml: Path, tmp_path: Path) -> None:
+    root = "20250714-213000/"
+    real = real_members(legi_xml, root)
+    cut = root + article_path(FOLDER, "LEGIARTI000006398123")
+    path = build(tmp_path / "LEGI_20250714-213000.tar.gz", [*real, (cut, real[0][1][:-200])])
+    reader = ArchiveReader(path, min_chars=0, in_force_only=True)
+    items = list(reader)
+    # The real file is ABROGE: counted, unparsed; its cut copy is parsed and named.
+    assert not [i for i in items if isinstance(i, ArticleVersion)]
+    assert [(b.member, b.reason[:7]) for b in items if isinstance(b, BadMember)] == [(strip_root(cut), "bad XML")]
+    assert reader.stats.not_in_force == 1 and reader.stats.articles_by_code == Counter({MONNAIES: 1})
 
 
 def test_the_path_wins_over_a_missing_cid_attribute(legi_xml: Path, tmp_path: Path) -> None:
