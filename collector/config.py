@@ -188,6 +188,7 @@ class Settings:
     supabase_key: str | None = _secret()
     db_path: Path = Path("data/collector.sqlite3")
     dump_cache_dir: Path = Path("data/dumps")  # downloaded DILA LEGI archives
+    dump_readers: int = 0  # DUMP_READERS: processes reading a global archive; 0 = 2 when 2 CPUs are usable, else 1
     source: str = "api"  # COLLECTOR_SOURCE: "api" (PISTE / the demo API) or "dumps" (DILA archives)
     dump_url: str | None = None  # DUMP_URL: the dump folder; None = DILA's (the emulator's in demo)
     maintenance_codes: tuple[str, ...] = MAINTENANCE_CODES
@@ -389,6 +390,9 @@ class Settings:
                 "EXPORT_RETIRED_STATUS must be 1-40 letters, digits, '_' or '-', and not 'pending', "
                 f"got {retired_status[:40]!r}"
             )
+        dump_readers = int(number("DUMP_READERS", 0, int, 0))
+        if dump_readers > 8:  # each is a process of ~40 MB
+            raise ConfigError(f"DUMP_READERS must be 0 (automatic) to 8, got {dump_readers}")
         keep_awake = flag("KEEP_AWAKE", False)
         external_url = get("RENDER_EXTERNAL_URL")
         if keep_awake and external_url is not None:  # only read when there is something to ping
@@ -417,6 +421,7 @@ class Settings:
             supabase_key=supabase_key,
             db_path=Path(get("COLLECTOR_DB") or "data/collector.sqlite3"),
             dump_cache_dir=Path(get("DUMP_CACHE_DIR") or "data/dumps"),
+            dump_readers=dump_readers,
             source=source,
             dump_url=get("DUMP_URL"),
             maintenance_codes=codes("MAINTENANCE_CODES", MAINTENANCE_CODES),

@@ -22,7 +22,8 @@ fetch.py
     SourceError (bad SOURCE), DownloadError (incomplete; the .part stays for the next try)
 
 reader.py
-    ArchiveReader(path, *, min_chars=100, now=None, codes=None, on_progress=None, backend=None)
+    ArchiveReader(path, *, min_chars=100, now=None, codes=None, on_progress=None, backend=None,
+                  in_force_only=False, share=(0, 1))
         backend: "libarchive" (default when libarchive.so.13 loads) or "tarfile"; TAR_BACKENDS
         iterate it once: items in archive order, then the deletions of both lists:
         ArticleVersion(id, cid, code_id, etat, partition, in_force, member, root, …)
@@ -51,6 +52,12 @@ reader.py
         file (even after items were yielded: apply nothing of that archive).
     member_path(name) -> MemberPath(partition, code_id, kind, id), strip_root(name),
     parse_deletion(line, source, number) -> Deletion
+
+parallel.py
+    ParallelReader(path, *, readers, min_chars, now, codes, on_progress, in_force_only)
+        ArchiveReader's items, order and stats, from `readers` spawned processes (each
+        ArchiveReader(share=(k, n)) parses one member in n); ReaderFailed when one dies.
+    usable_cpus(), default_readers() (DUMP_READERS=0)
 
 xml.py
     article_from_xml(data, *, min_chars, now, article_id=None, code_id=None, code_title=None)

@@ -46,6 +46,7 @@ from collector.clock import utcnow
 from collector.config import Settings, is_code_id
 from collector.dumps.fetch import DownloadError, SourceArchive, SourceError, list_local
 from collector.dumps.names import ArchiveName, PlanError, plan
+from collector.dumps.parallel import ParallelReader, ReaderFailed, default_readers
 from collector.dumps.reader import (
     ArchiveReader,
     ArticleVersion,
@@ -175,13 +176,15 @@ class DumpOptions:
     min_chars: int = 100
     batch_size: int = 500  # in-force rows per transaction (bounded memory, bounded replay)
     clock: Callable[[], datetime] = utcnow
+    readers: int = 1  # processes reading a global (dumps/parallel.py); 1 = this one
+    parallel_min_bytes: int = 1 << 20  # a smaller global is read here: processes cost ~0.3 s to start
 
     @classmethod
     def for_settings(cls, settings: Settings, clock: Callable[[], datetime] = utcnow) -> DumpOptions:
         """MIN_ARTICLE_CHARS; on Supabase 100 rows per batch: one batch is one RPC call (one
         transaction), which must stay well inside the request size and statement time limits."""
         return cls(min_chars=settings.min_article_chars, batch_size=100 if settings.uses_supabase else 500,
-                   clock=clock)
+                   clock=clock, readers=settings.dump_readers or default_readers())
 
 
 class _ArchivePass:
@@ -236,12 +239,11 @@ class _ArchivePass:
     # ---- the streaming pass ------------------------------------------------------------------
     def run(self) -> ArchiveReport:
         started = time.monotonic()
-        reader = ArchiveReader(self.path, min_chars=self.opt.min_chars, now=self.opt.clock(),
-                               codes=self.scope.ids, on_progress=lambda _stats: self.tick(),
-                               in_force_only=self.archive.is_global)
+        reader = self.reader()
         self.stats = reader.stats
+        items = iter(reader)
         try:
-            for item in reader:
+            for item in items:
                 self.members, self.bytes_read = reader.stats.members, reader.stats.bytes_read
                 if isinstance(item, ArticleVersion):
                     self.version(item)
@@ -261,12 +263,25 @@ class _ArchivePass:
         except DumpArchiveError as exc:
             self.verified.wait()  # its message names the damage when it found one
             raise CorruptArchive(str(exc)) from None
+        except ReaderFailed as exc:
+            raise DumpLoadError(f"{self.archive.name}: {exc}; nothing of it was stamped") from None
+        finally:
+            items.close()  # a ParallelReader's processes end with it
         self.members = self.report.members = reader.stats.members
         self.flush()
         self.finish()
         self.tick()
         self.report.seconds = time.monotonic() - started
         return self.report
+
+    def reader(self) -> ArchiveReader | ParallelReader:
+        """A global is read by `readers` processes (it needs only its versions in force, in
+        any process); a small global and a delta in this one."""
+        common: dict[str, Any] = dict(min_chars=self.opt.min_chars, now=self.opt.clock(), codes=self.scope.ids,
+                                      on_progress=lambda _stats: self.tick(), in_force_only=self.archive.is_global)
+        if self.archive.is_global and self.opt.readers > 1 and self.total_bytes >= self.opt.parallel_min_bytes:
+            return ParallelReader(self.path, readers=self.opt.readers, **common)
+        return ArchiveReader(self.path, **common)
 
     def tick(self) -> None:
         if self.progress is not None:

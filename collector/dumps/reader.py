@@ -17,7 +17,7 @@ import tarfile
 import zlib
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -90,7 +90,7 @@ class ArticleVersion:
     partition: str
     in_force: bool
     member: str  # the path inside the archive, a delta's root stripped
-    root: etree._Element
+    root: etree._Element | None  # None once detached()
     min_chars: int
     now: datetime
     _row: Article | Rejected | None = field(default=None, init=False, repr=False, compare=False)
@@ -98,7 +98,16 @@ class ArticleVersion:
     @property
     def fields(self) -> ArticleXml:
         """Everything the file says (xml.read_article)."""
+        if self.root is None:
+            raise ValueError(f"{self.id}: detached, its file is gone (only .row is kept)")
         return read_article(self.root, self.id, head=(self.id, self.cid, self.etat))
+
+    def detached(self) -> ArticleVersion:
+        """A copy with its row built and without the parsed file: what can cross to another
+        process (lxml trees do not pickle)."""
+        copy = replace(self, root=None)
+        object.__setattr__(copy, "_row", self.row)
+        return copy
 
     @property
     def row(self) -> Article | Rejected:
@@ -332,6 +341,10 @@ class ArchiveReader:
     are a third of its article files. A file whose ETAT cannot be read that way, or that does
     not end with `</ARTICLE>` (a cut file), is parsed as usual, so named when bad; other damage
     inside a version not in force is not seen (nothing of it would be stored).
+
+    `share` (k, n): parse and yield only the members whose number (1-based) is k modulo n, and
+    the deletion lists only when k is 0; every member is still walked, so `stats.members`,
+    `touched` and `skipped` are those of the whole archive (dumps/parallel.py runs n of them).
     """
 
     def __init__(
@@ -344,6 +357,7 @@ class ArchiveReader:
         on_progress: Callable[[ReadStats], None] | None = None,
         backend: str | None = None,
         in_force_only: bool = False,
+        share: tuple[int, int] = (0, 1),
     ) -> None:
         if backend is not None and backend not in TAR_BACKENDS:
             raise ValueError(f"tar backend {backend!r} not available here (have: {', '.join(TAR_BACKENDS)})")
@@ -354,6 +368,9 @@ class ArchiveReader:
         self.codes = None if codes is None else frozenset(codes)
         self.on_progress = on_progress
         self.in_force_only = in_force_only
+        if not 0 <= share[0] < share[1]:
+            raise ValueError(f"share {share}: need 0 <= k < n")
+        self.share, self.shares = share
         self.stats = ReadStats()
         self._next_tick = _PROGRESS_STEP
 
@@ -387,9 +404,10 @@ class ArchiveReader:
                 self.stats.members += 1
                 name = strip_root(member)
                 if name in DELETION_LISTS:
-                    lists.append((name, data))
+                    if self.share == 0:
+                        lists.append((name, data))
                     continue
-                item = self._member(name, data)
+                item = self._member(name, data, self.stats.members % self.shares == self.share)
                 if item is not None:
                     if isinstance(item, BadMember):
                         self.stats.add_bad(item)
@@ -401,16 +419,18 @@ class ArchiveReader:
         for source, data in lists:
             yield from self._deletions(source, data)
 
-    def _member(self, name: str, data: bytes) -> ArticleVersion | TextVersion | BadMember | None:
+    def _member(self, name: str, data: bytes, mine: bool) -> ArticleVersion | TextVersion | BadMember | None:
         try:
             where = member_path(name)
         except ValueError as exc:
-            return BadMember(name, str(exc))
+            return BadMember(name, str(exc)) if mine else None
         self.stats.touched.setdefault(where.code_id, where.partition)
         # Unparsed: another code than those asked for, or a non-code text (TNC partitions are
         # never loaded as codes; most of a real global is such texts).
         if where.partition.startswith("TNC_") or (self.codes is not None and where.code_id not in self.codes):
             self.stats.skipped += 1
+            return None
+        if not mine:  # another share's
             return None
         self.stats.kinds[where.kind] += 1
         try:

@@ -1,6 +1,7 @@
 """kill -9 during `load-dump` (a real subprocess, killed at random points several times), then a
 rerun: the store ends identical to an uninterrupted load, no change-log event twice, the stamp
-right. The demo global of 8,000 articles takes seconds to load, so kills land mid-archive."""
+right, and the global's two reader processes (DUMP_READERS=2) gone with the killed load. The
+demo global of 8,000 articles takes seconds to load, so kills land mid-archive."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from collector.demo.dumps import DemoDumps
@@ -32,7 +34,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def command(db: Path, folder: Path) -> tuple[list[str], dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if k not in COLLECTOR_ENV}
     env.update(COLLECTOR_DB=str(db), LOG_LEVEL="WARNING", PYTHONPATH=str(REPO),
-               DUMP_CACHE_DIR=str(db.parent / "cache"))
+               DUMP_CACHE_DIR=str(db.parent / "cache"), DUMP_READERS="2")
     return [sys.executable, "-m", "collector", "load-dump", str(folder), "--codes", "all"], env
 
 
@@ -59,6 +61,7 @@ def test_kill_9_mid_load_then_rerun_equals_an_uninterrupted_load(folder: Path, t
 
     rng = random.Random()
     kills: list[tuple[float, object]] = []
+    orphans = 0  # reader processes seen at a kill (all must end)
     args, env = command(victim_db, folder)
     for _ in range(4):
         proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -67,8 +70,12 @@ def test_kill_9_mid_load_then_rerun_equals_an_uninterrupted_load(folder: Path, t
             time.sleep(0.05)
         delay = rng.uniform(0.0, 0.6)  # somewhere in the archive, past its first batch
         time.sleep(delay)
+        readers = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
+        _, alive = psutil.wait_procs(readers, timeout=30)  # a global's reader processes end with it
+        assert not alive, f"reader processes outlived the killed load: {alive}"
+        orphans += len(readers)
         kills.append((round(delay, 2), snapshot(victim_db)["state"]))
     done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, (kills, done.stderr[-2000:])
@@ -80,6 +87,7 @@ def test_kill_9_mid_load_then_rerun_equals_an_uninterrupted_load(folder: Path, t
     assert len(events) == len(set(events)), f"an event was written twice; kills {kills}"
     assert events == reference["events"], kills
     assert any(state and state[0][4] is not None for _, state in kills), f"no kill landed mid-archive: {kills}"
+    assert orphans, "no kill landed while the global's reader processes ran"
 
 
 def in_progress(db: Path) -> bool:
