@@ -2,8 +2,25 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime
+from operator import attrgetter
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
+
+
+def pickled_as_call(cls: type[_T]) -> type[_T]:
+    """Pickle a frozen slots dataclass as its constructor call: about half the time of the
+    default (a state dict set field by field), which counts for the rows a dump reader process
+    sends (dumps/parallel.py)."""
+    values = attrgetter(*(f.name for f in fields(cls)))  # type: ignore[arg-type]
+
+    def reduce(self: Any) -> tuple[Any, ...]:
+        return cls, values(self)
+
+    cls.__reduce__ = reduce  # type: ignore[assignment,method-assign]
+    return cls
 
 # The change log's event kinds (legifrance_changes.kind), in the order counts are shown.
 CHANGE_KINDS: tuple[str, ...] = ("added", "modified", "repealed", "corrected")
@@ -30,6 +47,7 @@ class CodeToc:
     entries: tuple[TocEntry, ...]
 
 
+@pickled_as_call
 @dataclass(frozen=True, slots=True)
 class Article:
     """One row of legifrance_articles (keyed by the LEGIARTI version id)."""
@@ -50,6 +68,7 @@ class Article:
     collected_at: datetime
 
 
+@pickled_as_call
 @dataclass(frozen=True, slots=True)
 class Rejected:
     """An in-force id the quality filter (or the API) turned down; remembered so it is not refetched."""

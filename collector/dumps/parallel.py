@@ -1,19 +1,21 @@
-"""One archive read by n processes, its items merged back into archive order.
+"""One archive read by the loader's own process and n-1 spawned ones, merged back in order.
 
-Each process runs an ArchiveReader with `share=(k, n)`: it walks (decompresses) the whole
-archive, which is cheap, but parses and builds the rows of one member in n only, which is not.
-It sends its items in small batches over a pipe, each batch with a watermark: the number of
-members it has walked, so every item it sends later comes from a later member. The parent
-merges the n streams by member number, waiting on a process only while its watermark is behind
-the next item: the items come out in exactly the order, and with exactly the stats, of one
-ArchiveReader over the archive, so the applier (its resume by member count, its change events)
-cannot tell the difference. Pipes bound what is buffered: a process whose items the parent does
-not need yet blocks on its send.
+Each reader is an ArchiveReader with a `share` of the members (by member number modulo
+2n-1): it walks (decompresses) the whole archive, which is cheap, but parses and builds the
+rows of its share only, which is not. The loader keeps one residue for itself, each process
+takes two: the loader also applies every row (SQLite, change log), so with 2 readers on 2 CPUs
+the two sides end about together (bench/dumps.py). A process sends its items in small batches
+over a pipe, each batch with a watermark: the number of members it has walked, so every item it
+sends later comes from a later member. The loader merges the streams by member number, pulling
+from a stream only while its watermark is behind the next item: the items come out in exactly
+the order, and with exactly the stats, of one ArchiveReader over the archive, so the applier
+(its resume by member count, its change events) cannot tell the difference. Pipes bound what is
+buffered: a process whose items the loader does not need yet blocks on its send.
 
-Processes are spawned (not forked: the caller may be a Streamlit server with threads and
-locks). Each costs ~0.2 s to start and ~40 MB; worth it for a global, not for a delta. A
-process that dies, or a parent that dies (kill -9), ends the other side: the parent gets
-EOF (ReaderFailed), a child's send gets a broken pipe and it exits.
+Processes are spawned (not forked: the loader may be a Streamlit server with threads and
+locks). Each costs ~0.3 s to start and ~45 MB; worth it for a global, not for a delta. A
+process that dies, or a loader that dies (kill -9), ends the other side: the loader gets
+EOF (ReaderFailed), a process's send gets a broken pipe and it exits.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from multiprocessing.connection import Connection
@@ -40,6 +42,7 @@ from collector.dumps.reader import (
 )
 
 _BATCH = 64  # items per message
+_AHEAD = 4096  # items queued per process before the merge needs them (~6 MB of rows)
 _Key = tuple[int, int]  # (member number, 0 for a file | 1 for a deletion-list line)
 
 
@@ -61,34 +64,74 @@ def usable_cpus() -> float:
 
 
 def default_readers() -> int:
-    """2 reader processes when 2 CPUs are usable, else 1 (in-process): the parent's own work
-    (the applier, SQLite) keeps one CPU busy too, so more readers than CPUs only add copies."""
+    """2 readers (the loader and one process) when 2 CPUs are usable, else 1 (the loader)."""
     return 2 if usable_cpus() >= 2 else 1
 
 
 @dataclass
 class _Stream:
-    """The parent's side of one reader process."""
+    """One reader's items as the merge sees them."""
 
-    process: Any
-    conn: Connection
     items: deque[tuple[_Key, DumpItem]] = field(default_factory=deque)
     walked: int = 0  # watermark: members walked; later items come from later members
     bytes_read: int = 0
-    stats: ReadStats | None = None  # set by its last message
+    stats: ReadStats | None = None  # the reader's, once it has read everything
 
     @property
     def done(self) -> bool:
         return self.stats is not None
 
-    def receive(self, share: int) -> None:
+    def receive(self) -> None:
+        """Queue what comes next (blocking), or mark the stream done."""
+        raise NotImplementedError
+
+    def drain(self) -> None:
+        """Queue what has already arrived, without blocking (up to _AHEAD items)."""
+
+    def end(self) -> None:
+        """Release what it holds (whether it was read to the end or not)."""
+
+
+@dataclass
+class _LocalStream(_Stream):
+    """The loader's own share, read in its thread as the merge needs it."""
+
+    reader: ArchiveReader | None = None
+    _items: Generator[DumpItem, None, None] | None = None
+
+    def receive(self) -> None:
+        assert self.reader is not None
+        if self._items is None:
+            self._items = iter(self.reader)
+        item = next(self._items, None)
+        stats = self.reader.stats
+        self.walked, self.bytes_read = stats.members, stats.bytes_read
+        if item is None:
+            self.stats = stats
+        else:
+            self.items.append(((stats.members, _after_files(item)), item))
+
+    def end(self) -> None:
+        if self._items is not None:
+            self._items.close()  # closes the archive file
+
+
+@dataclass
+class _ProcessStream(_Stream):
+    """A spawned reader's share, from its pipe."""
+
+    process: Any = None
+    conn: Connection | None = None
+    name: str = ""
+
+    def receive(self) -> None:
+        assert self.conn is not None
         try:
-            message = self.conn.recv()
+            kind, payload = self.conn.recv()
         except (EOFError, OSError):
             self.process.join(timeout=5)
-            raise ReaderFailed(f"dump reader process {share} exited before the end of the archive "
+            raise ReaderFailed(f"{self.name} exited before the end of the archive "
                                f"(exit code {self.process.exitcode})") from None
-        kind, payload = message
         if kind == "items":
             self.walked, self.bytes_read, items = payload
             self.items.extend(items)
@@ -97,12 +140,26 @@ class _Stream:
         elif kind == "archive":
             raise DumpArchiveError(payload)
         else:
-            raise ReaderFailed(f"dump reader process {share} failed: {payload}")
+            raise ReaderFailed(f"{self.name} failed: {payload}")
+
+    def drain(self) -> None:
+        # The loader takes what a process has sent while it works on its own share: a process
+        # blocked on a full pipe would otherwise wait for the merge to need its next item.
+        while not self.done and len(self.items) < _AHEAD and self.conn is not None and self.conn.poll():
+            self.receive()
+
+    def end(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        if self.process.is_alive():
+            self.process.terminate()
+        self.process.join(timeout=5)
 
 
 class ParallelReader:
     """ArchiveReader's interface (iterate once; `stats`, live then whole), over `readers`
-    processes. Same arguments as ArchiveReader, minus the backend (the default one)."""
+    readers: this process and readers-1 spawned ones. Same arguments as ArchiveReader, minus
+    the backend (the default one)."""
 
     def __init__(
         self,
@@ -126,27 +183,26 @@ class ParallelReader:
 
     def __iter__(self) -> Iterator[DumpItem]:
         try:
-            total = self.path.stat().st_size
+            self.stats.total_bytes = self.path.stat().st_size
         except OSError as exc:
             raise DumpArchiveError(f"{self.path.name}: cannot open: {exc.strerror or exc}") from None
-        self.stats.total_bytes = total
+        modulus = 2 * self.readers - 1
         context = multiprocessing.get_context("spawn")
-        streams: list[_Stream] = []
+        processes: list[_ProcessStream] = []
+        local = _LocalStream(reader=ArchiveReader(self.path, share=((0,), modulus), **self.options))
         try:
-            for share in range(self.readers):
+            for k in range(1, self.readers):
                 receiving, sending = context.Pipe(duplex=False)
-                process = context.Process(target=_read_share, name=f"dump-reader-{share}", daemon=True,
-                                          args=(str(self.path), (share, self.readers), self.options, sending))
+                share = ((2 * k - 1, 2 * k), modulus)
+                process = context.Process(target=_read_share, name=f"dump-reader-{k}", daemon=True,
+                                          args=(str(self.path), share, self.options, sending))
                 process.start()
                 sending.close()  # the child's copy is the only one: its death is an EOF here
-                streams.append(_Stream(process, receiving))
-            yield from self._merge(streams)
+                processes.append(_ProcessStream(process=process, conn=receiving, name=f"dump reader process {k}"))
+            yield from self._merge([local, *processes])
         finally:
-            for stream in streams:
-                stream.conn.close()
-                if stream.process.is_alive():
-                    stream.process.terminate()
-                stream.process.join(timeout=5)
+            for stream in (local, *processes):
+                stream.end()
 
     def _merge(self, streams: list[_Stream]) -> Iterator[DumpItem]:
         next_tick = 0
@@ -157,8 +213,7 @@ class ParallelReader:
             behind = [s for s in streams if not s.items and not s.done
                       and (first is None or (s.walked, 0) < first.items[0][0])]
             if behind:
-                laggard = min(behind, key=lambda s: s.walked)
-                laggard.receive(streams.index(laggard))
+                min(behind, key=lambda s: s.walked).receive()
                 self.stats.bytes_read = min(s.bytes_read for s in streams)
                 if self.on_progress is not None and self.stats.bytes_read >= next_tick:
                     next_tick = self.stats.bytes_read + (1 << 20)
@@ -166,6 +221,8 @@ class ParallelReader:
                 continue
             if first is None:
                 break
+            for stream in streams:
+                stream.drain()
             (member, _), item = first.items.popleft()
             self.stats.members = max(self.stats.members, member)
             if isinstance(item, BadMember):
@@ -176,18 +233,22 @@ class ParallelReader:
             self.on_progress(self.stats)
 
     def _whole(self, parts: list[ReadStats]) -> None:
-        """The stats of one reader over the archive, from the n shares' (each walked all)."""
-        whole, first = self.stats, parts[0]
-        whole.bytes_read, whole.members = first.bytes_read, first.members
-        whole.skipped, whole.touched = first.skipped, first.touched  # counted by every share alike
+        """The stats of one reader over the archive, from the shares' (each walked it all)."""
+        whole = self.stats
+        whole.bytes_read, whole.members = parts[0].bytes_read, parts[0].members
+        firsts = sorted((at, code, part.touched[code]) for part in parts for code, at in part.touched_at.items())
+        for at, code, partition in firsts:  # a text's partition is that of its first file, as in one reader
+            if code not in whole.touched:
+                whole.touched[code], whole.touched_at[code] = partition, at
         for part in parts:
             whole.kinds.update(part.kinds)
             whole.articles_by_code.update(part.articles_by_code)
+            whole.skipped += part.skipped
             whole.not_in_force += part.not_in_force
             whole.deletions += part.deletions
 
 
-def _read_share(path: str, share: tuple[int, int], options: dict[str, Any], conn: Connection) -> None:
+def _read_share(path: str, share: tuple[tuple[int, ...], int], options: dict[str, Any], conn: Connection) -> None:
     """A reader process: one share of the archive, sent in batches with the watermark."""
     batch: list[tuple[_Key, DumpItem]] = []
 

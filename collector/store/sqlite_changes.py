@@ -231,6 +231,16 @@ WHERE code_id = :code AND etat NOT LIKE 'VIGUEUR%' AND id IN (SELECT id FROM tem
 """
 
 
+_RETIRE_PAIRS_TABLE = (
+    "CREATE TEMP TABLE IF NOT EXISTS retire_pairs (rid TEXT PRIMARY KEY, new_etat TEXT NOT NULL) WITHOUT ROWID"
+)
+_RETIRE_PAIRS = f"""
+UPDATE legifrance_articles SET etat = p.new_etat FROM temp.retire_pairs p
+WHERE legifrance_articles.id = p.rid AND legifrance_articles.etat LIKE 'VIGUEUR%'
+{_RETURNING}
+"""
+
+
 def retire_absent_logged(
     conn: sqlite3.Connection,
     code_id: str,
@@ -262,15 +272,13 @@ def retire_versions_logged(
     conn: sqlite3.Connection, pairs: Sequence[tuple[str, str]], tag: str | None, *, at: str | None = None
 ) -> Retired:
     """Store.retire_versions on `conn` (inside a write transaction): `pairs` are checked
-    (id, new_etat) pairs (rows.version_pairs)."""
-    retired: list[dict[str, Any]] = []
-    for rid, etat in pairs:
-        row = conn.execute(
-            f"UPDATE legifrance_articles SET etat = ? WHERE id = ? AND etat LIKE 'VIGUEUR%' {_RETURNING}",
-            (etat, rid),
-        ).fetchone()
-        if row is not None:
-            retired.append(dict(row))
+    (id, new_etat) pairs (rows.version_pairs). One UPDATE for them all (the search index's
+    triggers: see _STAGE_TABLE); events in the order of `pairs`."""
+    conn.execute(_RETIRE_PAIRS_TABLE)
+    conn.executemany("INSERT INTO temp.retire_pairs (rid, new_etat) VALUES (?, ?)", pairs)
+    order = {rid: n for n, (rid, _) in enumerate(pairs)}
+    retired = sorted((dict(row) for row in conn.execute(_RETIRE_PAIRS)), key=lambda r: order[r["id"]])
+    conn.execute("DELETE FROM temp.retire_pairs")
     still_live = _cids_in_force(conn, [r["cid"] for r in retired])
     events = _write_events(
         conn, [_event("repealed", r, tag, _stamp(at)) for r in retired if r["cid"] not in still_live]

@@ -116,7 +116,7 @@ def test_a_corrupt_archive_is_an_archive_error(demo_archives: list[Path], tmp_pa
 
 
 def test_a_reader_process_that_dies_stops_the_read(demo_archives: list[Path]) -> None:
-    reader = iter(ParallelReader(demo_archives[0], readers=2, min_chars=0, now=NOW))
+    reader = iter(ParallelReader(demo_archives[0], readers=3, min_chars=0, now=NOW))
     next(reader)  # both processes run; the pipes hold far less than the archive's items
     children = multiprocessing.active_children()
     assert len(children) == 2
