@@ -290,14 +290,20 @@ class _Counting:
         return True
 
 
-def _tarfile_files(stream: BinaryIO) -> Iterator[tuple[str, bytes]]:
-    """(name, bytes) of each regular file of a tar stream, in order (stdlib tarfile "r|")."""
+# A walk yields (name, read) for each regular file, in order; read() returns the file's bytes
+# and may be called only before the walk goes on. A file not read is skipped in C (libarchive)
+# or by tarfile, never copied into a Python object: most of a real global is never read.
+Walk = Iterator[tuple[str, Callable[[], bytes]]]
+
+
+def _tarfile_files(stream: BinaryIO) -> Walk:
+    """The files of a tar stream, in order (stdlib tarfile "r|")."""
     with tarfile.open(fileobj=stream, mode="r|") as tar:
         while (info := tar.next()) is not None:
             tar.members.clear()  # tarfile keeps every TarInfo otherwise: memory would grow
             if info.isfile():
                 handle = tar.extractfile(info)
-                yield info.name, handle.read() if handle is not None else b""
+                yield info.name, (handle.read if handle is not None else bytes)
 
 
 class _Feed:
@@ -320,14 +326,14 @@ class _Feed:
             return -1
 
 
-def _libarchive_files(stream: BinaryIO) -> Iterator[tuple[str, bytes]]:
+def _libarchive_files(stream: BinaryIO) -> Walk:
     """The same through libarchive (format tar only: the gzip layer is GzipFile's)."""
     feed = _Feed(stream)
     try:
         with libarchive.stream_reader(feed, "tar", "none", block_size=1 << 16) as archive:
             for entry in archive:
                 if entry.isfile:
-                    yield entry.pathname, b"".join(entry.get_blocks())
+                    yield entry.pathname, lambda entry=entry: b"".join(entry.get_blocks())
     except ArchiveError:
         if feed.error is not None:
             raise feed.error from None
@@ -414,16 +420,16 @@ class ArchiveReader:
         lists: list[tuple[str, bytes]] = []
         walk = _libarchive_files if self.backend == "libarchive" else _tarfile_files
         with gzip.GzipFile(fileobj=_Counting(raw, self.stats, self._tick), mode="rb") as unzipped:  # type: ignore[arg-type]
-            for member, data in walk(unzipped):
+            for member, read in walk(unzipped):
                 self.stats.members += 1
                 name = strip_root(member)
                 if name in DELETION_LISTS:
                     if 0 in self.residues:
-                        lists.append((name, data))
+                        lists.append((name, read()))
                     continue
                 if self.stats.members % self.modulus not in self.residues:
                     continue  # another reader's
-                item = self._member(name, data)
+                item = self._member(name, read)
                 if item is not None:
                     if isinstance(item, BadMember):
                         self.stats.add_bad(item)
@@ -435,7 +441,7 @@ class ArchiveReader:
         for source, data in lists:
             yield from self._deletions(source, data)
 
-    def _member(self, name: str, data: bytes) -> ArticleVersion | TextVersion | BadMember | None:
+    def _member(self, name: str, read: Callable[[], bytes]) -> ArticleVersion | TextVersion | BadMember | None:
         try:
             where = member_path(name)
         except ValueError as exc:
@@ -449,6 +455,7 @@ class ArchiveReader:
             self.stats.skipped += 1
             return None
         self.stats.kinds[where.kind] += 1
+        data = read()
         try:
             if where.kind == "article":
                 if self.in_force_only and not _maybe_in_force(where.partition, data):
