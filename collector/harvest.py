@@ -28,8 +28,8 @@ for known ids). A new version retires the one in force as it is stored (the stor
 with its `modified` event). After a complete, failure-free walk the code's stored rows that
 left today's TOC are retired (MODIFIE / ABROGE, never deleted: one VIGUEUR row per cid), then
 its mark is saved; a failed or interrupted walk retires nothing. A TOC that would retire most of the
-code (none in force while rows are, or over RETIRE_GUARD_FRACTION of them and more than
-RETIRE_GUARD_MIN_ROWS) is taken for an API glitch: nothing is retired, the code is reported
+code (retire_guard.py: none in force while rows are, or over half of them and more than 20) is
+taken for an API glitch: nothing is retired, the code is reported
 and its mark is not saved, so the next pass walks it again.
 """
 
@@ -56,6 +56,7 @@ from collector.legifrance import (
 )
 from collector.models import Article, CodeMark, CodeProgress, CodeToc, PassSummary, Rejected, TocEntry
 from collector.parse import ArticleError, TocError, article_from_api
+from collector.retire_guard import retiring_looks_wrong
 from collector.retry import backoff_delay, retry_async
 from collector.status import StatusBoard
 from collector.store.base import Store, StoreError, StoreFatal
@@ -64,10 +65,6 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
-# A TOC that would retire more than this share of the code's in-force rows AND more than this
-# many rows is taken for an API glitch: the code retires nothing this pass.
-RETIRE_GUARD_FRACTION = 0.5
-RETIRE_GUARD_MIN_ROWS = 20
 # API errors that end the pass (raised) instead of failing one code or one article.
 PASS_ENDING = (LegifranceAuthError, LegifranceTokenError)
 
@@ -354,10 +351,9 @@ class _Pass:
         """True (reported) when a TOC of `listed` entries would retire most of the code's
         `in_force` rows. Each entry keeps at most one row in force, so at least
         `in_force - listed` would go."""
-        at_least = in_force - listed
-        empty = listed == 0 and in_force > 0
-        if not empty and not (at_least > RETIRE_GUARD_FRACTION * in_force and at_least > RETIRE_GUARD_MIN_ROWS):
+        if not retiring_looks_wrong(listed, in_force):
             return False
+        at_least = in_force - listed
         message = (
             f"table of contents of {code_id} looks wrong: it lists {listed} articles in force "
             f"while the store holds {in_force}; retiring would take at least {at_least} of them out "

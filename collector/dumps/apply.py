@@ -55,7 +55,7 @@ from collector.dumps.reader import (
     DumpArchiveError,
     member_path,
 )
-from collector.harvest import RETIRE_GUARD_FRACTION, RETIRE_GUARD_MIN_ROWS
+from collector.retire_guard import retiring_looks_wrong
 from collector.models import Article, DumpBatch, DumpState, Rejected
 from collector.store.base import Store
 
@@ -370,9 +370,8 @@ class _ArchivePass:
         if repealed:
             return
         in_force = self.store.count_in_force(code_id)
-        at_least = in_force - listed
-        if (listed == 0 and in_force > 0) or (
-                at_least > RETIRE_GUARD_FRACTION * in_force and at_least > RETIRE_GUARD_MIN_ROWS):
+        if retiring_looks_wrong(listed, in_force):
+            at_least = in_force - listed
             raise DumpLoadError(
                 f"{self.archive.name} lists {listed} articles of {code_id} in force while the store "
                 f"holds {in_force}: applying it would take at least {at_least} of them out of force; "
