@@ -12,17 +12,20 @@ the order, and with exactly the stats, of one ArchiveReader over the archive, so
 (its resume by member count, its change events) cannot tell the difference. Pipes bound what is
 buffered: a process whose items the loader does not need yet blocks on its send.
 
-Processes are spawned (not forked: the loader may be a Streamlit server with threads and
-locks). Each costs ~0.3 s to start and ~45 MB; worth it for a global, not for a delta. A
-process that dies, or a loader that dies (kill -9), ends the other side: the loader gets
-EOF (ReaderFailed), a process's send gets a broken pipe and it exits.
+A process is a fresh interpreter (`python -m collector.dumps.parallel`), not a fork (the loader
+may be a Streamlit server with threads and locks) nor multiprocessing's spawn (it would run the
+loader's main script again: dashboard.py). Each costs ~0.3 s to start and ~45 MB; worth it for
+a global, not for a delta. A process that dies, or a loader that dies (kill -9), ends the other
+side: the loader gets EOF (ReaderFailed), a process's send gets a broken pipe and it exits.
 """
 
 from __future__ import annotations
 
 import fcntl
-import multiprocessing
 import os
+import pickle
+import subprocess
+import sys
 from collections import deque
 from collections.abc import Callable, Collection, Generator, Iterator
 from dataclasses import dataclass, field
@@ -131,18 +134,20 @@ class _LocalStream(_Stream):
 class _ProcessStream(_Stream):
     """A spawned reader's share, from its pipe."""
 
-    process: Any = None
+    process: subprocess.Popen[bytes] | None = None
     conn: Connection | None = None
     name: str = ""
 
     def receive(self) -> None:
-        assert self.conn is not None
+        assert self.conn is not None and self.process is not None
         try:
             kind, payload = self.conn.recv()
         except (EOFError, OSError):
-            self.process.join(timeout=5)
-            raise ReaderFailed(f"{self.name} exited before the end of the archive "
-                               f"(exit code {self.process.exitcode})") from None
+            try:
+                code = self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                code = None
+            raise ReaderFailed(f"{self.name} exited before the end of the archive (exit code {code})") from None
         if kind == "items":
             self.walked, self.bytes_read, items = payload
             self.items.extend(items)
@@ -165,9 +170,10 @@ class _ProcessStream(_Stream):
     def end(self) -> None:
         if self.conn is not None:
             self.conn.close()
-        if self.process.is_alive():
-            self.process.terminate()
-        self.process.join(timeout=5)
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()  # it holds nothing to save: its archive is only read
+        if self.process is not None:
+            self.process.wait(timeout=30)
 
 
 class ParallelReader:
@@ -201,21 +207,14 @@ class ParallelReader:
         except OSError as exc:
             raise DumpArchiveError(f"{self.path.name}: cannot open: {exc.strerror or exc}") from None
         modulus = _LOADER_WEIGHT + _PROCESS_WEIGHT * (self.readers - 1)
-        context = multiprocessing.get_context("spawn")
         processes: list[_ProcessStream] = []
         local = _LocalStream(reader=ArchiveReader(self.path, share=(tuple(range(_LOADER_WEIGHT)), modulus),
                                                   **self.options))
         try:
             for k in range(1, self.readers):
-                receiving, sending = context.Pipe(duplex=False)
-                _widen(receiving)
                 first = _LOADER_WEIGHT + _PROCESS_WEIGHT * (k - 1)
                 share = (tuple(range(first, first + _PROCESS_WEIGHT)), modulus)
-                process = context.Process(target=_read_share, name=f"dump-reader-{k}", daemon=True,
-                                          args=(str(self.path), share, self.options, sending))
-                process.start()
-                sending.close()  # the child's copy is the only one: its death is an EOF here
-                processes.append(_ProcessStream(process=process, conn=receiving, name=f"dump reader process {k}"))
+                processes.append(_start(k, (str(self.path), share, self.options)))
             yield from self._merge(local, processes)
         finally:
             for stream in (local, *processes):
@@ -269,6 +268,30 @@ class ParallelReader:
             whole.deletions += part.deletions
 
 
+def _start(k: int, arguments: tuple[str, tuple[tuple[int, ...], int], dict[str, Any]]) -> _ProcessStream:
+    """Start reader process k: `python -m collector.dumps.parallel FD`, its arguments pickled on
+    its stdin, its items sent on the pipe FD. A plain interpreter rather than multiprocessing's
+    spawn, which would first run the parent's main script again in the child: under Streamlit
+    that is dashboard.py (and its collector)."""
+    receiving, sending = os.pipe()
+    try:
+        _widen(receiving)
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
+        process = subprocess.Popen([sys.executable, "-m", "collector.dumps.parallel", str(sending)],
+                                   stdin=subprocess.PIPE, pass_fds=(sending,), env=env)
+    except BaseException:
+        os.close(receiving)
+        raise
+    finally:
+        os.close(sending)  # the child's copy is the only one: its death is an EOF here
+    assert process.stdin is not None
+    with process.stdin:
+        process.stdin.write(pickle.dumps(arguments))
+    return _ProcessStream(process=process, conn=Connection(receiving, writable=False),
+                          name=f"dump reader process {k}")
+
+
 def _read_share(path: str, share: tuple[tuple[int, ...], int], options: dict[str, Any], conn: Connection) -> None:
     """A reader process: one share of the archive, sent in batches with the watermark."""
     batch: list[tuple[_Key, DumpItem]] = []
@@ -297,11 +320,11 @@ def _read_share(path: str, share: tuple[tuple[int, ...], int], options: dict[str
         conn.close()
 
 
-def _widen(conn: Connection) -> None:
+def _widen(fd: int) -> None:
     """Give the pipe 1 MiB (Linux: F_SETPIPE_SZ; the default 64 KiB holds ~40 rows): a process
     then goes on reading while the loader is busy in a commit, instead of blocking on send."""
     try:
-        fcntl.fcntl(conn.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), _PIPE_BYTES)
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), _PIPE_BYTES)
     except OSError:  # over /proc/sys/fs/pipe-max-size, or not Linux: the default size works too
         pass
 
@@ -318,3 +341,14 @@ def _last_word(conn: Connection, message: tuple[str, str]) -> None:
         conn.send(message)
     except OSError:
         pass
+
+
+def _child_main(argv: list[str]) -> None:
+    """Entry of a reader process (see _start)."""
+    conn = Connection(int(argv[0]), readable=False)
+    path, share, options = pickle.load(sys.stdin.buffer)
+    _read_share(path, share, options, conn)
+
+
+if __name__ == "__main__":
+    _child_main(sys.argv[1:])

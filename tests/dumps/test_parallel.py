@@ -1,17 +1,21 @@
-"""ParallelReader (real spawned processes) against one ArchiveReader: the same items in the same
+"""ParallelReader (real reader processes) against one ArchiveReader: the same items in the same
 order with the same stats; the applier gives the same store and change log with 2 readers as
-with 1; a corrupt archive or a reader process that dies stops it with a clear error."""
+with 1; a corrupt archive or a reader process that dies stops it with a clear error; a reader
+process never runs the loader's main script again (Streamlit's dashboard.py)."""
 
 from __future__ import annotations
 
 import gzip
-import multiprocessing
+import os
 import sqlite3
+import subprocess
+import sys
 from dataclasses import fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from collector.config import ConfigError, Settings
@@ -20,8 +24,9 @@ from collector.dumps.apply import CodeScope, DumpOptions, LocalArchives, load_du
 from collector.dumps.parallel import ParallelReader, ReaderFailed, default_readers, usable_cpus
 from collector.dumps.reader import ArchiveReader, ArticleVersion, DumpArchiveError, ReadStats
 from collector.store.sqlite import SqliteStore
+from collector.demo.dumps import DemoDumps, article_path
+from tests.conftest import REPO
 from tests.dumps.test_reader import FOLDER, build, real_members
-from collector.demo.dumps import article_path
 
 NOW = datetime(2026, 12, 2, tzinfo=timezone.utc)
 
@@ -115,16 +120,27 @@ def test_a_corrupt_archive_is_an_archive_error(demo_archives: list[Path], tmp_pa
         list(ParallelReader(not_gzip, readers=2, now=NOW))
 
 
-def test_a_reader_process_that_dies_stops_the_read(demo_archives: list[Path]) -> None:
-    reader = iter(ParallelReader(demo_archives[0], readers=3, min_chars=0, now=NOW))
-    next(reader)  # both processes run; the pipes hold far less than the archive's items
-    children = multiprocessing.active_children()
+@pytest.fixture(scope="module")
+def big_global(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A global whose rows are many MiB per reader process: more than a pipe holds."""
+    path = tmp_path_factory.mktemp("big") / DemoDumps(4000, seed=5).names[0].name
+    with path.open("wb") as out:
+        DemoDumps(4000, seed=5).write(0, out, compresslevel=1)
+    return path
+
+
+def test_a_reader_process_that_dies_stops_the_read(big_global: Path) -> None:
+    before = {p.pid for p in psutil.Process().children()}
+    reader = iter(ParallelReader(big_global, readers=3, min_chars=0, now=NOW))
+    next(reader)  # both processes run; they cannot end before the merge has taken most of their rows
+    children = [p for p in psutil.Process().children() if p.pid not in before]
     assert len(children) == 2
     children[1].kill()
     with pytest.raises(ReaderFailed, match="exited before the end of the archive"):
         for _ in reader:
             pass
-    assert not multiprocessing.active_children()  # the other one was ended too
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive  # the other one was ended too
 
 
 def test_readers_setting(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -138,3 +154,24 @@ def test_readers_setting(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("DUMP_READERS", bad)
         with pytest.raises(ConfigError, match="DUMP_READERS"):
             Settings.from_env()
+
+
+def test_reader_processes_do_not_run_the_loaders_main_script(big_global: Path, tmp_path: Path) -> None:
+    """Under Streamlit the loader's __main__ is dashboard.py: a reader process must not run it
+    again (multiprocessing's spawn would, as __mp_main__)."""
+    marker = tmp_path / "runs.txt"
+    script = tmp_path / "loader.py"
+    script.write_text(
+        "import sys\n"
+        f"open({str(marker)!r}, 'a').write('ran\\n')\n"
+        "if __name__ == '__main__':\n"
+        "    from datetime import datetime, timezone\n"
+        "    from collector.dumps.parallel import ParallelReader\n"
+        f"    items = list(ParallelReader({str(big_global)!r}, readers=2, now=datetime.now(timezone.utc)))\n"
+        "    print(len(items))\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout) > 4000
+    assert marker.read_text() == "ran\n"
