@@ -55,8 +55,8 @@ reader.py
 
 parallel.py
     ParallelReader(path, *, readers, min_chars, now, codes, on_progress, in_force_only)
-        ArchiveReader's items, order and stats, from `readers` readers: this process and readers-1 reader processes (each
-        ArchiveReader(share=...) parses its share of the members); ReaderFailed when one dies.
+        ArchiveReader's items, order and stats, from this process and readers-1 reader
+        processes, each reading its share of the members; ReaderFailed when one dies.
     usable_cpus(), default_readers() (DUMP_READERS=0)
 
 xml.py
