@@ -55,8 +55,8 @@ from collector.dumps.reader import (
     DumpArchiveError,
     member_path,
 )
-from collector.retire_guard import retiring_looks_wrong
 from collector.models import Article, DumpBatch, DumpState, Rejected
+from collector.retire_guard import retiring_looks_wrong
 from collector.store.base import Store
 
 log = structlog.get_logger(__name__)
@@ -176,7 +176,7 @@ class DumpOptions:
     min_chars: int = 100
     batch_size: int = 500  # in-force rows per transaction (bounded memory, bounded replay)
     clock: Callable[[], datetime] = utcnow
-    readers: int = 1  # processes reading a global (dumps/parallel.py); 1 = this one
+    readers: int = 1  # readers of a global: this process and readers-1 reader processes (dumps/parallel.py)
     parallel_min_bytes: int = 1 << 20  # a smaller global is read here: processes cost ~0.3 s to start
 
     @classmethod
@@ -275,8 +275,8 @@ class _ArchivePass:
         return self.report
 
     def reader(self) -> ArchiveReader | ParallelReader:
-        """A global is read by `readers` processes (it needs only its versions in force, in
-        any process); a small global and a delta in this one."""
+        """A global is read by `readers` readers (it needs only its versions in force, in any
+        order of reading); a small global and a delta in this process alone."""
         common: dict[str, Any] = dict(min_chars=self.opt.min_chars, now=self.opt.clock(), codes=self.scope.ids,
                                       on_progress=lambda _stats: self.tick(), in_force_only=self.archive.is_global)
         if self.archive.is_global and self.opt.readers > 1 and self.total_bytes >= self.opt.parallel_min_bytes:
