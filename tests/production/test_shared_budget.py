@@ -101,7 +101,11 @@ def test_two_processes_on_one_store_share_one_hourly_budget(make_rig: Callable[.
            "COLLECTOR_LEASE_TTL_SECONDS": "3"}
     one = rig.collector("run", "--mode", "MASSIVE", state_file=rig.root / "one.json", **env)
     two = rig.collector("run", "--mode", "MASSIVE", state_file=rig.root / "two.json", **env)
-    a, b = wait_for(lambda: holder_and_standby(one, two), 60, "one collector and one standby")
+    try:
+        a, b = wait_for(lambda: holder_and_standby(one, two), 60, "one collector and one standby")
+    except pytest.fail.Exception:  # say what each process was doing
+        print("--- one\n" + one.output()[-3000:] + "\n--- two\n" + two.output()[-3000:])
+        raise
     if case == "kill-9 mid-budget":
         wait_for(lambda: ledger_hour(rig) >= limit // 2, 60, "A to spend half the budget")
         assert ledger_hour(rig) < limit
