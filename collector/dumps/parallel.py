@@ -9,8 +9,9 @@ over a pipe, each batch with a watermark: the number of members it has walked, s
 sends later comes from a later member. The loader merges the streams by member number, pulling
 from a stream only while its watermark is behind the next item: the items come out in exactly
 the order, and with exactly the stats, of one ArchiveReader over the archive, so the applier
-(its resume by member count, its change events) cannot tell the difference. Pipes bound what is
-buffered: a process whose items the loader does not need yet blocks on its send.
+(its resume by member count, its change events) cannot tell the difference. What is buffered is
+bounded: _AHEAD items queued per process and its pipe (1 MiB); past that a process blocks on its
+send until the merge needs its items.
 
 A process is a fresh interpreter (`python -m collector.dumps.parallel`), not a fork (the loader
 may be a Streamlit server with threads and locks) nor multiprocessing's spawn (it would run the
@@ -35,11 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from collector.dumps.reader import (
-    DELETION_LISTS,
     ArchiveReader,
     ArticleVersion,
     BadMember,
-    Deletion,
     DumpArchiveError,
     DumpItem,
     ReadStats,
@@ -53,7 +52,7 @@ _BATCH = 64  # items per message
 _PIPE_BYTES = 1 << 20
 _AHEAD = 4096  # items queued per process before the merge needs them (~6 MB of rows)
 _LOCAL_AHEAD = 512  # of the loader's own share, read ahead while a process is late (parsed files)
-_Key = tuple[int, int]  # (member number, 0 for a file | 1 for a deletion-list line)
+_Key = tuple[int, int]  # (member number, 0 for a file | 1 for a deletion-list line: stats.walked)
 
 
 class ReaderFailed(RuntimeError):
@@ -123,7 +122,7 @@ class _LocalStream(_Stream):
         if item is None:
             self.stats = stats
         else:
-            self.items.append(((stats.members, _after_files(item)), item))
+            self.items.append(((stats.members, int(stats.walked)), item))
 
     def end(self) -> None:
         if self._items is not None:
@@ -255,7 +254,7 @@ class ParallelReader:
     def _whole(self, parts: list[ReadStats]) -> None:
         """The stats of one reader over the archive, from the shares' (each walked it all)."""
         whole = self.stats
-        whole.bytes_read, whole.members = parts[0].bytes_read, parts[0].members
+        whole.bytes_read, whole.members, whole.walked = parts[0].bytes_read, parts[0].members, parts[0].walked
         firsts = sorted((at, code, part.touched[code]) for part in parts for code, at in part.touched_at.items())
         for at, code, partition in firsts:  # a text's partition is that of its first file, as in one reader
             if code not in whole.touched:
@@ -305,7 +304,7 @@ def _read_share(path: str, share: tuple[tuple[int, ...], int], options: dict[str
         for item in reader:
             if isinstance(item, ArticleVersion):
                 item = item.detached()
-            batch.append(((reader.stats.members, _after_files(item)), item))
+            batch.append(((reader.stats.members, int(reader.stats.walked)), item))
             if len(batch) >= _BATCH:
                 send(reader.stats)
         send(reader.stats)
@@ -327,13 +326,6 @@ def _widen(fd: int) -> None:
         fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), _PIPE_BYTES)
     except OSError:  # over /proc/sys/fs/pipe-max-size, or not Linux: the default size works too
         pass
-
-
-def _after_files(item: DumpItem) -> int:
-    """1 for what a reader yields after walking every file (deletion-list lines), else 0."""
-    if isinstance(item, Deletion):
-        return 1
-    return int(isinstance(item, BadMember) and item.member.partition(":")[0] in DELETION_LISTS)
 
 
 def _last_word(conn: Connection, message: tuple[str, str]) -> None:

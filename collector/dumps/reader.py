@@ -194,6 +194,7 @@ class ReadStats:
     articles_by_code: Counter[str] = field(default_factory=Counter)  # article files per text cid
     touched: dict[str, str] = field(default_factory=dict)  # text cid -> partition, any file kind
     touched_at: dict[str, int] = field(default_factory=dict)  # text cid -> member number it was first seen at
+    walked: bool = False  # every file walked: what is yielded now comes from the deletion lists
     deletions: int = 0
     bad_count: int = 0
     bad: list[BadMember] = field(default_factory=list)  # the first MAX_BAD_NAMED of them
@@ -438,6 +439,7 @@ class ArchiveReader:
                 pass
         if not self.stats.members:
             raise tarfile.ReadError("no file in the archive")
+        self.stats.walked = True
         for source, data in lists:
             yield from self._deletions(source, data)
 
